@@ -1,0 +1,25 @@
+"""kryptonref: a reference implementation of KRYPTON's incremental and approximate
+CNN inference for occlusion-based explanations (Nakandala & Kumar).
+
+Public API
+----------
+Graph, layer specs     describe an architecture (the model IR)
+Model                  a graph with weights; ``forward`` runs full inference
+incremental_inference  outputs for many occlusion positions, computed incrementally
+patch_positions        the grid of patch positions for a patch size and stride
+geometry               per-axis changed-region rules (paper eq. 1-8, generalised)
+"""
+from . import geometry
+from .engine import IncrementalResult, incremental_inference, patch_positions
+from .graph import Graph, Node
+from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Concat, Conv2d, Dropout,
+                     Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU, ReLU6, Softmax)
+from .model import Model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Graph", "Node", "Model", "incremental_inference", "IncrementalResult", "patch_positions",
+    "geometry", "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "AdaptiveAvgPool2d",
+    "ReLU", "ReLU6", "BatchNorm2d", "Dropout", "Flatten", "Linear", "Softmax", "Add", "Concat",
+]

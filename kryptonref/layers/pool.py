@@ -1,0 +1,90 @@
+"""Pooling kernels (CPU): max and average pooling over padded windows.
+
+As for convolution, full and region computations share one *valid* kernel over
+windows that already hold their padding (``-inf`` for max pooling, 0 for
+average pooling). Average pooling divides by PyTorch's divisor, which depends
+on the absolute output index, so region calls pass each position's output
+offset.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._numba import KERNEL, njit, prange
+
+__all__ = ["max_pool_valid", "avg_pool_valid", "avg_pool_divisors"]
+
+
+@njit(parallel=True, **KERNEL)
+def _max_pool(win, kh, kw, sh, sw, dh, dw, out):
+    n_items, n_channels, oh, ow = out.shape
+    for item_channel in prange(n_items * n_channels):
+        b = item_channel // n_channels
+        c = item_channel % n_channels
+        plane = win[b, c]
+        for oy in range(oh):
+            for ox in range(ow):
+                best = plane[oy * sh, ox * sw]
+                for ky in range(kh):
+                    for kx in range(kw):
+                        v = plane[oy * sh + ky * dh, ox * sw + kx * dw]
+                        if v > best or v != v:  # NaN propagates, as in PyTorch
+                            best = v
+                out[b, c, oy, ox] = best
+
+
+@njit(parallel=True, **KERNEL)
+def _avg_pool(win, kh, kw, sh, sw, div_y, div_x, out_y0, out_x0, out):
+    n_items, n_channels, oh, ow = out.shape
+    for item_channel in prange(n_items * n_channels):
+        b = item_channel // n_channels
+        c = item_channel % n_channels
+        plane = win[b, c]
+        for oy in range(oh):
+            dy = div_y[out_y0[b] + oy]
+            for ox in range(ow):
+                total = plane[oy * sh, ox * sw] * 0
+                for ky in range(kh):
+                    for kx in range(kw):
+                        total += plane[oy * sh + ky, ox * sw + kx]
+                out[b, c, oy, ox] = total / (dy * div_x[out_x0[b] + ox])
+
+
+def max_pool_valid(win, kernel, stride, dilation, out_hw):
+    """Max pooling of ``-inf``-padded windows ``(B, C, Hw, Ww) -> (B, C, oh, ow)``."""
+    out = np.empty(win.shape[:2] + tuple(out_hw), win.dtype)
+    _max_pool(win, kernel[0], kernel[1], stride[0], stride[1], dilation[0], dilation[1], out)
+    return out
+
+
+def avg_pool_valid(win, kernel, stride, divisors, out_y0, out_x0, out_hw):
+    """Average pooling of zero-padded windows.
+
+    Parameters
+    ----------
+    divisors : (ndarray, ndarray)
+        Per-axis divisors of the whole output, from :func:`avg_pool_divisors`.
+    out_y0, out_x0 : ndarray of int64 (B,)
+        Output offset of each window's region.
+    """
+    out = np.empty(win.shape[:2] + tuple(out_hw), win.dtype)
+    div_y, div_x = (d.astype(win.dtype) for d in divisors)
+    _avg_pool(win, kernel[0], kernel[1], stride[0], stride[1], div_y, div_x,
+              np.asarray(out_y0, np.int64), np.asarray(out_x0, np.int64), out)
+    return out
+
+
+def avg_pool_divisors(in_size, out_size, kernel, stride, pad_before, pad_after,
+                      count_include_pad):
+    """Divisor of each output index on one axis (PyTorch's rule).
+
+    The window of output ``o`` starts at ``o*S - P``. With ``count_include_pad``
+    it counts the padding but is cut at ``W_in + P_after``; otherwise it counts
+    only the input elements it covers. The 2-D divisor is the product of the
+    two axes' divisors.
+    """
+    start = np.arange(out_size) * stride - pad_before
+    stop = np.minimum(start + kernel, in_size + pad_after)
+    if count_include_pad:
+        return (stop - start).astype(np.float64)
+    return (np.minimum(stop, in_size) - np.maximum(start, 0)).astype(np.float64)

@@ -1,0 +1,221 @@
+"""A model: a graph, its weights and a dtype, with full inference.
+
+Weights are stored per node as ``{param_name: array}``; their flat form, used
+for ``.npz`` files, keys each array as ``"<node>.<param>"``.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import layers as L
+from .graph import Graph
+from .layers.ops import full, prepare_params
+
+__all__ = ["Model", "check_image_batch", "check_dtype"]
+
+SUPPORTED_DTYPES = (np.float32, np.float64)
+
+
+def check_dtype(dtype):
+    """Return ``dtype`` as a NumPy dtype if it is float32 or float64, else raise TypeError."""
+    dt = np.dtype(dtype)
+    if dt.type not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def check_image_batch(x, shape, dtype, what="x"):
+    """Validate a batch ``(N, C, H, W)`` and return it as a contiguous ``dtype`` array.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not a real floating-point array.
+    ValueError
+        On a wrong shape or NaN/Inf values.
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{what} must be a NumPy array, got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{what} must hold floating-point values (float32 or float64), "
+                        f"got dtype {x.dtype}")
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"{what} must have shape (N, {', '.join(map(str, shape))}), "
+                         f"got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{what} is an empty batch")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{what} contains NaN or Inf values")
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+class Model:
+    """A graph with weights, ready for full and incremental inference.
+
+    Parameters
+    ----------
+    graph : Graph
+        The architecture.
+    weights : dict, str or os.PathLike, optional
+        Flat ``{"node.param": array}`` mapping, a nested ``{node: {param: array}}``
+        mapping, or the path of an ``.npz`` file; ``None`` draws seeded random
+        weights.
+    seed : int
+        Seed of the random initialisation.
+    dtype : float32 or float64
+        Computation dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, kryptonref as kr
+    >>> g = kr.Graph((3, 16, 16))
+    >>> _ = g.add(kr.Conv2d(3, 4, 3, padding=1))
+    >>> model = kr.Model(g, seed=0)
+    >>> model.forward(np.zeros((2, 3, 16, 16), np.float32)).shape
+    (2, 4, 16, 16)
+    """
+
+    def __init__(self, graph: Graph, weights=None, seed=0, dtype=np.float32):
+        if not isinstance(graph, Graph):
+            raise TypeError(f"graph must be a kryptonref Graph, got {type(graph).__name__}")
+        self.graph = graph
+        self.dtype = check_dtype(dtype)
+        self.params: dict[str, dict[str, np.ndarray]] = {}
+        if weights is None:
+            self.params = random_weights(graph, seed)
+        else:
+            self.load_weights(weights)
+
+    # -- weights ---------------------------------------------------------------------
+    def param_shapes(self):
+        """``{node: {param: shape}}`` for every node with parameters."""
+        shapes = {}
+        for name in self.graph.order:
+            node = self.graph.nodes[name]
+            want = node.layer.param_shapes([self.graph.shapes[i] for i in node.inputs])
+            if want:
+                shapes[name] = want
+        return shapes
+
+    def load_weights(self, weights):
+        """Replace the weights from a mapping or an ``.npz`` path; every shape is checked."""
+        if isinstance(weights, (str, os.PathLike)):
+            with np.load(weights) as data:
+                weights = {k: data[k] for k in data.files}
+        nested = _nest(weights)
+        expected = self.param_shapes()
+        params = {}
+        for node, shapes in expected.items():
+            given = nested.pop(node, None)
+            if given is None:
+                raise ValueError(f"weights: missing parameters for node {node!r}")
+            params[node] = {}
+            for pname, shape in shapes.items():
+                if pname not in given:
+                    raise ValueError(f"weights: node {node!r} is missing {pname!r}")
+                arr = np.asarray(given.pop(pname))
+                if arr.shape != tuple(shape):
+                    raise ValueError(f"weights: {node}.{pname} has shape {arr.shape}, "
+                                     f"expected {tuple(shape)}")
+                if not np.all(np.isfinite(arr)):
+                    raise ValueError(f"weights: {node}.{pname} contains NaN or Inf")
+                params[node][pname] = arr.astype(np.float64)
+            if given:
+                raise ValueError(f"weights: node {node!r} has unexpected parameters {sorted(given)}")
+        if nested:
+            raise ValueError(f"weights: unexpected entries for nodes {sorted(nested)}")
+        self.params = params
+        self._prepared = None
+
+    def weights(self):
+        """Flat ``{"node.param": array}`` copy of the weights (float64)."""
+        return {f"{node}.{p}": v.copy() for node, ps in self.params.items() for p, v in ps.items()}
+
+    def save_weights(self, path):
+        """Write the weights to an ``.npz`` file keyed ``"node.param"``."""
+        np.savez(path, **self.weights())
+
+    def astype(self, dtype):
+        """A model sharing graph and weights that computes in ``dtype``."""
+        other = Model.__new__(Model)
+        other.graph, other.params, other.dtype = self.graph, self.params, check_dtype(dtype)
+        other._prepared = None
+        return other
+
+    @property
+    def prepared(self):
+        """Kernel-ready parameters per node, in the model's dtype (cached)."""
+        if getattr(self, "_prepared", None) is None:
+            self._prepared = {name: prepare_params(self.graph.nodes[name].layer,
+                                                   self.params.get(name, {}), self.dtype)
+                              for name in self.graph.order}
+        return self._prepared
+
+    # -- inference -------------------------------------------------------------------
+    def forward_all(self, x):
+        """Full inference keeping every node's output (``M`` in Algorithm 2).
+
+        Parameters
+        ----------
+        x : ndarray (N, C, H, W)
+
+        Returns
+        -------
+        dict
+            ``name -> (N, ...)`` array for the input and every node.
+        """
+        x = check_image_batch(x, self.graph.input_shape, self.dtype)
+        values = {self.graph.input_name: x}
+        prepared = self.prepared
+        for name in self.graph.order:
+            node = self.graph.nodes[name]
+            values[name] = full(node.layer, prepared[name], [values[i] for i in node.inputs],
+                                self.graph.shapes[name])
+        return values
+
+    def forward(self, x):
+        """Full inference for a batch ``(N, C, H, W)``; returns the output node's values."""
+        return self.forward_all(x)[self.graph.output]
+
+    def __repr__(self):
+        return f"Model({len(self.graph)} nodes, input {self.graph.input_shape}, {self.dtype})"
+
+
+def _nest(weights):
+    """``{"node.param": a}`` or ``{node: {param: a}}`` -> nested mutable dict."""
+    nested = {}
+    for key, value in dict(weights).items():
+        if isinstance(value, dict):
+            nested.setdefault(key, {}).update(value)
+        else:
+            node, sep, pname = str(key).rpartition(".")
+            if not sep:
+                raise ValueError(f"weights: key {key!r} is not of the form 'node.param'")
+            nested.setdefault(node, {})[pname] = value
+    return nested
+
+
+def random_weights(graph, seed=0):
+    """Seeded random weights: He-normal conv/dense, non-trivial batch-norm statistics."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name in graph.order:
+        node = graph.nodes[name]
+        shapes = node.layer.param_shapes([graph.shapes[i] for i in node.inputs])
+        if not shapes:
+            continue
+        layer = node.layer
+        if isinstance(layer, L.BatchNorm2d):
+            c = shapes["weight"]
+            params[name] = {"weight": rng.uniform(0.5, 1.5, c), "bias": rng.normal(0, 0.1, c),
+                            "running_mean": rng.normal(0, 0.1, c),
+                            "running_var": rng.uniform(0.5, 1.5, c)}
+            continue
+        weight_shape = shapes["weight"]
+        fan_in = int(np.prod(weight_shape[1:]))
+        params[name] = {"weight": rng.normal(0, np.sqrt(2.0 / fan_in), weight_shape)}
+        if "bias" in shapes:
+            params[name]["bias"] = rng.normal(0, 0.05, shapes["bias"])
+    return params
