@@ -84,7 +84,7 @@ class Model:
         self.dtype = check_dtype(dtype)
         self.params: dict[str, dict[str, np.ndarray]] = {}
         if weights is None:
-            self.params = random_weights(graph, seed)
+            self.params = random_weights(graph, seed, self.dtype)
         else:
             self.load_weights(weights)
 
@@ -121,7 +121,7 @@ class Model:
                                      f"expected {tuple(shape)}")
                 if not np.all(np.isfinite(arr)):
                     raise ValueError(f"weights: {node}.{pname} contains NaN or Inf")
-                params[node][pname] = arr.astype(np.float64)
+                params[node][pname] = np.ascontiguousarray(arr, dtype=self.dtype)
             if given:
                 raise ValueError(f"weights: node {node!r} has unexpected parameters {sorted(given)}")
         if nested:
@@ -130,7 +130,7 @@ class Model:
         self._prepared = None
 
     def weights(self):
-        """Flat ``{"node.param": array}`` copy of the weights (float64)."""
+        """Flat ``{"node.param": array}`` copy of the weights (in the model's dtype)."""
         return {f"{node}.{p}": v.copy() for node, ps in self.params.items() for p, v in ps.items()}
 
     def save_weights(self, path):
@@ -138,10 +138,12 @@ class Model:
         np.savez(path, **self.weights())
 
     def astype(self, dtype):
-        """A model sharing graph and weights that computes in ``dtype``."""
+        """A model with the same graph and weights (cast) that computes in ``dtype``."""
+        dtype = check_dtype(dtype)
         other = Model.__new__(Model)
-        other.graph, other.params, other.dtype = self.graph, self.params, check_dtype(dtype)
-        other._prepared = None
+        other.graph, other.dtype, other._prepared = self.graph, dtype, None
+        other.params = {node: {p: v.astype(dtype) for p, v in ps.items()}
+                        for node, ps in self.params.items()}
         return other
 
     @property
@@ -197,8 +199,12 @@ def _nest(weights):
     return nested
 
 
-def random_weights(graph, seed=0):
-    """Seeded random weights: He-normal conv/dense, non-trivial batch-norm statistics."""
+def random_weights(graph, seed=0, dtype=np.float64):
+    """Seeded random weights: He-normal conv/dense, non-trivial batch-norm statistics.
+
+    The draws are made in float64 and cast, so a float32 and a float64 model with
+    the same seed hold the same weights up to rounding.
+    """
     rng = np.random.default_rng(seed)
     params = {}
     for name in graph.order:
@@ -218,4 +224,4 @@ def random_weights(graph, seed=0):
         params[name] = {"weight": rng.normal(0, np.sqrt(2.0 / fan_in), weight_shape)}
         if "bias" in shapes:
             params[name]["bias"] = rng.normal(0, 0.05, shapes["bias"])
-    return params
+    return {node: {p: v.astype(dtype) for p, v in ps.items()} for node, ps in params.items()}

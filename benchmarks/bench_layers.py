@@ -1,0 +1,202 @@
+"""Per-layer throughput of kryptonref's full convolution against ONNX Runtime.
+
+What is measured
+----------------
+For each of the 13 convolutions of VGG16 (3x3, stride 1, padding 1, bias) at a
+224 x 224 input, batch 1, float32, the FULL layer computation:
+
+* ours: ``kryptonref.layers.ops.full(layer, model.prepared[name], [x], out_shape)``,
+  i.e. zero padding + im2col + one BLAS GEMM + bias/unpack
+  (:func:`kryptonref.layers.conv.conv2d_valid`);
+* ORT: a single-``Conv``-node ONNX model with the same weights, run by an
+  ``onnxruntime.InferenceSession`` on the CPU execution provider with the default
+  threading, in the same process.
+
+The two are timed interleaved (one call of ours, one call of ORT, repeated),
+after a warm-up that excludes Numba compilation and ORT's first-run costs; the
+best of N calls is reported. Throughput is ``2 * MACs / time`` (GFLOP/s).
+Each layer's output is checked once against ORT's
+(``|ours - ort| <= 1e-4 * max|ort| + 1e-4 * |ort|``).
+
+Target
+------
+ours >= 70 % of ORT's throughput per layer and in total (ratio column >= 0.70).
+Nothing here asserts on timings; the machine may be shared and noisy.
+
+Usage
+-----
+    python benchmarks/bench_layers.py            # all 13 layers
+    python benchmarks/bench_layers.py --quick    # 4 layers, fewer repetitions
+    python benchmarks/bench_layers.py --repeat 20
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+import kryptonref as kr
+from kryptonref.layers import ops
+
+#: (name, in_channels, out_channels, spatial size) of VGG16's convolutions at 224 px.
+VGG16_CONVS = [
+    ("conv1_1", 3, 64, 224), ("conv1_2", 64, 64, 224),
+    ("conv2_1", 64, 128, 112), ("conv2_2", 128, 128, 112),
+    ("conv3_1", 128, 256, 56), ("conv3_2", 256, 256, 56), ("conv3_3", 256, 256, 56),
+    ("conv4_1", 256, 512, 28), ("conv4_2", 512, 512, 28), ("conv4_3", 512, 512, 28),
+    ("conv5_1", 512, 512, 14), ("conv5_2", 512, 512, 14), ("conv5_3", 512, 512, 14),
+]
+QUICK_LAYERS = ("conv1_2", "conv3_2", "conv4_2", "conv5_1")
+
+
+def machine_info():
+    """Print the machine, library versions and BLAS/thread configuration."""
+    import numba
+    print(f"python {platform.python_version()}  {platform.machine()}  "
+          f"nproc={os.cpu_count()}  sched_affinity={len(os.sched_getaffinity(0))}")
+    print(f"numpy {np.__version__}  numba {numba.__version__}  "
+          f"numba threads={numba.config.NUMBA_NUM_THREADS}  "
+          f"numba threading layer (configured)={numba.config.THREADING_LAYER}")
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER"):
+        if var in os.environ:
+            print(f"  {var}={os.environ[var]}")
+    try:
+        from threadpoolctl import threadpool_info
+        for pool in threadpool_info():
+            print("  threadpool: " + ", ".join(
+                f"{k}={pool.get(k)}" for k in ("user_api", "internal_api", "version",
+                                                 "architecture", "threading_layer",
+                                                 "num_threads") if k in pool))
+    except ImportError:
+        print("  (threadpoolctl not installed: no BLAS info)")
+    try:
+        load = os.getloadavg()
+        print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+              "(timings are best-of-N; other work on the cores makes them noisy)")
+    except OSError:
+        pass
+
+
+def ort_conv_session(weight, bias, in_shape, pads=1):
+    """An ORT session running one ``Conv`` node with the given weights."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    c_out = weight.shape[0]
+    out_hw = [n + 2 * pads - k + 1 for n, k in zip(in_shape[1:], weight.shape[2:])]
+    node = helper.make_node("Conv", ["X", "W", "B"], ["Y"],
+                            kernel_shape=list(weight.shape[2:]), pads=[pads] * 4,
+                            strides=[1, 1], dilations=[1, 1], group=1)
+    graph = helper.make_graph(
+        [node], "conv",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, *in_shape])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, c_out, *out_hw])],
+        initializer=[numpy_helper.from_array(np.ascontiguousarray(weight, np.float32), "W"),
+                     numpy_helper.from_array(np.ascontiguousarray(bias, np.float32), "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 9)
+    onnx.checker.check_model(model)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def bench_layer(name, c_in, c_out, size, repeat, warmup, seed):
+    graph = kr.Graph((c_in, size, size))
+    graph.add(kr.Conv2d(c_in, c_out, 3, padding=1), name=name)
+    model = kr.Model(graph, seed=seed, dtype=np.float32)
+    layer = graph.nodes[name].layer
+    params = model.prepared[name]
+    out_shape = graph.shapes[name]
+    macs = graph.macs()[name]
+    x = np.random.default_rng(seed + 1).standard_normal((1, c_in, size, size)).astype(np.float32)
+    session = ort_conv_session(params["weight"], params["bias"], (c_in, size, size))
+    feed = {"X": x}
+
+    def ours():
+        return ops.full(layer, params, [x], out_shape)
+
+    def theirs():
+        return session.run(None, feed)[0]
+
+    ref = theirs()
+    got = ours()
+    scale = float(np.max(np.abs(ref))) or 1.0
+    err = np.abs(got.astype(np.float64) - ref)
+    ok = bool(np.all(err <= 1e-4 * scale + 1e-4 * np.abs(ref)))
+    for _ in range(warmup):
+        ours()
+        theirs()
+    t_ours, t_ort = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        ours()
+        t1 = time.perf_counter()
+        theirs()
+        t2 = time.perf_counter()
+        t_ours.append(t1 - t0)
+        t_ort.append(t2 - t1)
+    return dict(name=name, shape=f"{c_in}->{c_out} @{size}", macs=macs, ours=min(t_ours),
+                ort=min(t_ort), ok=ok, err=float(err.max()) / scale)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"only {', '.join(QUICK_LAYERS)} and fewer repetitions")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="timed calls per layer and implementation (best is kept); "
+                             "default 10, or 4 with --quick")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    repeat = args.repeat or (4 if args.quick else 10)
+    if repeat < 1:
+        parser.error("--repeat must be positive")
+
+    import onnxruntime as ort
+    print("== bench_layers: VGG16 conv layers, full computation, batch 1, float32 ==")
+    machine_info()
+    print(f"onnxruntime {ort.__version__} (CPUExecutionProvider, default threading)")
+    print(f"best of {repeat} interleaved calls after {args.warmup} warm-up call(s); "
+          "target: ours >= 0.70 x ORT throughput")
+    print()
+
+    layers = [spec for spec in VGG16_CONVS if not args.quick or spec[0] in QUICK_LAYERS]
+    header = (f"{'layer':8} {'shape':16} {'MMACs':>8} {'ours ms':>9} {'ORT ms':>9} "
+              f"{'ours GF/s':>10} {'ORT GF/s':>9} {'ratio':>6}  check")
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for name, c_in, c_out, size in layers:
+        r = bench_layer(name, c_in, c_out, size, repeat, args.warmup, args.seed)
+        rows.append(r)
+        gf_ours = 2 * r["macs"] / r["ours"] / 1e9
+        gf_ort = 2 * r["macs"] / r["ort"] / 1e9
+        check = "ok" if r["ok"] else "MISMATCH"
+        print(f"{r['name']:8} {r['shape']:16} {r['macs'] / 1e6:8.1f} {r['ours'] * 1e3:9.2f} "
+              f"{r['ort'] * 1e3:9.2f} {gf_ours:10.1f} {gf_ort:9.1f} {r['ort'] / r['ours']:6.2f}  "
+              f"{check} (max err {r['err']:.1e} x scale)", flush=True)
+    macs = sum(r["macs"] for r in rows)
+    t_ours = sum(r["ours"] for r in rows)
+    t_ort = sum(r["ort"] for r in rows)
+    print("-" * len(header))
+    print(f"{'total':8} {'':16} {macs / 1e6:8.1f} {t_ours * 1e3:9.2f} {t_ort * 1e3:9.2f} "
+          f"{2 * macs / t_ours / 1e9:10.1f} {2 * macs / t_ort / 1e9:9.1f} {t_ort / t_ours:6.2f}")
+    print()
+    print("ratio = ours GFLOP/s / ORT GFLOP/s = ORT time / ours time (target >= 0.70); "
+          "total ratio = sum of ORT times / sum of ours times")
+    below = [r["name"] for r in rows if r["ort"] / r["ours"] < 0.70]
+    print("layers below target: " + (", ".join(below) if below else "none"))
+    if not all(r["ok"] for r in rows):
+        print("WARNING: some outputs differ from ORT beyond tolerance")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""Naive NumPy oracle: the test suite's reference for every layer.
+
+Every function here computes a *whole* layer on a batch, straight from the
+layer's definition, with explicit Python loops over output positions and plain
+NumPy over the batch and channel axes. Nothing here is fast, clever or shared
+with :mod:`kryptonref`: no Numba, no im2col, no padded-window tricks, no
+incremental regions. The only thing taken from kryptonref is the layer spec
+classes, read for their hyper-parameters in :func:`naive_forward`.
+
+All computation is in float64, whatever the input dtype, so that the oracle is
+the "true" value both float64 and float32 kernels are compared against.
+
+Conventions (the PyTorch / ONNX ones)
+------------------------------------
+* Feature maps are ``(N, C, H, W)``; vectors are ``(N, F)``.
+* Padding is ``((top, bottom), (left, right))``. A window position reads the
+  input at unpadded coordinates; a coordinate outside ``[0, H)`` (or
+  ``[0, W)``) reads the padding value: 0 for convolution and average pooling,
+  ``-inf`` for max pooling.
+* Output ``o`` of a conv/pool layer reads taps ``o*S - P_before + k*D`` for
+  ``k = 0 .. K-1`` (stride ``S``, dilation ``D``).
+* Output size: ``floor((W + P0 + P1 - Ke) / S) + 1`` with ``Ke = D*(K-1) + 1``;
+  with ``ceil_mode`` the ceiling, minus a last window that would start at or
+  beyond ``W + P0`` (i.e. entirely in the right padding).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kryptonref.layers import specs as S
+
+__all__ = [
+    "output_size", "conv2d", "max_pool2d", "avg_pool2d", "avg_pool_divisor_map",
+    "global_avg_pool", "adaptive_avg_pool", "relu", "relu6", "batchnorm", "flatten",
+    "linear", "softmax", "add", "concat", "dropout", "naive_layer", "naive_forward",
+    "naive_occlude",
+]
+
+
+# --- helpers ------------------------------------------------------------------------
+
+def _pair(value):
+    """``3 -> (3, 3)``; a pair stays a pair."""
+    if isinstance(value, (tuple, list)):
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def _padding(value):
+    """``p``, ``(ph, pw)`` or ``((top, bottom), (left, right))`` -> the last form."""
+    if isinstance(value, (tuple, list)) and isinstance(value[0], (tuple, list)):
+        return tuple(_pair(v) for v in value)
+    ph, pw = _pair(value)
+    return (ph, ph), (pw, pw)
+
+
+def output_size(n, kernel, stride, pad_before, pad_after, dilation=1, ceil_mode=False):
+    """Output length on one axis (PyTorch's rule, including ceil mode)."""
+    span = dilation * (kernel - 1) + 1
+    room = n + pad_before + pad_after - span
+    if ceil_mode:
+        size = math.ceil(room / stride) + 1
+        # PyTorch: the last window must start inside the input or the left padding.
+        if (size - 1) * stride >= n + pad_before:
+            size -= 1
+    else:
+        size = room // stride + 1
+    return size
+
+
+def _taps(o, kernel, stride, pad_before, dilation=1):
+    """Input coordinates read by output ``o`` on one axis."""
+    return o * stride - pad_before + dilation * np.arange(kernel)
+
+
+def _read(x, ys, xs, pad_value):
+    """``x[:, :, ys, xs]`` (outer product of the index lists), ``pad_value`` outside ``x``."""
+    n, c, h, w = x.shape
+    window = np.full((n, c, len(ys), len(xs)), pad_value, dtype=np.float64)
+    iy = np.flatnonzero((ys >= 0) & (ys < h))
+    ix = np.flatnonzero((xs >= 0) & (xs < w))
+    window[:, :, iy[:, None], ix[None, :]] = x[:, :, ys[iy][:, None], xs[ix][None, :]]
+    return window
+
+
+def _f64(x):
+    return np.asarray(x, dtype=np.float64)
+
+
+# --- spatial layers -----------------------------------------------------------------
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation.
+
+    ``out[n, o, i, j] = bias[o] + sum_{c in group(o), ky, kx}
+    weight[o, c - g*Cin_g, ky, kx] * x[n, c, i*Sh - Pt + ky*Dh, j*Sw - Pl + kx*Dw]``
+    with zero padding; ``weight`` is ``(C_out, C_in/groups, kh, kw)``.
+    """
+    x, weight = _f64(x), _f64(weight)
+    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
+    (pt, pb), (pl, pr) = _padding(padding)
+    n, c_in, h, w = x.shape
+    c_out, cin_group, kh, kw = weight.shape
+    assert c_in == cin_group * groups and c_out % groups == 0
+    cout_group = c_out // groups
+    oh = output_size(h, kh, sh, pt, pb, dh)
+    ow = output_size(w, kw, sw, pl, pr, dw)
+    out = np.zeros((n, c_out, oh, ow))
+    for i in range(oh):
+        ys = _taps(i, kh, sh, pt, dh)
+        for j in range(ow):
+            xs = _taps(j, kw, sw, pl, dw)
+            window = _read(x, ys, xs, 0.0)                     # (N, C_in, kh, kw)
+            for g in range(groups):
+                x_g = window[:, g * cin_group:(g + 1) * cin_group]
+                w_g = weight[g * cout_group:(g + 1) * cout_group]
+                out[:, g * cout_group:(g + 1) * cout_group, i, j] = np.einsum(
+                    "nckl,ockl->no", x_g, w_g)
+    if bias is not None:
+        out += _f64(bias)[None, :, None, None]
+    return out
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Max over each (dilated) window; the padding reads as ``-inf``."""
+    x = _f64(x)
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    (pt, pb), (pl, pr) = _padding(padding)
+    dh, dw = _pair(dilation)
+    n, c, h, w = x.shape
+    oh = output_size(h, kh, sh, pt, pb, dh, ceil_mode)
+    ow = output_size(w, kw, sw, pl, pr, dw, ceil_mode)
+    out = np.empty((n, c, oh, ow))
+    for i in range(oh):
+        ys = _taps(i, kh, sh, pt, dh)
+        for j in range(ow):
+            xs = _taps(j, kw, sw, pl, dw)
+            out[:, :, i, j] = _read(x, ys, xs, -np.inf).max(axis=(2, 3))
+    return out
+
+
+def _avg_divisor(i, j, in_hw, kernel_size, stride, padding, count_include_pad):
+    """Divisor of average-pooling output ``(i, j)`` (PyTorch's rule, computed in 2-D)."""
+    (h, w), (kh, kw), (sh, sw) = in_hw, kernel_size, stride
+    (pt, pb), (pl, pr) = padding
+    y0, x0 = i * sh - pt, j * sw - pl
+    # The window is cut at the end of the declared padding (ceil mode can go past it).
+    y1, x1 = min(y0 + kh, h + pb), min(x0 + kw, w + pr)
+    if count_include_pad:
+        return (y1 - y0) * (x1 - x0)
+    ys, xs = np.arange(y0, y1), np.arange(x0, x1)
+    real = ((ys >= 0) & (ys < h))[:, None] & ((xs >= 0) & (xs < w))[None, :]
+    return int(np.count_nonzero(real))
+
+
+def avg_pool_divisor_map(in_hw, kernel_size, stride=None, padding=0, ceil_mode=False,
+                         count_include_pad=True):
+    """``(oh, ow)`` array of the divisor of every average-pooling output."""
+    kernel = _pair(kernel_size)
+    stride = _pair(kernel_size if stride is None else stride)
+    padding = _padding(padding)
+    oh = output_size(in_hw[0], kernel[0], stride[0], *padding[0], 1, ceil_mode)
+    ow = output_size(in_hw[1], kernel[1], stride[1], *padding[1], 1, ceil_mode)
+    div = np.empty((oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            div[i, j] = _avg_divisor(i, j, in_hw, kernel, stride, padding, count_include_pad)
+    return div
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    """Sum over each window (padding reads 0) divided by PyTorch's divisor.
+
+    The window of output ``o`` starts at ``start = o*S - P0`` and, for the
+    divisor, stops at ``stop = min(start + K, W + P1)``. With
+    ``count_include_pad`` the divisor is ``(stop - start)`` per axis (product of
+    the axes); otherwise it is the number of real input elements in the window.
+    """
+    x = _f64(x)
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    (pt, pb), (pl, pr) = _padding(padding)
+    n, c, h, w = x.shape
+    div = avg_pool_divisor_map((h, w), (kh, kw), (sh, sw), ((pt, pb), (pl, pr)), ceil_mode,
+                               count_include_pad)
+    oh, ow = div.shape
+    out = np.empty((n, c, oh, ow))
+    for i in range(oh):
+        ys = _taps(i, kh, sh, pt)
+        for j in range(ow):
+            xs = _taps(j, kw, sw, pl)
+            out[:, :, i, j] = _read(x, ys, xs, 0.0).sum(axis=(2, 3)) / div[i, j]
+    return out
+
+
+def global_avg_pool(x):
+    """Mean over H and W: ``(N, C, H, W) -> (N, C, 1, 1)``."""
+    x = _f64(x)
+    n, c, h, w = x.shape
+    return x.sum(axis=(2, 3)).reshape(n, c, 1, 1) / (h * w)
+
+
+def adaptive_avg_pool(x, output_size):
+    """PyTorch's adaptive average pooling: bin ``i`` of ``o`` covers
+    ``[floor(i*H/o), ceil((i+1)*H/o))``."""
+    x = _f64(x)
+    oh, ow = _pair(output_size)
+    n, c, h, w = x.shape
+    out = np.empty((n, c, oh, ow))
+    for i in range(oh):
+        y0, y1 = math.floor(i * h / oh), math.ceil((i + 1) * h / oh)
+        for j in range(ow):
+            x0, x1 = math.floor(j * w / ow), math.ceil((j + 1) * w / ow)
+            out[:, :, i, j] = x[:, :, y0:y1, x0:x1].mean(axis=(2, 3))
+    return out
+
+
+# --- element-wise and dense layers --------------------------------------------------
+
+def relu(x):
+    """``max(x, 0)``."""
+    return np.maximum(_f64(x), 0.0)
+
+
+def relu6(x):
+    """``min(max(x, 0), 6)``."""
+    return np.minimum(np.maximum(_f64(x), 0.0), 6.0)
+
+
+def dropout(x):
+    """Identity (inference)."""
+    return _f64(x).copy()
+
+
+def batchnorm(x, weight, bias, running_mean, running_var, eps=1e-5):
+    """Eval-mode batch norm: ``(x - mean) / sqrt(var + eps) * weight + bias`` per channel."""
+    x = _f64(x)
+
+    def per_channel(v):
+        return _f64(v)[None, :, None, None]
+
+    return ((x - per_channel(running_mean)) / np.sqrt(per_channel(running_var) + eps)
+            * per_channel(weight) + per_channel(bias))
+
+
+def flatten(x):
+    """``(N, C, H, W) -> (N, C*H*W)`` in C order."""
+    x = _f64(x)
+    return x.reshape(x.shape[0], -1)
+
+
+def linear(x, weight, bias=None):
+    """``y = x W^T + b`` with ``weight`` of shape ``(out, in)``."""
+    y = _f64(x) @ _f64(weight).T
+    if bias is not None:
+        y = y + _f64(bias)
+    return y
+
+
+def softmax(x):
+    """Softmax over axis 1: ``exp(x_i) / sum_j exp(x_j)`` (shifted by the max, which
+    changes nothing mathematically but avoids overflow)."""
+    e = np.exp(_f64(x) - _f64(x).max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def add(*xs):
+    """Element-wise sum of equally shaped inputs."""
+    total = _f64(xs[0]).copy()
+    for x in xs[1:]:
+        total = total + _f64(x)
+    return total
+
+
+def concat(*xs):
+    """Concatenation along the channel axis (axis 1)."""
+    return np.concatenate([_f64(x) for x in xs], axis=1)
+
+
+# --- whole graphs ---------------------------------------------------------------------
+
+def naive_layer(layer, params, inputs):
+    """Apply one kryptonref layer spec with this module's functions.
+
+    ``params`` is ``{param: array}`` as in ``Model.params[node]``; ``inputs`` is
+    the list of the node's input batches.
+    """
+    x = inputs[0]
+    if isinstance(layer, S.Conv2d):
+        return conv2d(x, params["weight"], params.get("bias"), layer.stride, layer.padding,
+                      layer.dilation, layer.groups)
+    if isinstance(layer, S.MaxPool2d):
+        return max_pool2d(x, layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+                          layer.ceil_mode)
+    if isinstance(layer, S.AvgPool2d):
+        return avg_pool2d(x, layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode,
+                          layer.count_include_pad)
+    if isinstance(layer, S.GlobalAvgPool2d):
+        return global_avg_pool(x)
+    if isinstance(layer, S.AdaptiveAvgPool2d):
+        return adaptive_avg_pool(x, layer.output_size)
+    if isinstance(layer, S.ReLU):
+        return relu(x)
+    if isinstance(layer, S.ReLU6):
+        return relu6(x)
+    if isinstance(layer, S.Dropout):
+        return dropout(x)
+    if isinstance(layer, S.BatchNorm2d):
+        return batchnorm(x, params["weight"], params["bias"], params["running_mean"],
+                         params["running_var"], layer.eps)
+    if isinstance(layer, S.Flatten):
+        return flatten(x)
+    if isinstance(layer, S.Linear):
+        return linear(x, params["weight"], params.get("bias"))
+    if isinstance(layer, S.Softmax):
+        return softmax(x)
+    if isinstance(layer, S.Add):
+        return add(*inputs)
+    if isinstance(layer, S.Concat):
+        return concat(*inputs)
+    raise TypeError(f"the oracle has no rule for {type(layer).__name__}")
+
+
+def naive_forward(graph, params, x):
+    """Run every node of a kryptonref ``Graph`` on the batch ``x`` (N, C, H, W).
+
+    ``params`` is in the ``Model.params`` format ``{node: {param: array}}``.
+    Returns ``{name: float64 array}`` for the input and every node.
+    """
+    values = {graph.input_name: _f64(x)}
+    for name in graph.order:
+        node = graph.nodes[name]
+        values[name] = naive_layer(node.layer, params.get(name, {}),
+                                   [values[i] for i in node.inputs])
+    return values
+
+
+def naive_occlude(image, y, x, patch_hw, fill):
+    """A copy of ``image`` (C, H, W) with rows ``y:y+h``, columns ``x:x+w`` set to ``fill``.
+
+    ``fill`` is a scalar, per-channel values ``(C,)`` or a full patch ``(C, h, w)``.
+    """
+    h, w = _pair(patch_hw)
+    out = np.array(image, copy=True)
+    fill = np.asarray(fill, dtype=out.dtype)
+    if fill.ndim == 1:
+        fill = fill[:, None, None]
+    out[:, y:y + h, x:x + w] = fill
+    return out

@@ -1,0 +1,120 @@
+"""Hypothesis strategies: random architectures (chains and DAGs) and occlusion batches."""
+import numpy as np
+from hypothesis import strategies as st
+
+import kryptonref as kr
+from kryptonref.geometry import effective_kernel
+
+
+def _conv(draw, channels, allow_groups=True):
+    kh, kw = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    pads = tuple(tuple(draw(st.integers(0, 3)) for _ in range(2)) for _ in range(2))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    out = draw(st.integers(1, 6))
+    groups = 1
+    if allow_groups and draw(st.booleans()):
+        groups = draw(st.sampled_from([g for g in range(1, channels + 1) if channels % g == 0]))
+        out = groups * draw(st.integers(1, 2))
+    return kr.Conv2d(channels, out, (kh, kw), stride=stride, padding=pads, dilation=(dh, dw),
+                     groups=groups, bias=draw(st.booleans()))
+
+
+def _pool(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    pads = ((draw(st.integers(0, kh // 2)), draw(st.integers(0, kh // 2))),
+            (draw(st.integers(0, kw // 2)), draw(st.integers(0, kw // 2))))
+    ceil = draw(st.booleans())
+    if draw(st.booleans()):
+        dil = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+        pads = tuple((min(p0, effective_kernel(k, d) // 2), min(p1, effective_kernel(k, d) // 2))
+                     for (p0, p1), k, d in zip(pads, (kh, kw), dil))
+        return kr.MaxPool2d((kh, kw), stride, pads, dilation=dil, ceil_mode=ceil)
+    return kr.AvgPool2d((kh, kw), stride, pads, ceil_mode=ceil,
+                        count_include_pad=draw(st.booleans()))
+
+
+def _same_conv(draw, c_in, c_out, stride=1):
+    """A conv whose output size is ceil(W / stride) (odd kernel, 'same' padding)."""
+    k = draw(st.sampled_from([1, 3, 5]))
+    d = draw(st.integers(1, 2)) if k > 1 else 1
+    p = d * (k - 1) // 2
+    return kr.Conv2d(c_in, c_out, k, stride=stride, padding=p, dilation=d)
+
+
+@st.composite
+def architectures(draw, dag=True, head=True, max_blocks=5):
+    """A random Graph: chains of conv/pool/elementwise layers, residual and concat blocks."""
+    channels = draw(st.integers(1, 4))
+    height, width = draw(st.integers(8, 64)), draw(st.integers(8, 64))
+    graph = kr.Graph((channels, height, width))
+    current = graph.input_name
+    n_blocks = draw(st.integers(1, max_blocks))
+    kinds = ["conv", "pool", "bn", "relu", "relu6", "dropout"] + (["res", "proj", "cat"] if dag else [])
+    for _ in range(n_blocks):
+        kind = draw(st.sampled_from(kinds))
+        c, h, w = graph.shapes[current]
+        try:
+            if kind == "conv":
+                current = graph.add(_conv(draw, c), current)
+            elif kind == "pool":
+                current = graph.add(_pool(draw), current)
+            elif kind == "bn":
+                current = graph.add(kr.BatchNorm2d(c), current)
+            elif kind == "relu":
+                current = graph.add(kr.ReLU(), current)
+            elif kind == "relu6":
+                current = graph.add(kr.ReLU6(), current)
+            elif kind == "dropout":
+                current = graph.add(kr.Dropout(), current)
+            elif kind == "res":   # x + relu(conv(x)) with 'same' padding
+                branch = graph.add(_same_conv(draw, c, c), current)
+                branch = graph.add(kr.ReLU(), branch)
+                current = graph.add(kr.Add(), [current, branch])
+            elif kind == "proj":  # strided residual with a 1x1 projection shortcut
+                s = draw(st.integers(1, 3))
+                c_out = draw(st.integers(1, 6))
+                branch = graph.add(_same_conv(draw, c, c_out, s), current)
+                branch = graph.add(kr.BatchNorm2d(c_out), branch)
+                short = graph.add(kr.Conv2d(c, c_out, 1, stride=s, bias=False), current)
+                current = graph.add(kr.Add(), [branch, short])
+            elif kind == "cat":   # inception-style: 1x1 conv, 'same' conv, 3x3/s1 max pool
+                a = graph.add(kr.Conv2d(c, draw(st.integers(1, 3)), 1), current)
+                b = graph.add(_same_conv(draw, c, draw(st.integers(1, 3))), current)
+                p = graph.add(kr.MaxPool2d(3, 1, 1), current)
+                current = graph.add(kr.Concat(), [a, b, p])
+        except ValueError:
+            continue  # the feature map became too small for this layer: skip it
+    if current == graph.input_name:
+        current = graph.add(kr.ReLU(), current)
+    if head and draw(st.booleans()):
+        c = graph.shapes[current][0]
+        if draw(st.booleans()):
+            current = graph.add(kr.GlobalAvgPool2d(), current)
+        current = graph.add(kr.Flatten(), current)
+        features = graph.shapes[current][0]
+        current = graph.add(kr.Linear(features, 3), current)
+        current = graph.add(kr.Softmax(), current)
+    return graph
+
+
+@st.composite
+def occlusions(draw, graph):
+    """Patch size, a batch of positions (borders and corners likely), fill and batch size."""
+    c, height, width = graph.input_shape
+    ph, pw = draw(st.integers(1, height)), draw(st.integers(1, width))
+    ys = st.one_of(st.just(0), st.just(height - ph), st.integers(0, height - ph))
+    xs = st.one_of(st.just(0), st.just(width - pw), st.integers(0, width - pw))
+    positions = draw(st.lists(st.tuples(ys, xs), min_size=1, max_size=6))
+    fill_kind = draw(st.sampled_from(["scalar", "channels", "array"]))
+    seed = draw(st.integers(0, 2**31))
+    rng = np.random.default_rng(seed)
+    if fill_kind == "scalar":
+        fill = float(draw(st.sampled_from([0.0, 0.5, -1.25])))
+    elif fill_kind == "channels":
+        fill = rng.normal(size=c)
+    else:
+        fill = rng.normal(size=(c, ph, pw))
+    batch_size = draw(st.integers(1, len(positions)))
+    return (ph, pw), np.array(positions, np.int64), fill, batch_size, seed

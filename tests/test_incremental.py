@@ -1,0 +1,131 @@
+"""The central identity: incremental inference equals full inference, at every node.
+
+Hypothesis draws random architectures (chains and DAGs with residual adds,
+projections and concats) and random occlusion batches; for every position the
+engine's stitched output of every node must equal full inference on the
+occluded image (float64 rtol 1e-10; float32 rtol 1e-4, atol 1e-5).
+"""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import kryptonref as kr
+from kryptonref.engine import _fill_patch
+
+from .strategies import architectures, occlusions
+
+TOLERANCES = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1e-4, atol=1e-5)}
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def occlude(image, positions, patch_hw, fill):
+    """The occluded images, built the obvious way (one copy per position)."""
+    patch = _fill_patch(fill, image.shape[0], patch_hw, np.float64)
+    batch = np.repeat(image[None], len(positions), axis=0)
+    for i, (y, x) in enumerate(positions):
+        batch[i, :, y:y + patch_hw[0], x:x + patch_hw[1]] = patch
+    return batch
+
+
+def check_identity(graph, occlusion, dtype):
+    patch_hw, positions, fill, batch_size, seed = occlusion
+    model = kr.Model(graph, seed=seed % 1000, dtype=dtype)
+    rng = np.random.default_rng(seed)
+    image = rng.normal(size=graph.input_shape)
+    result = kr.incremental_inference(model, image, positions, patch_hw, fill=fill,
+                                      batch_size=batch_size, nodes=graph.order)
+    expected = model.forward_all(occlude(image, positions, patch_hw, fill))
+    for name in graph.order:
+        np.testing.assert_allclose(result.nodes[name], expected[name], err_msg=name,
+                                   **TOLERANCES[dtype])
+    np.testing.assert_allclose(result.output, expected[graph.output], **TOLERANCES[dtype])
+    return result, model
+
+
+@settings(max_examples=120, **SETTINGS)
+@given(st.data())
+def test_chains_float64(data):
+    graph = data.draw(architectures(dag=False))
+    check_identity(graph, data.draw(occlusions(graph)), np.float64)
+
+
+@settings(max_examples=120, **SETTINGS)
+@given(st.data())
+def test_dags_float64(data):
+    graph = data.draw(architectures(dag=True))
+    check_identity(graph, data.draw(occlusions(graph)), np.float64)
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(st.data())
+def test_dags_float32(data):
+    graph = data.draw(architectures(dag=True))
+    check_identity(graph, data.draw(occlusions(graph)), np.float32)
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(st.data())
+def test_region_never_exceeds_the_full_cost(data):
+    """Per position, the engine never computes more conv MACs than full inference."""
+    graph = data.draw(architectures(dag=True))
+    result, model = check_identity(graph, data.draw(occlusions(graph)), np.float64)
+    full = graph.macs()
+    for name, node in graph.nodes.items():
+        if isinstance(node.layer, kr.Conv2d):
+            assert result.macs[name] <= full[name] * len(result.positions)
+
+
+def small_net():
+    g = kr.Graph((2, 12, 10))
+    g.add(kr.Conv2d(2, 4, 3, padding=1), name="c1")
+    g.add(kr.ReLU(), name="r1")
+    g.add(kr.MaxPool2d(2), name="p1")
+    g.add(kr.Conv2d(4, 4, 3, padding=1), name="c2")
+    g.add(kr.Add(), inputs=["c2", "p1"], name="add")
+    g.add(kr.Flatten(), name="flat")
+    g.add(kr.Linear(4 * 6 * 5, 3), name="fc")
+    g.add(kr.Softmax(), name="prob")
+    return g
+
+
+@pytest.mark.parametrize("patch", [(1, 1), (12, 10), (3, 7), (12, 1)])
+def test_whole_image_one_pixel_and_strips(patch):
+    graph = small_net()
+    positions = kr.patch_positions(graph.input_shape[1:], patch, (2, 3))
+    check_identity(graph, (patch, positions, 0.0, 5, 7), np.float64)
+
+
+def test_batch_size_does_not_change_the_result():
+    graph = small_net()
+    model = kr.Model(graph, seed=3, dtype=np.float64)
+    image = np.random.default_rng(1).normal(size=graph.input_shape)
+    positions = kr.patch_positions((12, 10), 4, 2)
+    outs = [kr.incremental_inference(model, image, positions, 4, batch_size=b).output
+            for b in (1, 3, len(positions))]
+    for out in outs[1:]:
+        np.testing.assert_allclose(out, outs[0], rtol=1e-12, atol=1e-14)
+
+
+def test_unchanged_when_the_stride_skips_the_patch():
+    """A 1x1/stride-2 conv never reads odd pixels: a patch there changes nothing."""
+    g = kr.Graph((1, 8, 8))
+    g.add(kr.Conv2d(1, 2, 1, stride=2), name="c")
+    g.add(kr.Conv2d(2, 2, 3, padding=1), name="c2")
+    model = kr.Model(g, seed=0, dtype=np.float64)
+    image = np.random.default_rng(0).normal(size=(1, 8, 8))
+    result = kr.incremental_inference(model, image, [(1, 1), (3, 5)], 1, fill=9.0, nodes=["c"])
+    base = model.forward(image[None])
+    np.testing.assert_array_equal(result.output, np.repeat(base, 2, axis=0))
+    assert result.macs["c"] == 0 and result.macs["c2"] == 0
+
+
+def test_patch_positions_count_matches_the_corrected_formula():
+    """floor((W - w) / S) + 1 per axis; the paper's floor((W - w + 1) / S) drops one."""
+    pos = kr.patch_positions((224, 224), 16, 4)
+    assert len(pos) == 53 * 53 == 2809
+    pos = kr.patch_positions((10, 7), (3, 2), (3, 5))
+    assert sorted({int(y) for y in pos[:, 0]}) == [0, 3, 6]
+    assert sorted({int(x) for x in pos[:, 1]}) == [0, 5]
+    # The paper's count for W=10, w=3, S=3 is floor(8/3) = 2 and misses y = 6.
+    assert (10 - 3 + 1) // 3 == 2
