@@ -77,6 +77,13 @@ def check_full(layer, in_shape, dtype, n=2, seed=0, scale=1.0):
     assert_close(direct, want, dtype, f"ops.full {layer}")
 
 
+def geom_id(geom):
+    """``{'kernel_size': 3, 'stride': 2, ...}`` -> ``"k3-s2-..."`` for test ids."""
+    short = dict(kernel_size="k", stride="s", padding="p", dilation="d", ceil_mode="ceil",
+                 count_include_pad="cip")
+    return "-".join(f"{short[k]}{v}".replace(" ", "") for k, v in geom.items())
+
+
 def valid(layer, in_shape):
     try:
         layer.output_shape([in_shape])
@@ -161,7 +168,7 @@ CONV_IN = (3, 13, 16)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("geom", CONV_GRID, ids=str)
+@pytest.mark.parametrize("geom", CONV_GRID, ids=geom_id)
 def test_conv_dense_grid(geom, dtype):
     layer = kr.Conv2d(3, 4, **geom)
     if not valid(layer, CONV_IN):
@@ -204,31 +211,42 @@ def test_conv_im2col_chunking(monkeypatch):
 
 # --- pooling: full path -----------------------------------------------------------------
 
-MAX_GRID = [
-    dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=c)
-    for k, s, p, d, c in itertools.product([1, 2, 3, (2, 3)], [1, 2, 3],
-                                           [0, 1, ((1, 0), (0, 1))], [1, 2], [False, True])
-]
 POOL_IN = (3, 11, 9)
 
 
 def make_layer(cls, geom):
+    """The pooling layer, or None where the spec rejects the geometry (padding > kernel/2)."""
     try:
         return cls(**geom)
-    except ValueError:  # padding more than half the kernel
+    except ValueError:
         return None
 
 
+def pool_grid(cls, combos):
+    """Geometries that make a valid layer on ``POOL_IN``."""
+    grid = []
+    for geom in combos:
+        layer = make_layer(cls, geom)
+        if layer is not None and valid(layer, POOL_IN):
+            grid.append(geom)
+    return grid
+
+
+MAX_GRID = pool_grid(kr.MaxPool2d, [
+    dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=c)
+    for k, s, p, d, c in itertools.product([1, 2, 3, (2, 3)], [1, 2, 3],
+                                           [0, 1, ((1, 0), (0, 1))], [1, 2], [False, True])
+    if not (k == 1 and d == 2)
+])
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("geom", MAX_GRID, ids=str)
+@pytest.mark.parametrize("geom", MAX_GRID, ids=geom_id)
 def test_max_pool_grid(geom, dtype):
-    layer = make_layer(kr.MaxPool2d, geom)
-    if layer is None or not valid(layer, POOL_IN):
-        pytest.skip("invalid geometry")
-    check_full(layer, POOL_IN, dtype)
+    check_full(kr.MaxPool2d(**geom), POOL_IN, dtype)
 
 
-AVG_GRID = [
+AVG_GRID = pool_grid(kr.AvgPool2d, [
     dict(kernel_size=k, stride=s, padding=p, ceil_mode=c, count_include_pad=cip)
     for k, s, p, c, cip in itertools.product([2, 3, (3, 2)], [1, 2, 3],
                                              [0, 1, ((1, 0), (0, 1))], [False, True],
@@ -242,40 +260,39 @@ AVG_GRID = [
     dict(kernel_size=7, stride=3, padding=3, ceil_mode=True, count_include_pad=False),
     dict(kernel_size=(6, 4), stride=(3, 1), padding=((3, 0), (2, 2)), ceil_mode=False,
          count_include_pad=False),
-]
+])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("geom", AVG_GRID, ids=str)
+@pytest.mark.parametrize("geom", AVG_GRID, ids=geom_id)
 def test_avg_pool_grid(geom, dtype):
-    layer = make_layer(kr.AvgPool2d, geom)
-    if layer is None or not valid(layer, POOL_IN):
-        pytest.skip("invalid geometry")
-    check_full(layer, POOL_IN, dtype)
+    check_full(kr.AvgPool2d(**geom), POOL_IN, dtype)
 
 
-@pytest.mark.parametrize("in_hw", [(11, 9), (7, 8), (4, 13)])
-@pytest.mark.parametrize("geom", AVG_GRID, ids=str)
-def test_avg_pool_divisors(geom, in_hw):
-    layer = make_layer(kr.AvgPool2d, geom)
-    if layer is None or not valid(layer, (1,) + in_hw):
-        pytest.skip("invalid geometry")
-    want = naive.avg_pool_divisor_map(in_hw, layer.kernel_size, layer.stride, layer.padding,
-                                      layer.ceil_mode, layer.count_include_pad)
-    axes = []
-    for d in (0, 1):
-        div = avg_pool_divisors(in_hw[d], want.shape[d], layer.kernel_size[d], layer.stride[d],
-                                layer.padding[d][0], layer.padding[d][1],
-                                layer.count_include_pad)
-        assert div.shape == (want.shape[d],)
-        axes.append(div)
-    np.testing.assert_array_equal(np.outer(*axes), want)
+@pytest.mark.parametrize("geom", AVG_GRID, ids=geom_id)
+def test_avg_pool_divisors(geom):
+    """Per-axis divisors, multiplied, equal the oracle's 2-D divisor of every output."""
+    layer = kr.AvgPool2d(**geom)
+    for in_hw in [(11, 9), (7, 8), (5, 13), (4, 3)]:
+        if not valid(layer, (1,) + in_hw):
+            continue
+        want = naive.avg_pool_divisor_map(in_hw, layer.kernel_size, layer.stride,
+                                          layer.padding, layer.ceil_mode,
+                                          layer.count_include_pad)
+        axes = []
+        for d in (0, 1):
+            div = avg_pool_divisors(in_hw[d], want.shape[d], layer.kernel_size[d],
+                                    layer.stride[d], layer.padding[d][0], layer.padding[d][1],
+                                    layer.count_include_pad)
+            assert div.shape == (want.shape[d],)
+            axes.append(div)
+        np.testing.assert_array_equal(np.outer(*axes), want, err_msg=f"input {in_hw}")
 
 
 @settings(max_examples=60, deadline=None, database=None)
 @given(data=st.data())
 def test_pool_random_geometry(data):
-    """Random pooling geometry (mostly ceil-mode edge cases) against the oracle."""
+    """Random pooling geometry (any kernel, stride, padding, ceil mode) against the oracle."""
     kh, kw = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5))
     pads = tuple((data.draw(st.integers(0, k // 2)), data.draw(st.integers(0, k // 2)))
                  for k in (kh, kw))
@@ -301,9 +318,15 @@ def test_pool_random_geometry(data):
     kr.AdaptiveAvgPool2d(3), kr.AdaptiveAvgPool2d((5, 4)), kr.AdaptiveAvgPool2d((7, 9)),
     kr.AdaptiveAvgPool2d((8, 10)),  # more bins than input rows/columns (bins overlap)
     kr.ReLU(), kr.ReLU6(), kr.Dropout(0.3), kr.BatchNorm2d(3), kr.BatchNorm2d(3, eps=1e-3),
+    kr.MaxPool2d(2), kr.AvgPool2d((2, 3)),  # default stride = kernel
 ], ids=str)
 def test_feature_map_layers(layer, dtype):
     check_full(layer, (3, 7, 9), dtype, scale=5.0)  # scale: ReLU6 must clip at 6
+
+
+def test_pool_default_stride_is_kernel():
+    assert kr.MaxPool2d(3).stride == (3, 3)
+    assert kr.AvgPool2d((2, 3)).stride == (2, 3)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
