@@ -14,8 +14,11 @@ For each of the 13 convolutions of VGG16 (3x3, stride 1, padding 1, bias) at a
 
 The two are timed interleaved (one call of ours, one call of ORT, repeated),
 after a warm-up that excludes Numba compilation and ORT's first-run costs; the
-best of N calls is reported. Throughput is ``2 * MACs / time`` (GFLOP/s).
-Each layer's output is checked once against ORT's
+best of N calls is reported. A short pause (``--gap``, 0.2 s) precedes every
+timed call: OpenBLAS's and ORT's worker threads keep spinning for a while after
+a call, and on a small machine that spinning slows whichever library runs next
+(by up to ~1.5x on 2 cores; ``--gap 0`` shows it). Throughput is
+``2 * MACs / time`` (GFLOP/s). Each layer's output is checked once against ORT's
 (``|ours - ort| <= 1e-4 * max|ort| + 1e-4 * |ort|``).
 
 Target
@@ -27,7 +30,7 @@ Usage
 -----
     python benchmarks/bench_layers.py            # all 13 layers
     python benchmarks/bench_layers.py --quick    # 4 layers, fewer repetitions
-    python benchmarks/bench_layers.py --repeat 20
+    python benchmarks/bench_layers.py --repeat 20 --gap 0.5
 """
 from __future__ import annotations
 
@@ -105,7 +108,7 @@ def ort_conv_session(weight, bias, in_shape, pads=1):
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def bench_layer(name, c_in, c_out, size, repeat, warmup, seed):
+def bench_layer(name, c_in, c_out, size, repeat, warmup, seed, gap):
     graph = kr.Graph((c_in, size, size))
     graph.add(kr.Conv2d(c_in, c_out, 3, padding=1), name=name)
     model = kr.Model(graph, seed=seed, dtype=np.float32)
@@ -133,13 +136,14 @@ def bench_layer(name, c_in, c_out, size, repeat, warmup, seed):
         theirs()
     t_ours, t_ort = [], []
     for _ in range(repeat):
+        time.sleep(gap)
         t0 = time.perf_counter()
         ours()
-        t1 = time.perf_counter()
+        t_ours.append(time.perf_counter() - t0)
+        time.sleep(gap)
+        t0 = time.perf_counter()
         theirs()
-        t2 = time.perf_counter()
-        t_ours.append(t1 - t0)
-        t_ort.append(t2 - t1)
+        t_ort.append(time.perf_counter() - t0)
     return dict(name=name, shape=f"{c_in}->{c_out} @{size}", macs=macs, ours=min(t_ours),
                 ort=min(t_ort), ok=ok, err=float(err.max()) / scale)
 
@@ -152,6 +156,9 @@ def main(argv=None):
                         help="timed calls per layer and implementation (best is kept); "
                              "default 10, or 4 with --quick")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
+    parser.add_argument("--gap", type=float, default=0.2,
+                        help="seconds of pause before each timed call, so that the other "
+                             "library's spinning threads have gone to sleep (default 0.2)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     repeat = args.repeat or (4 if args.quick else 10)
@@ -162,7 +169,8 @@ def main(argv=None):
     print("== bench_layers: VGG16 conv layers, full computation, batch 1, float32 ==")
     machine_info()
     print(f"onnxruntime {ort.__version__} (CPUExecutionProvider, default threading)")
-    print(f"best of {repeat} interleaved calls after {args.warmup} warm-up call(s); "
+    print(f"best of {repeat} interleaved calls, {args.gap:g} s pause before each, after "
+          f"{args.warmup} warm-up call(s); "
           "target: ours >= 0.70 x ORT throughput")
     print()
 
@@ -173,7 +181,7 @@ def main(argv=None):
     print("-" * len(header))
     rows = []
     for name, c_in, c_out, size in layers:
-        r = bench_layer(name, c_in, c_out, size, repeat, args.warmup, args.seed)
+        r = bench_layer(name, c_in, c_out, size, repeat, args.warmup, args.seed, args.gap)
         rows.append(r)
         gf_ours = 2 * r["macs"] / r["ours"] / 1e9
         gf_ort = 2 * r["macs"] / r["ort"] / 1e9

@@ -6,52 +6,118 @@ For the full tensor the window is the zero-padded input; for a region it is the
 window assembled by :func:`kryptonref.layers.window.gather_windows`. The paper's
 FMA count (section 4) is what :func:`conv_macs` returns.
 
-Dense convolutions use im2col followed by one GEMM for the whole batch of
-windows (direct loops are 20-40x slower, DESIGN.md section 8); grouped and
-depthwise convolutions, whose GEMMs are too thin for BLAS, use a direct kernel.
+Dense convolutions are GEMMs (direct loops are 20-40x slower, DESIGN.md
+section 8), in one of three layouts:
+
+* *row taps* (vertical stride 1): im2col over channels and kernel columns only,
+  one row of columns per window row; kernel row ``ky`` is then a GEMM over the
+  column window shifted by ``ky*D`` rows, accumulated straight into the NCHW
+  output (``beta = 1``). The buffer is ``kh`` times smaller than im2col's;
+* *full im2col* (vertical stride > 1): one GEMM per window into the output;
+* *batched* (many small regions): one im2col and one GEMM for the whole batch,
+  then a copy into NCHW order, since per-window GEMMs would be too thin.
+
+Grouped and depthwise convolutions, whose GEMMs are too thin for BLAS, use a
+direct kernel.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .._numba import KERNEL, njit, prange
+from .blas import gemm, gemm_function
 
 __all__ = ["conv2d_valid", "conv_macs"]
 
 #: Upper bound on im2col buffer elements; larger batches are processed in chunks.
-IM2COL_BUDGET = 1 << 25
+IM2COL_BUDGET = 1 << 24
+#: Regions with fewer outputs than this per window use the batched layout when B > 1.
+SMALL_REGION = 256
+#: Size of the row-tap column buffer, sized to stay in the cache (bytes).
+TILE_BYTES = 2 << 20
+
+
+@njit(**KERNEL)
+def _conv_row_taps(fn, win, taps, kw, sw, dw, dh, tile_rows, cols, out):
+    """Vertical-stride-1 convolution, tiled over output rows to stay in cache.
+
+    For each window and each tile of ``tile_rows`` output rows: im2col over
+    (channel, kernel column) for the window rows the tile reads, then one GEMM
+    per kernel row ``ky`` on the column buffer shifted by ``ky*dh`` rows,
+    accumulated into the output rows (``beta = 1``; ``out`` holds the bias).
+    """
+    n_items, n_channels = win.shape[0], win.shape[1]
+    n_taps, n_out, depth = taps.shape
+    oh, ow = out.shape[2], out.shape[3]
+    length = cols.shape[1]
+    out_flat = out.reshape(-1)
+    cols_flat = cols.reshape(-1)
+    taps_flat = taps.reshape(-1)
+    for b in range(n_items):
+        for r0 in range(0, oh, tile_rows):
+            n_rows = min(tile_rows, oh - r0)
+            rows_used = n_rows + dh * (n_taps - 1)
+            for c in range(n_channels):
+                for kx in range(kw):
+                    dst = cols[c * kw + kx]
+                    x0 = kx * dw
+                    for y in range(rows_used):
+                        src = win[b, c, r0 + y]
+                        row0 = y * ow
+                        for ox in range(ow):
+                            dst[row0 + ox] = src[x0 + ox * sw]
+            for t in range(n_taps):
+                gemm(fn, n_out, n_rows * ow, depth, taps_flat, t * n_out * depth, depth,
+                     cols_flat, t * dh * ow, length,
+                     out_flat, (b * n_out) * oh * ow + r0 * ow, oh * ow, 1.0)
 
 
 @njit(parallel=True, **KERNEL)
 def _im2col(win, kh, kw, sh, sw, dh, dw, oh, ow, cols):
+    """``cols[b, (c*kh + ky)*kw + kx, oy*ow + ox] = win[b, c, oy*sh + ky*dh, ox*sw + kx*dw]``."""
     n_items, n_channels = win.shape[0], win.shape[1]
-    per_item = oh * ow
-    for row in prange(n_channels * kh * kw):
+    for item_row in prange(n_items * n_channels * kh * kw):
+        b = item_row // (n_channels * kh * kw)
+        row = item_row % (n_channels * kh * kw)
         c = row // (kh * kw)
         ky = (row // kw) % kh
         kx = row % kw
-        for b in range(n_items):
-            col0 = b * per_item
-            for oy in range(oh):
-                src = win[b, c, oy * sh + ky * dh]
-                dst0 = col0 + oy * ow
-                x0 = kx * dw
-                for ox in range(ow):
-                    cols[row, dst0 + ox] = src[x0 + ox * sw]
+        dst = cols[b, row]
+        for oy in range(oh):
+            src = win[b, c, oy * sh + ky * dh]
+            dst0 = oy * ow
+            x0 = kx * dw
+            for ox in range(ow):
+                dst[dst0 + ox] = src[x0 + ox * sw]
+
+
+@njit(**KERNEL)
+def _gemm_taps(fn, taps, cols, tap_step, out):
+    """``out[b] += sum_t taps[t] @ cols[b][:, t*tap_step : t*tap_step + oh*ow]`` via BLAS."""
+    n_items, n_out, oh, ow = out.shape
+    n_taps, depth = taps.shape[0], taps.shape[2]
+    length = cols.shape[2]
+    n = oh * ow
+    out_flat = out.reshape(-1)
+    cols_flat = cols.reshape(-1)
+    taps_flat = taps.reshape(-1)
+    for b in range(n_items):
+        for t in range(n_taps):
+            gemm(fn, n_out, n, depth, taps_flat, t * n_out * depth, depth,
+                 cols_flat, b * depth * length + t * tap_step, length,
+                 out_flat, b * n_out * n, n, 1.0)
 
 
 @njit(parallel=True, **KERNEL)
 def _unpack_gemm(result, bias, out):
-    """``out[b, o, :, :] = result[o, b*P:(b+1)*P] + bias[o]``."""
-    n_items, n_out, oh, ow = out.shape
-    per_item = oh * ow
+    """``out[b, o] = result[o, b*P:(b+1)*P] + bias[o]`` (batched layout to NCHW)."""
+    n_items, n_out = out.shape[0], out.shape[1]
+    per_item = out.shape[2] * out.shape[3]
+    out_rows = out.reshape(n_items * n_out, per_item)
     for item_out in prange(n_items * n_out):
         b = item_out // n_out
         o = item_out % n_out
-        col0 = b * per_item
-        for oy in range(oh):
-            for ox in range(ow):
-                out[b, o, oy, ox] = result[o, col0 + oy * ow + ox] + bias[o]
+        out_rows[item_out, :] = result[o, b * per_item:(b + 1) * per_item] + bias[o]
 
 
 @njit(parallel=True, **KERNEL)
@@ -78,7 +144,13 @@ def _conv_direct(win, weight, bias, sh, sw, dh, dw, groups, out):
                             acc[oy, ox] += w * src[x0 + ox * sw]
 
 
-def conv2d_valid(win, weight, bias, stride, dilation, groups, out_hw):
+def row_taps(weight):
+    """Weights as ``(kh, C_out, C_in*kw)``: one GEMM operand per kernel row."""
+    n_out, cin, kh, kw = weight.shape
+    return np.ascontiguousarray(weight.transpose(2, 0, 1, 3).reshape(kh, n_out, cin * kw))
+
+
+def conv2d_valid(win, weight, bias, stride, dilation, groups, out_hw, taps=None):
     """Valid convolution of padded windows.
 
     Parameters
@@ -91,6 +163,8 @@ def conv2d_valid(win, weight, bias, stride, dilation, groups, out_hw):
     groups : int
     out_hw : (int, int)
         Output size; the window must be at least ``(o-1)*S + D*(K-1) + 1`` long.
+    taps : ndarray (kh, C_out, C_in*kw), optional
+        ``row_taps(weight)``, precomputed by the model.
 
     Returns
     -------
@@ -106,15 +180,43 @@ def conv2d_valid(win, weight, bias, stride, dilation, groups, out_hw):
     if groups != 1:
         _conv_direct(win, weight, bias, sh, sw, dh, dw, groups, out)
         return out
-    weight_matrix = weight.reshape(n_out, -1)
+    if n_items > 1 and oh * ow < SMALL_REGION:
+        return _conv_batched(win, weight, bias, stride, dilation, out)
+    out[...] = bias[None, :, None, None]
+    fn = gemm_function(win.dtype)
+    if sh == 1:
+        if taps is None:
+            taps = row_taps(weight)
+        row_bytes = cin_group * kw * ow * win.itemsize
+        tile_rows = int(min(oh, max(1, TILE_BYTES // row_bytes - dh * (kh - 1))))
+        cols = np.empty((cin_group * kw, (tile_rows + dh * (kh - 1)) * ow), win.dtype)
+        _conv_row_taps(fn, win, taps, kw, sw, dw, dh, tile_rows, cols, out)
+        return out
+    matrix = weight.reshape(1, n_out, -1)
+    for first, last in _chunks(n_items, cin_group * kh * kw * oh * ow):
+        cols = np.empty((last - first, cin_group * kh * kw, oh * ow), win.dtype)
+        _im2col(win[first:last], kh, kw, sh, sw, dh, dw, oh, ow, cols)
+        _gemm_taps(fn, matrix, cols, 0, out[first:last])
+    return out
+
+
+def _chunks(n_items, per_item):
+    step = max(1, IM2COL_BUDGET // max(per_item, 1))
+    return [(first, min(first + step, n_items)) for first in range(0, n_items, step)]
+
+
+def _conv_batched(win, weight, bias, stride, dilation, out):
+    """Many small regions: one im2col and one GEMM for the whole batch."""
+    n_items, n_out, oh, ow = out.shape
+    _, cin_group, kh, kw = weight.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    matrix = weight.reshape(n_out, -1)
     rows = cin_group * kh * kw
-    chunk = max(1, IM2COL_BUDGET // max(rows * oh * ow, 1))
-    for first in range(0, n_items, chunk):
-        part = win[first:first + chunk]
-        cols = np.empty((rows, part.shape[0] * oh * ow), win.dtype)
-        _im2col(part, kh, kw, sh, sw, dh, dw, oh, ow, cols)
-        result = weight_matrix @ cols
-        _unpack_gemm(result, bias, out[first:first + chunk])
+    for first, last in _chunks(n_items, rows * oh * ow):
+        flat = np.empty((rows, (last - first) * oh * ow), win.dtype)
+        per_item_view = flat.reshape(rows, last - first, oh * ow).transpose(1, 0, 2)
+        _im2col(win[first:last], kh, kw, sh, sw, dh, dw, oh, ow, per_item_view)
+        _unpack_gemm(matrix @ flat, bias, out[first:last])
     return out
 
 

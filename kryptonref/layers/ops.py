@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import specs as L
-from .conv import conv2d_valid
+from .conv import conv2d_valid, row_taps
 from .pool import avg_pool_divisors, avg_pool_valid, max_pool_valid
 from .window import pad_full
 
@@ -23,7 +23,8 @@ __all__ = ["full", "region", "elementwise", "prepare_params"]
 def prepare_params(layer, params, dtype):
     """Parameters in the form the kernels use (contiguous, in ``dtype``).
 
-    Batch normalisation is folded into a per-channel ``scale`` and ``shift``.
+    Batch normalisation is folded into a per-channel ``scale`` and ``shift``;
+    dense convolutions also get their weights as per-row GEMM operands (``taps``).
     """
     cast = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in params.items()}
     if isinstance(layer, L.BatchNorm2d):
@@ -31,6 +32,8 @@ def prepare_params(layer, params, dtype):
         scale = params["weight"].astype(np.float64) * inv
         shift = params["bias"].astype(np.float64) - params["running_mean"].astype(np.float64) * scale
         return {"scale": scale.astype(dtype), "shift": shift.astype(dtype)}
+    if isinstance(layer, L.Conv2d) and layer.groups == 1:
+        cast["taps"] = row_taps(cast["weight"])
     return cast
 
 
@@ -74,7 +77,7 @@ def region(layer, params, win, in_hw, out_hw, out_y0, out_x0, region_hw):
     """
     if isinstance(layer, L.Conv2d):
         return conv2d_valid(win, params["weight"], params.get("bias"), layer.stride,
-                            layer.dilation, layer.groups, region_hw)
+                            layer.dilation, layer.groups, region_hw, params.get("taps"))
     if isinstance(layer, L.MaxPool2d):
         return max_pool_valid(win, layer.kernel_size, layer.stride, layer.dilation, region_hw)
     if isinstance(layer, L.AvgPool2d):
