@@ -37,14 +37,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from collections import defaultdict
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kryptonref as kr
+from common import best_of, machine_info  # noqa: E402
 
 PATCH = 16
 
@@ -72,50 +73,12 @@ def centre_positions(size, patch=PATCH, step=4, n=4):
     return grid.reshape(-1, 2).astype(np.int64)
 
 
-def machine_info():
-    """Print the machine, library versions and BLAS/thread configuration."""
-    import numba
-    print(f"python {platform.python_version()}  {platform.machine()}  "
-          f"nproc={os.cpu_count()}  sched_affinity={len(os.sched_getaffinity(0))}")
-    print(f"numpy {np.__version__}  numba {numba.__version__}  "
-          f"numba threads={numba.config.NUMBA_NUM_THREADS}  "
-          f"numba threading layer (configured)={numba.config.THREADING_LAYER}")
-    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER"):
-        if var in os.environ:
-            print(f"  {var}={os.environ[var]}")
-    try:
-        from threadpoolctl import threadpool_info
-        for pool in threadpool_info():
-            print("  threadpool: " + ", ".join(
-                f"{k}={pool.get(k)}" for k in ("user_api", "internal_api", "version",
-                                                 "architecture", "threading_layer",
-                                                 "num_threads") if k in pool))
-    except ImportError:
-        print("  (threadpoolctl not installed: no BLAS info)")
-    try:
-        load = os.getloadavg()
-        print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
-              "(timings are best-of-N; other work on the cores makes them noisy)")
-    except OSError:
-        pass
-
-
-def best_of(fn, repeat):
-    times = []
-    result = None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
-
-
 class StageTimer:
     """Monkeypatches the engine's kernels to accumulate time per stage.
 
-    Stages: ``gather`` (read-window assembly), ``im2col``, ``gemm`` (the rest of
-    ``conv2d_valid``: allocation and the BLAS matmul), ``unpack`` (bias + layout),
+    Stages: ``gather`` (read-window assembly), ``conv row taps`` (tiled im2col +
+    BLAS GEMMs), ``conv batched`` (one im2col + GEMM for many small regions),
+    ``conv other`` (the rest of ``conv2d_valid``: allocation, bias),
     ``pool`` (max pooling), ``elementwise`` (ReLU), ``to_whole`` (stitching the
     output), and ``other`` (engine bookkeeping: geometry, dispatch, allocation).
     """
@@ -127,8 +90,8 @@ class StageTimer:
         self.calls = defaultdict(int)
         self._saved = []
         self._patch(engine, "gather_windows", "gather")
-        self._patch(conv, "_im2col", "im2col")
-        self._patch(conv, "_unpack_gemm", "unpack")
+        self._patch(conv, "_conv_row_taps", "row_taps")
+        self._patch(conv, "_conv_batched", "batched")
         self._patch(conv, "conv2d_valid", "conv_total", owner_names=(ops,))
         self._patch(ops, "max_pool_valid", "pool")
         self._patch(ops, "elementwise", "elementwise")
@@ -157,9 +120,10 @@ class StageTimer:
 
     def report(self, total, n_positions, title):
         t = dict(self.times)
-        gemm = t.get("conv_total", 0.0) - t.get("im2col", 0.0) - t.get("unpack", 0.0)
-        rows = [("gather", t.get("gather", 0.0)), ("im2col", t.get("im2col", 0.0)),
-                ("gemm+alloc", gemm), ("unpack", t.get("unpack", 0.0)),
+        conv_rest = t.get("conv_total", 0.0) - t.get("row_taps", 0.0) - t.get("batched", 0.0)
+        rows = [("gather", t.get("gather", 0.0)),
+                ("conv row taps", t.get("row_taps", 0.0)),
+                ("conv batched", t.get("batched", 0.0)), ("conv other", conv_rest),
                 ("maxpool", t.get("pool", 0.0)), ("relu", t.get("elementwise", 0.0)),
                 ("to_whole", t.get("to_whole", 0.0))]
         accounted = sum(v for _, v in rows)

@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kryptonref as kr
+from common import machine_info  # noqa: E402
 from kryptonref.layers import ops
 
 #: (name, in_channels, out_channels, spatial size) of VGG16's convolutions at 224 px.
@@ -54,35 +55,6 @@ VGG16_CONVS = [
     ("conv5_1", 512, 512, 14), ("conv5_2", 512, 512, 14), ("conv5_3", 512, 512, 14),
 ]
 QUICK_LAYERS = ("conv1_2", "conv3_2", "conv4_2", "conv5_1")
-
-
-def machine_info():
-    """Print the machine, library versions and BLAS/thread configuration."""
-    import numba
-    print(f"python {platform.python_version()}  {platform.machine()}  "
-          f"nproc={os.cpu_count()}  sched_affinity={len(os.sched_getaffinity(0))}")
-    print(f"numpy {np.__version__}  numba {numba.__version__}  "
-          f"numba threads={numba.config.NUMBA_NUM_THREADS}  "
-          f"numba threading layer (configured)={numba.config.THREADING_LAYER}")
-    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER"):
-        if var in os.environ:
-            print(f"  {var}={os.environ[var]}")
-    try:
-        from threadpoolctl import threadpool_info
-        for pool in threadpool_info():
-            print("  threadpool: " + ", ".join(
-                f"{k}={pool.get(k)}" for k in ("user_api", "internal_api", "version",
-                                                 "architecture", "threading_layer",
-                                                 "num_threads") if k in pool))
-    except ImportError:
-        print("  (threadpoolctl not installed: no BLAS info)")
-    try:
-        load = os.getloadavg()
-        print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
-              "(timings are best-of-N; other work on the cores makes them noisy)")
-    except OSError:
-        pass
 
 
 def ort_conv_session(weight, bias, in_shape, pads=1):

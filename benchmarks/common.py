@@ -1,0 +1,48 @@
+"""Shared helpers of the benchmark scripts: machine information and timing."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import numpy as np
+
+
+def machine_info():
+    """Print the machine, library versions and BLAS/thread configuration."""
+    import numba
+    print(f"python {platform.python_version()}  {platform.machine()}  "
+          f"nproc={os.cpu_count()}  sched_affinity={len(os.sched_getaffinity(0))}")
+    print(f"numpy {np.__version__}  numba {numba.__version__}  "
+          f"numba threads={numba.config.NUMBA_NUM_THREADS}  "
+          f"numba threading layer (configured)={numba.config.THREADING_LAYER}")
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER"):
+        if var in os.environ:
+            print(f"  {var}={os.environ[var]}")
+    try:
+        from threadpoolctl import threadpool_info
+        for pool in threadpool_info():
+            print("  threadpool: " + ", ".join(
+                f"{k}={pool.get(k)}" for k in ("user_api", "internal_api", "version",
+                                                 "architecture", "threading_layer",
+                                                 "num_threads") if k in pool))
+    except ImportError:
+        print("  (threadpoolctl not installed: no BLAS info)")
+    try:
+        load = os.getloadavg()
+        print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+              "(timings are best-of-N; other work on the cores makes them noisy)")
+    except OSError:
+        pass
+
+
+def best_of(fn, repeat):
+    """Best wall time of ``repeat`` calls, and the last result."""
+    times = []
+    result = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), result
