@@ -105,6 +105,21 @@ class _Spatial(Layer):
         return (self.kernel_size[dim], self.stride[dim], self.padding[dim][0],
                 self.padding[dim][1], self.dilation[dim], getattr(self, "ceil_mode", False))
 
+    def _init_pool(self):
+        """Normalise a pooling spec's fields; the stride defaults to the kernel."""
+        set_ = object.__setattr__
+        set_(self, "kernel_size", _pair(self.kernel_size, "kernel_size", 1))
+        set_(self, "stride", self.kernel_size if self.stride is None
+             else _pair(self.stride, "stride", 1))
+        set_(self, "padding", _padding(self.padding))
+        set_(self, "ceil_mode", bool(self.ceil_mode))
+        for dim in (0, 1):
+            span = effective_kernel(self.kernel_size[dim], self.dilation[dim])
+            if max(self.padding[dim]) * 2 > span:
+                raise ValueError(f"{type(self).__name__}: padding must be at most half the "
+                                 f"kernel, got padding {self.padding} for kernel "
+                                 f"{self.kernel_size}")
+
     def _spatial_out(self, shape):
         _check_rank(shape, 3, type(self).__name__)
         sizes = []
@@ -186,18 +201,8 @@ class MaxPool2d(_Spatial):
     pad_value: ClassVar[float] = float("-inf")
 
     def __post_init__(self):
-        set_ = object.__setattr__
-        set_(self, "kernel_size", _pair(self.kernel_size, "kernel_size", 1))
-        set_(self, "stride", self.kernel_size if self.stride is None
-             else _pair(self.stride, "stride", 1))
-        set_(self, "padding", _padding(self.padding))
-        set_(self, "dilation", _pair(self.dilation, "dilation", 1))
-        set_(self, "ceil_mode", bool(self.ceil_mode))
-        for dim in (0, 1):
-            if max(self.padding[dim]) * 2 > effective_kernel(self.kernel_size[dim],
-                                                             self.dilation[dim]):
-                raise ValueError("MaxPool2d: padding must be at most half the (dilated) kernel, "
-                                 f"got padding {self.padding} for kernel {self.kernel_size}")
+        object.__setattr__(self, "dilation", _pair(self.dilation, "dilation", 1))
+        self._init_pool()
 
     def output_shape(self, input_shapes):
         return (input_shapes[0][0],) + self._spatial_out(input_shapes[0])
@@ -218,17 +223,8 @@ class AvgPool2d(_Spatial):
     count_include_pad: bool = True
 
     def __post_init__(self):
-        set_ = object.__setattr__
-        set_(self, "kernel_size", _pair(self.kernel_size, "kernel_size", 1))
-        set_(self, "stride", self.kernel_size if self.stride is None
-             else _pair(self.stride, "stride", 1))
-        set_(self, "padding", _padding(self.padding))
-        set_(self, "ceil_mode", bool(self.ceil_mode))
-        set_(self, "count_include_pad", bool(self.count_include_pad))
-        for dim in (0, 1):
-            if max(self.padding[dim]) * 2 > self.kernel_size[dim]:
-                raise ValueError("AvgPool2d: padding must be at most half the kernel, "
-                                 f"got padding {self.padding} for kernel {self.kernel_size}")
+        object.__setattr__(self, "count_include_pad", bool(self.count_include_pad))
+        self._init_pool()
 
     @property
     def dilation(self):
