@@ -8,6 +8,8 @@ Model                  a graph with weights; ``forward`` runs full inference
 incremental_inference  outputs for many occlusion positions, computed incrementally
 patch_positions        the grid of patch positions for a patch size and stride
 geometry               per-axis changed-region rules (paper eq. 1-8, generalised)
+zoo, zoo_names         torchvision-identical architectures (AlexNet ... Inception v3)
+speedup                the cost simulator: theoretical speedup per layer and position
 """
 from . import geometry
 from .engine import IncrementalResult, incremental_inference, patch_positions
@@ -15,11 +17,13 @@ from .graph import Graph, Node
 from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Concat, Conv2d, Dropout,
                      Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU, ReLU6, Softmax)
 from .model import Model
+from .analysis import SpeedupReport, speedup
+from .models.zoo import zoo, zoo_names
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Graph", "Node", "Model", "incremental_inference", "IncrementalResult", "patch_positions",
-    "geometry", "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "AdaptiveAvgPool2d",
+    "geometry", "zoo", "zoo_names", "speedup", "SpeedupReport", "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "AdaptiveAvgPool2d",
     "ReLU", "ReLU6", "BatchNorm2d", "Dropout", "Flatten", "Linear", "Softmax", "Add", "Concat",
 ]

@@ -1,8 +1,11 @@
-"""Command-line interface: ``kryptonref demo``."""
+"""Command-line interface: ``kryptonref demo | models | analyze``."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -65,6 +68,144 @@ def demo(args):
     return 0
 
 
+def _parameter_count(graph):
+    total = 0
+    for name in graph.order:
+        node = graph.nodes[name]
+        for shape in node.layer.param_shapes([graph.shapes[i] for i in node.inputs]).values():
+            total += int(np.prod(shape))
+    return total
+
+
+def models(args):
+    """List the zoo: name, input size, parameters, full MACs."""
+    from .models.zoo import build_graph, zoo_entry, zoo_names
+
+    rows = []
+    for name in zoo_names():
+        graph = build_graph(name)
+        rows.append({"name": name, "image_size": zoo_entry(name).default_size,
+                     "parameters": _parameter_count(graph),
+                     "full_macs": int(sum(graph.macs().values())),
+                     "description": zoo_entry(name).description})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'model':<16} {'input':>7} {'parameters':>12} {'full MACs':>12}  description")
+    for r in rows:
+        print(f"{r['name']:<16} {r['image_size']:>4} px {r['parameters'] / 1e6:10.2f} M "
+              f"{r['full_macs'] / 1e6:10.1f} M  {r['description']}")
+    return 0
+
+
+def _pair_arg(text):
+    """``16`` or ``16x8`` / ``16,8`` -> int or (int, int)."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}") from None
+    if len(values) == 1:
+        return values[0]
+    if len(values) == 2:
+        return tuple(values)
+    raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
+
+
+def analyze(args):
+    """Theoretical speedup of one zoo model (or, with --all, of the whole zoo)."""
+    from .analysis import speedup
+    from .models.zoo import build_graph, zoo_names
+
+    if args.all:
+        if args.model:
+            raise ValueError("give a model name or --all, not both")
+        reports = [speedup(build_graph(name, args.image_size), args.patch, args.stride,
+                           tau=args.tau, mode=args.mode, batch_size=args.batch_size, name=name)
+                   for name in zoo_names()]
+        if args.plot:
+            _write_plot(args.plot, lambda path: _plot_zoo(reports, path))
+        if args.json:
+            print(json.dumps([r.to_dict() for r in reports], indent=2))
+        else:
+            print(_zoo_table(reports))
+        return 0
+    if not args.model:
+        raise ValueError("give a model name (see `kryptonref models`) or --all")
+    report = speedup(build_graph(args.model, args.image_size), args.patch, args.stride,
+                     tau=args.tau, mode=args.mode, batch_size=args.batch_size, name=args.model)
+    if args.plot:
+        _write_plot(args.plot, lambda path: _plot_map(report, path))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.table())
+    return 0
+
+
+def _zoo_table(reports):
+    first = reports[0]
+    lines = [f"theoretical speedup (MACs), patch {first.patch[0]}x{first.patch[1]}, stride "
+             f"{first.stride[0]}x{first.stride[1]}, tau {first.tau:g}, mode {first.mode}",
+             f"{'model':<16} {'input':>7} {'positions':>9} {'full GMACs':>11} "
+             f"{'aggregate':>9} {'centre':>7} {'min':>6} {'max':>6}"]
+    for r in reports:
+        lines.append(f"{r.model:<16} {r.image_size[0]:>4} px {r.positions:>9} "
+                     f"{r.full_macs / r.positions / 1e9:11.3f} {r.speedup:9.2f} "
+                     f"{r.centre_speedup:7.2f} {r.min_speedup:6.2f} {r.max_speedup:6.2f}")
+    return "\n".join(lines)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError("--plot needs matplotlib: pip install 'kryptonref[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _write_plot(path, draw):
+    """Draw to a temporary file next to ``path`` and move it in place only on success."""
+    plt = _pyplot()
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
+    os.close(handle)
+    try:
+        draw(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close("all")
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _plot_map(report, path):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    image = ax.imshow(report.speedup_map, cmap="viridis")
+    ax.set_title(f"{report.model}: theoretical speedup per patch position\n"
+                 f"patch {report.patch[0]}, stride {report.stride[0]}, aggregate "
+                 f"{report.speedup:.2f}x")
+    ax.set_xlabel("position x")
+    ax.set_ylabel("position y")
+    fig.colorbar(image, ax=ax, label="speedup (MACs)")
+    fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
+
+
+def _plot_zoo(reports, path):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4))
+    names = [r.model for r in reports]
+    ax.bar(names, [r.speedup for r in reports], color="tab:blue")
+    ax.set_ylabel("theoretical speedup (MACs)")
+    ax.set_title(f"Incremental inference, patch {reports[0].patch[0]}, stride "
+                 f"{reports[0].stride[0]} (paper Figure 6)")
+    ax.tick_params(axis="x", rotation=60)
+    fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="kryptonref", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +216,25 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=demo)
+
+    p = sub.add_parser("models", help="list the zoo: input size, parameters, full MACs")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=models)
+
+    p = sub.add_parser("analyze", help="theoretical speedup per layer and patch position")
+    p.add_argument("model", nargs="?", help="a zoo model (see `kryptonref models`)")
+    p.add_argument("--all", action="store_true", help="every zoo model (paper Figure 6)")
+    p.add_argument("--patch", type=_pair_arg, default=16, help="N or HxW (default 16)")
+    p.add_argument("--stride", type=_pair_arg, default=4, help="N or HxW (default 4)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="input size (default: the model's own)")
+    p.add_argument("--tau", type=float, default=1.0, help="projective-field threshold (0, 1]")
+    p.add_argument("--mode", choices=("paper", "executed"), default="paper")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="positions per batch in executed mode (default 64)")
+    p.add_argument("--plot", metavar="FILE.png", help="write the speedup map (or bar chart)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=analyze)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .geometry import changed_output, fit_region, read_window, union
+from .geometry import read_window
 from .layers import ops
 from .layers.conv import conv_macs
 from .layers.window import gather_windows, stitch
 from .model import Model, check_image_batch
+from .schedule import batch_region, is_empty, merge_region, spatial_region, whole_region
 
-__all__ = ["incremental_inference", "IncrementalResult", "patch_positions", "region_sizes"]
+__all__ = ["incremental_inference", "IncrementalResult", "patch_positions"]
 
 
 @dataclass
@@ -263,56 +264,29 @@ def _as_region(state, shape, n_items):
     """A whole-tensor state seen as a region covering the whole feature map."""
     if not isinstance(state, _Whole):
         return state
-    zeros = np.zeros(n_items, np.int64)
-    h, w = np.full(n_items, shape[1], np.int64), np.full(n_items, shape[2], np.int64)
-    return _Region(state.data, zeros, zeros, (zeros, h, zeros, w))
-
-
-def region_sizes(exact_start, exact_stop, out_size):
-    """Batch region size and per-position starts on one axis (DESIGN.md s. 5).
-
-    The size is the largest exact region of the batch; each position's region
-    grows to it and shifts inward at the border (:func:`geometry.fit_region`).
-    """
-    size = int(np.max(exact_stop - exact_start))
-    return size, fit_region(exact_start, exact_stop, size, out_size)
+    exact = whole_region(shape, n_items)
+    return _Region(state.data, exact[0], exact[2], exact)
 
 
 def _spatial(layer, params, state, base_in, out_shape, n_items):
     if state is None:
         return None
     state = _as_region(state, base_in.shape, n_items)
-    ey0, ey1, ex0, ex1 = state.exact
-    exact = []
-    for dim, (lo, hi) in enumerate(((ey0, ey1), (ex0, ex1))):
-        k, s, p0, _, d, _ = layer.axis(dim)
-        exact += list(changed_output(lo, hi, k, s, p0, d, out_shape[1 + dim]))
-    exact = _normalise_empty(exact)
-    if not np.any(exact[1] > exact[0]):
+    exact = spatial_region(layer, state.exact, out_shape)
+    if np.all(is_empty(exact)):
         return None
-    starts, size = [], []
-    for dim in (0, 1):
-        n, start = region_sizes(exact[2 * dim], exact[2 * dim + 1], out_shape[1 + dim])
-        size.append(n)
-        starts.append(start)
+    (start_y, start_x), size = batch_region(exact, out_shape[1:])
     windows = []
-    for dim in (0, 1):
-        k, s, p0, _, d, _ = layer.axis(dim)
-        r0, r1 = read_window(starts[dim], starts[dim] + size[dim], k, s, p0, d)
+    for dim, start in enumerate((start_y, start_x)):
+        kernel, stride, pad, _, dilation, _ = layer.axis(dim)
+        r0, r1 = read_window(start, start + size[dim], kernel, stride, pad, dilation)
         windows.append((r0, int(r1[0] - r0[0])))
     (ry0, rh), (rx0, rw) = windows
     win = gather_windows(base_in, state.data, state.y0, state.x0, ry0, rx0, rh, rw,
                          layer.pad_value)
-    data = ops.region(layer, params, win, base_in.shape[1:], out_shape[1:], starts[0], starts[1],
-                      tuple(size))
-    return _Region(data, starts[0], starts[1], tuple(exact))
-
-
-def _normalise_empty(exact):
-    """A rectangle empty on one axis is empty on both (so unions ignore it)."""
-    y0, y1, x0, x1 = (np.asarray(v, np.int64) for v in exact)
-    empty = (y1 <= y0) | (x1 <= x0)
-    return (y0, np.where(empty, y0, y1), x0, np.where(empty, x0, x1))
+    data = ops.region(layer, params, win, base_in.shape[1:], out_shape[1:], start_y, start_x,
+                      size)
+    return _Region(data, start_y, start_x, exact)
 
 
 def _elementwise(layer, params, state):
@@ -330,20 +304,13 @@ def _merge(layer, params, states, bases, out_shape, n_items):
     if any(isinstance(s, _Whole) for s in states):
         wholes = [_to_whole(s, b, n_items) for s, b in zip(states, bases)]
         return _Whole(ops.full(layer, params, wholes, out_shape))
-    live = [s for s in states if s is not None]
-    starts, size = [], []
-    exact = []
-    for dim in (0, 1):
-        lo, hi = union([s.exact[2 * dim] for s in live], [s.exact[2 * dim + 1] for s in live])
-        exact += [lo, hi]
-        n, start = region_sizes(lo, hi, out_shape[1 + dim])
-        size.append(n)
-        starts.append(start)
+    exact = merge_region([None if s is None else s.exact for s in states])
+    (start_y, start_x), (h, w) = batch_region(exact, out_shape[1:])
     pieces = [gather_windows(b, None if s is None else s.data,
                              None if s is None else s.y0, None if s is None else s.x0,
-                             starts[0], starts[1], size[0], size[1])
+                             start_y, start_x, h, w)
               for s, b in zip(states, bases)]
-    return _Region(ops.full(layer, params, pieces, out_shape), starts[0], starts[1], tuple(exact))
+    return _Region(ops.full(layer, params, pieces, out_shape), start_y, start_x, exact)
 
 
 def _global(layer, params, state, base_in, out_shape, n_items):

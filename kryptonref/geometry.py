@@ -56,14 +56,15 @@ def output_size(in_size, kernel, stride=1, pad_before=0, pad_after=0, dilation=1
         The output length; ``<= 0`` means the input is too small for the layer.
     """
     span = in_size + pad_before + pad_after - effective_kernel(kernel, dilation)
-    if span < 0:
-        return 0
     if not ceil_mode:
-        return span // stride + 1
+        return span // stride + 1 if span >= 0 else 0
+    # Ceil mode may keep a window that runs past the padded input (PyTorch's rule,
+    # even when the kernel is longer than the padded input), but not one that
+    # starts inside the right padding.
     size = _ceil_div(span, stride) + 1
-    if (size - 1) * stride >= in_size + pad_before:
+    if size > 1 and (size - 1) * stride >= in_size + pad_before:
         size -= 1
-    return size
+    return max(size, 0)
 
 
 def changed_output(start, stop, kernel, stride, pad_before, dilation, out_size):

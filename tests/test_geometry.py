@@ -182,6 +182,9 @@ def test_empty_input_region_and_skipped_stride():
     (55, 3, 2, 0, 0, 1, True, 27),    # squeezenet-style
     (10, 3, 1, 0, 0, 3, False, 4),    # dilation 3: span 7
     (2, 5, 1, 0, 0, 1, False, 0),     # too small
+    (1, 2, 2, 0, 0, 1, True, 1),      # ceil: a window longer than the input still counts
+    (2, 3, 2, 0, 0, 1, True, 1),      # (PyTorch: MaxPool2d(3, 2, ceil_mode=True) on 2 px)
+    (1, 4, 2, 0, 0, 1, True, 0),      # ... but not one that would start past the input
 ])
 def test_output_size(w_in, k, s, p0, p1, d, ceil, expected):
     assert G.output_size(w_in, k, s, p0, p1, d, ceil) == expected

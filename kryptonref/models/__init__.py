@@ -1,9 +1,11 @@
-"""Architectures described in the kryptonref IR.
+"""The model zoo: architectures described in the kryptonref IR.
 
-For now this holds the VGG-16 convolutional body used by ``kryptonref demo``
-and the benchmarks; the full zoo (torchvision-identical definitions) builds on
-the same graph IR.
+``kryptonref.zoo(name, image_size=None, num_classes=1000, weights=None, seed=0)``
+builds one; :func:`zoo_names` lists them. Parameterised nodes carry torchvision's
+module paths, so torchvision weights saved to ``.npz`` load directly.
 """
 from .vgg import VGG16_CONFIG, vgg16_demo_net
+from .zoo import ZooEntry, build_graph, register, zoo, zoo_entry, zoo_names
 
-__all__ = ["VGG16_CONFIG", "vgg16_demo_net"]
+__all__ = ["VGG16_CONFIG", "vgg16_demo_net", "zoo", "zoo_names", "zoo_entry", "build_graph",
+           "register", "ZooEntry"]

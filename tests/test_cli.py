@@ -1,0 +1,70 @@
+"""The command line: models, analyze (table, JSON, --all), errors and exit codes."""
+import json
+import re
+
+import pytest
+
+from kryptonref.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_analyze_json_has_the_documented_fields(capsys):
+    code, out, _ = run(capsys, "analyze", "vgg16", "--image-size", "64", "--patch", "8",
+                       "--stride", "8", "--json")
+    assert code == 0
+    report = json.loads(out)
+    for key in ("model", "image_size", "patch", "stride", "tau", "mode", "positions",
+                "full_macs", "incremental_macs", "speedup", "centre_speedup", "min_speedup",
+                "max_speedup", "layers"):
+        assert key in report
+    assert report["positions"] == 8 * 8
+    assert {"name", "type", "full_macs", "incremental_macs"} <= set(report["layers"][0])
+    assert report["full_macs"] == sum(layer["full_macs"] for layer in report["layers"])
+    assert report["incremental_macs"] == sum(layer["incremental_macs"] for layer in report["layers"])
+
+
+def test_analyze_table_and_rectangular_patch(capsys):
+    code, out, _ = run(capsys, "analyze", "resnet18", "--image-size", "64", "--patch", "8x4",
+                       "--stride", "8", "--mode", "executed", "--tau", "0.5")
+    assert code == 0
+    assert "layer1.0.conv1" in out and "total" in out and "mode executed" in out
+
+
+def test_models_lists_the_zoo(capsys):
+    code, out, _ = run(capsys, "models", "--json")
+    assert code == 0
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["vgg16"]["parameters"] == 138357544
+    assert rows["inception_v3"]["image_size"] == 299
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["analyze", "vgg17"], "unknown zoo model 'vgg17'; the zoo has: alexnet"),
+    (["analyze", "vgg16", "--stride", "0"], "stride must be positive"),
+    (["analyze", "vgg16", "--patch", "300"], "larger than the image"),
+    (["analyze", "vgg16", "--tau", "0"], r"tau must lie in \(0, 1\]"),
+    (["analyze", "vgg16", "--image-size", "16"], "vgg16 at 16 px: node 'features.*too small"),
+    (["analyze"], "give a model name"),
+])
+def test_errors_exit_non_zero_with_a_message(capsys, argv, match, tmp_path):
+    plot = tmp_path / "map.png"
+    code, out, err = run(capsys, *argv, "--plot", str(plot))
+    assert code == 2
+    assert out == ""
+    assert re.search(match, err)
+    assert not plot.exists()
+
+
+def test_plot_writes_a_png(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "map.png"
+    code, _, _ = run(capsys, "analyze", "alexnet", "--image-size", "96", "--stride", "16",
+                     "--plot", str(plot))
+    assert code == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["map.png"]
