@@ -68,12 +68,17 @@ def demo(args):
     return 0
 
 
+#: Batch-norm statistics are buffers, not learned parameters (torchvision does not count them).
+_BUFFERS = ("running_mean", "running_var")
+
+
 def _parameter_count(graph):
+    """Learned parameters of a graph, counted as torchvision counts ``num_params``."""
     total = 0
     for name in graph.order:
         node = graph.nodes[name]
-        for shape in node.layer.param_shapes([graph.shapes[i] for i in node.inputs]).values():
-            total += int(np.prod(shape))
+        shapes = node.layer.param_shapes([graph.shapes[i] for i in node.inputs])
+        total += sum(int(np.prod(shape)) for key, shape in shapes.items() if key not in _BUFFERS)
     return total
 
 

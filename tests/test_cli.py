@@ -39,7 +39,9 @@ def test_models_lists_the_zoo(capsys):
     code, out, _ = run(capsys, "models", "--json")
     assert code == 0
     rows = {r["name"]: r for r in json.loads(out)}
-    assert rows["vgg16"]["parameters"] == 138357544
+    assert rows["vgg16"]["parameters"] == 138357544          # torchvision's num_params
+    assert rows["resnet18"]["parameters"] == 11689512        # (batch-norm buffers excluded)
+    assert rows["vgg16"]["full_macs"] == 15470264320
     assert rows["inception_v3"]["image_size"] == 299
 
 

@@ -129,3 +129,16 @@ def test_patch_positions_count_matches_the_corrected_formula():
     assert sorted({int(x) for x in pos[:, 1]}) == [0, 5]
     # The paper's count for W=10, w=3, S=3 is floor(8/3) = 2 and misses y = 6.
     assert (10 - 3 + 1) // 3 == 2
+
+
+@pytest.mark.parametrize("pool", [kr.MaxPool2d(3, 2, ceil_mode=True),
+                                  kr.AvgPool2d(3, 2, ceil_mode=True),
+                                  kr.AvgPool2d(3, 2, ceil_mode=True, count_include_pad=False)])
+def test_ceil_mode_window_longer_than_the_input(pool):
+    """PyTorch keeps a ceil-mode window that runs past a 2-pixel input (SqueezeNet at 21 px)."""
+    g = kr.Graph((2, 5, 6))
+    g.add(kr.Conv2d(2, 3, 3, stride=2), name="c")          # (3, 2, 2)
+    g.add(pool, name="p")                                   # (3, 1, 1)
+    assert g.shapes["p"] == (3, 1, 1)
+    positions = kr.patch_positions((5, 6), 2, 1)
+    check_identity(g, ((2, 2), positions, 0.7, 4, 3), np.float64)
