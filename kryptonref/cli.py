@@ -1,4 +1,4 @@
-"""Command-line interface: ``kryptonref demo | models | analyze``."""
+"""Command-line interface: ``kryptonref demo | models | analyze | occlude``."""
 from __future__ import annotations
 
 import argparse
@@ -172,18 +172,12 @@ def _pyplot():
 
 
 def _write_plot(path, draw):
-    """Draw to a temporary file next to ``path`` and move it in place only on success."""
+    """Draw a PNG to ``path`` atomically: no partial file is left on an error."""
     plt = _pyplot()
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-    os.close(handle)
     try:
-        draw(tmp)
-        os.replace(tmp, path)
+        _write_atomically(path, draw, ".png")
     finally:
         plt.close("all")
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _plot_map(report, path):
@@ -211,6 +205,92 @@ def _plot_zoo(reports, path):
                  f"{reports[0].stride[0]}, tau {reports[0].tau:g} (paper Figure 6)")
     ax.legend()
     fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
+
+
+def _fill_arg(text):
+    """``0``, ``0.5``, ``mean`` or per-channel ``0.1,0.2,0.3``."""
+    if text == "mean":
+        return text
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, 'mean' or per-channel values "
+                                         f"a,b,c; got {text!r}") from None
+    return values[0] if len(values) == 1 else np.array(values)
+
+
+def _load_cli_model(args):
+    from .models.zoo import zoo
+
+    if args.onnx:
+        if args.model or args.weights:
+            raise ValueError("give either --model [--weights] or --onnx, not both")
+        from . import from_onnx
+        return from_onnx(args.onnx), os.path.basename(args.onnx)
+    if not args.model:
+        raise ValueError("give a model: --model NAME (see `kryptonref models`) or --onnx PATH")
+    return zoo(args.model, image_size=args.image_size, num_classes=args.num_classes,
+               weights=args.weights, seed=args.seed), args.model
+
+
+def _show_progress(requested):
+    if requested is not None:
+        return requested
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return sys.stderr.isatty()
+
+
+def occlude(args):
+    """Occlusion heatmap of one image file."""
+    from . import occlusion
+    from .images import load_image, to_display
+
+    model, model_name = _load_cli_model(args)
+    _, height, width = model.graph.input_shape
+    image = load_image(args.image, size=(height, width))
+    result = occlusion(model, image.astype(model.dtype), patch=args.patch, stride=args.stride,
+                       fill=args.fill, target=args.target, mode=args.mode,
+                       batch_size=args.batch_size, progress=_show_progress(args.progress))
+    if args.save:
+        _write_atomically(args.save, lambda path: np.save(path, result.heatmap), ".npy")
+    if args.out:
+        from .analysis.plots import save_overlay
+        title = (f"{model_name}: class {result.label} (p = {result.probability:.3f}), "
+                 f"patch {result.patch[0]}, stride {result.stride[0]}")
+        save_overlay(to_display(image), result.heatmap, args.out, result.patch, result.stride,
+                     title=title)
+    summary = result.to_dict()
+    summary["model"] = model_name
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{model_name}: class {result.label}, probability {result.probability:.4f}")
+        print(f"{len(result.positions)} positions ({result.heatmap.shape[0]} x "
+              f"{result.heatmap.shape[1]}), mode {result.mode}: {result.seconds:.2f} s, "
+              f"{result.macs / 1e9:.2f} G MACs")
+        low = np.unravel_index(np.argmin(result.heatmap), result.heatmap.shape)
+        print(f"largest drop at position {tuple(int(v) for v in result.positions[np.argmin(result.heatmap)])}"
+              f" (cell {tuple(int(v) for v in low)}): probability {result.heatmap.min():.4f}")
+        for label, path in (("heatmap", args.save), ("overlay", args.out)):
+            if path:
+                print(f"{label} written to {path}")
+    return 0
+
+
+def _write_atomically(path, write, suffix):
+    """Write through a temporary file in the destination folder; rename on success only."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, tmp = tempfile.mkstemp(suffix=suffix, dir=folder)
+    os.close(handle)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def main(argv=None):
@@ -242,10 +322,32 @@ def main(argv=None):
     p.add_argument("--plot", metavar="FILE.png", help="write the speedup map (or bar chart)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=analyze)
+
+    p = sub.add_parser("occlude", help="occlusion heatmap of an image (PNG/JPEG)")
+    p.add_argument("image", help="PNG or JPEG file")
+    p.add_argument("--model", help="a zoo model (see `kryptonref models`)")
+    p.add_argument("--weights", help="weights .npz for --model, or 'pretrained'")
+    p.add_argument("--onnx", metavar="PATH", help="an ONNX model instead of --model")
+    p.add_argument("--image-size", type=int, default=None, help="input size for --model")
+    p.add_argument("--num-classes", type=int, default=1000, help="classes for --model")
+    p.add_argument("--seed", type=int, default=0, help="random weights' seed for --model")
+    p.add_argument("--patch", type=_pair_arg, default=16, help="N or HxW (default 16)")
+    p.add_argument("--stride", type=_pair_arg, default=4, help="N or HxW (default 4)")
+    p.add_argument("--fill", type=_fill_arg, default=0.0,
+                   help="patch value: a number, 'mean' or per-channel a,b,c (default 0)")
+    p.add_argument("--target", type=int, default=None, help="class to explain (default: predicted)")
+    p.add_argument("--mode", choices=("incremental", "full"), default="incremental")
+    p.add_argument("--batch-size", type=int, default=None, help="positions per batch (16)")
+    p.add_argument("--out", metavar="overlay.png", help="write the heatmap over the image")
+    p.add_argument("--save", metavar="heatmap.npy", help="write the raw heatmap")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when tqdm is installed and stderr is a terminal)")
+    p.set_defaults(func=occlude)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, ImportError, FileNotFoundError) as err:
         print(f"kryptonref: error: {err}", file=sys.stderr)
         return 2
 

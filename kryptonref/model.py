@@ -168,18 +168,33 @@ class Model:
         dict
             ``name -> (N, ...)`` array for the input and every node.
         """
-        x = check_image_batch(x, self.graph.input_shape, self.dtype)
-        values = {self.graph.input_name: x}
-        prepared = self.prepared
-        for name in self.graph.order:
-            node = self.graph.nodes[name]
-            values[name] = full(node.layer, prepared[name], [values[i] for i in node.inputs],
-                                self.graph.shapes[name])
-        return values
+        return self._run(x, keep_all=True)
 
     def forward(self, x):
-        """Full inference for a batch ``(N, C, H, W)``; returns the output node's values."""
-        return self.forward_all(x)[self.graph.output]
+        """Full inference for a batch ``(N, C, H, W)``; returns the output node's values.
+
+        Intermediate values are released as soon as their last consumer has run,
+        so memory stays near the largest few activations of the batch.
+        """
+        return self._run(x, keep_all=False)[self.graph.output]
+
+    def _run(self, x, keep_all):
+        x = check_image_batch(x, self.graph.input_shape, self.dtype)
+        graph = self.graph
+        values = {graph.input_name: x}
+        remaining = {name: len(users) for name, users in graph.consumers().items()}
+        prepared = self.prepared
+        for name in graph.order:
+            node = graph.nodes[name]
+            values[name] = full(node.layer, prepared[name], [values[i] for i in node.inputs],
+                                graph.shapes[name])
+            if keep_all:
+                continue
+            for src in node.inputs:
+                remaining[src] -= 1
+                if remaining[src] == 0 and src != graph.output:
+                    del values[src]
+        return values
 
     def __repr__(self):
         return f"Model({len(self.graph)} nodes, input {self.graph.input_shape}, {self.dtype})"

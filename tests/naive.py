@@ -350,3 +350,27 @@ def naive_occlude(image, y, x, patch_hw, fill):
         fill = fill[:, None, None]
     out[:, y:y + h, x:x + w] = fill
     return out
+
+
+def naive_captum_occlusion(forward, image, window, stride, baseline, target):
+    """Captum's ``Occlusion.attribute`` written out plainly (DESIGN.md section 7).
+
+    Windows start at ``i*s`` for ``i = 0 .. ceil((W - w) / s)`` on each axis; the
+    last is cut at the border. Each pixel's attribution is the mean, over the
+    windows covering it, of ``f(x)[target] - f(x_occluded)[target]``;
+    ``forward`` maps one image (C, H, W) to a vector of scores.
+    """
+    _, height, width = image.shape
+    (wh, ww), (sh, sw) = window, stride
+    base = forward(image)[target]
+    total = np.zeros((height, width))
+    count = np.zeros((height, width))
+    for i in range(int(np.ceil((height - wh) / sh)) + 1):
+        for j in range(int(np.ceil((width - ww) / sw)) + 1):
+            y, x = i * sh, j * sw
+            occluded = image.copy()
+            occluded[:, y:y + wh, x:x + ww] = baseline
+            total[y:y + wh, x:x + ww] += base - forward(occluded)[target]
+            count[y:y + wh, x:x + ww] += 1
+    with np.errstate(invalid="ignore"):
+        return np.broadcast_to(total / count, image.shape)   # NaN where no window covers
