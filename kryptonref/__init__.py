@@ -9,6 +9,7 @@ incremental_inference  outputs for many occlusion positions, computed incrementa
 patch_positions        the grid of patch positions for a patch size and stride
 geometry               per-axis changed-region rules (paper eq. 1-8, generalised)
 zoo, zoo_names         torchvision-identical architectures (AlexNet ... Inception v3)
+occlusion              heatmaps and Captum-compatible attributions (Algorithm 2)
 speedup                the cost simulator: theoretical speedup per layer and position
 """
 from . import geometry
@@ -19,11 +20,13 @@ from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Concat, Con
 from .model import Model
 from .analysis import SpeedupReport, speedup
 from .models.zoo import zoo, zoo_names
+from .occlusion import OcclusionResult, occlusion
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Graph", "Node", "Model", "incremental_inference", "IncrementalResult", "patch_positions",
-    "geometry", "zoo", "zoo_names", "speedup", "SpeedupReport", "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "AdaptiveAvgPool2d",
+    "geometry", "occlusion", "OcclusionResult", "zoo", "zoo_names", "speedup", "SpeedupReport",
+    "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "AdaptiveAvgPool2d",
     "ReLU", "ReLU6", "BatchNorm2d", "Dropout", "Flatten", "Linear", "Softmax", "Add", "Concat",
 ]
