@@ -10,9 +10,10 @@ patch_positions        the grid of patch positions for a patch size and stride
 geometry               per-axis changed-region rules (paper eq. 1-8, generalised)
 zoo, zoo_names         torchvision-identical architectures (AlexNet ... Inception v3)
 occlusion              heatmaps and Captum-compatible attributions (Algorithm 2)
+images                 load_image: PNG/JPEG -> normalised (3, H, W) array (needs Pillow)
 speedup                the cost simulator: theoretical speedup per layer and position
 """
-from . import geometry
+from . import geometry, images
 from .engine import IncrementalResult, incremental_inference, patch_positions
 from .graph import Graph, Node
 from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Concat, Conv2d, Dropout,
@@ -26,7 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Graph", "Node", "Model", "incremental_inference", "IncrementalResult", "patch_positions",
-    "geometry", "occlusion", "OcclusionResult", "zoo", "zoo_names", "speedup", "SpeedupReport",
+    "geometry", "images", "occlusion", "OcclusionResult", "zoo", "zoo_names", "speedup", "SpeedupReport",
     "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "AdaptiveAvgPool2d",
     "ReLU", "ReLU6", "BatchNorm2d", "Dropout", "Flatten", "Linear", "Softmax", "Add", "Concat",
 ]
