@@ -21,6 +21,7 @@ from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Concat, Con
 from .model import Model
 from .analysis import SpeedupReport, speedup
 from .models.zoo import zoo, zoo_names
+from .models.onnx_io import from_onnx, to_onnx
 from .occlusion import OcclusionResult, occlusion
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Graph", "Node", "Model", "incremental_inference", "IncrementalResult", "patch_positions",
     "geometry", "images", "occlusion", "OcclusionResult", "zoo", "zoo_names", "speedup", "SpeedupReport",
+    "from_onnx", "to_onnx",
     "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "AdaptiveAvgPool2d",
     "ReLU", "ReLU6", "BatchNorm2d", "Dropout", "Flatten", "Linear", "Softmax", "Add", "Concat",
 ]

@@ -1,0 +1,719 @@
+"""ONNX import and export: ``kryptonref.from_onnx`` and ``kryptonref.to_onnx``.
+
+(a) Every zoo model, at the smallest size its architecture allows, with random
+    weights: ``to_onnx`` run by onnxruntime equals kryptonref's full inference, and
+    ``from_onnx(to_onnx(model))`` computes the same outputs with the same weights.
+(b) Hand-built ONNX graphs (``onnx.helper``) for every supported operator and
+    pattern (Clip variants, Gemm transB 0/1, MatMul + Add, Reshape patterns,
+    Identity/Dropout removal, asymmetric and automatic padding, ...), each run by
+    onnxruntime and by the imported model.
+(c) Errors: unsupported operators (op and node named), missing and corrupt files,
+    dynamic image sizes, shapes and patterns kryptonref cannot represent.
+
+Tolerances (float32): rtol 1e-4 and atol 1e-5 times the largest output magnitude.
+VGG's classifier (about 120 M parameters) dominates the runtime, so its random
+weights are drawn once in float32 and shared by the eight VGG variants, and
+onnxruntime gets the largest weights as inputs rather than through a 500 MB
+protobuf (``run_ort_exported``); the import checks the serialised weights exactly.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import kryptonref as kr  # noqa: E402
+from kryptonref.models.zoo import build_graph  # noqa: E402
+
+RTOL, ATOL = 1e-4, 1e-5
+#: Smallest input size per zoo model (32 px otherwise).
+ZOO_SIZES = {"alexnet": 63, "inception_v3": 75}
+
+
+def assert_close(got, want, what=""):
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
+    scale = max(float(np.abs(want).max()), 1e-30)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL * scale, err_msg=what)
+
+
+def session(proto):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    # onnxruntime runs the graph as written (no fusions), and skips re-packing weights:
+    # loading VGG's 120 M-parameter classifier is most of this file's runtime.
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.add_session_config_entry("session.disable_prepacking", "1")
+    data = proto if isinstance(proto, (bytes, str)) else proto.SerializeToString()
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+
+
+def run_ort(proto, x):
+    sess = session(proto)
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+#: Initializers above this size are fed to onnxruntime as inputs (see run_ort_exported).
+BIG_BYTES = 4 << 20
+
+
+def run_ort_exported(proto, x, model):
+    """onnxruntime on ``to_onnx``'s graph, with the model's large weights fed as inputs.
+
+    Serialising VGG's classifier (500 MB) for onnxruntime and parsing it there costs
+    seconds per model; the graph is run as exported, but initializers above
+    ``BIG_BYTES`` become graph inputs fed with the model's own arrays. That the
+    serialised values are these arrays is checked exactly by the import.
+    """
+    light = onnx.ModelProto()
+    light.ir_version = proto.ir_version
+    light.opset_import.extend(proto.opset_import)
+    light.graph.name = proto.graph.name
+    light.graph.node.extend(proto.graph.node)
+    light.graph.input.extend(proto.graph.input)
+    light.graph.output.extend(proto.graph.output)
+    feeds = {proto.graph.input[0].name: x}
+    for init in proto.graph.initializer:
+        if len(init.raw_data) > BIG_BYTES:
+            node, pname = init.name.rsplit(".", 1)
+            feeds[init.name] = model.params[node][pname]
+            light.graph.input.append(helper.make_tensor_value_info(
+                init.name, init.data_type, list(init.dims)))
+        else:
+            light.graph.initializer.append(init)
+    return session(light).run(None, feeds)[0]
+
+
+# --------------------------------------------------------------------------------------
+# (a) the zoo, round trip
+# --------------------------------------------------------------------------------------
+
+_SHARED = {}
+
+
+def fast_weights(graph, seed=0):
+    """Random float32 weights (He-normal, non-trivial batch norm), drawn quickly.
+
+    Arrays of more than a million elements are cached by (node, shape), so the VGG
+    variants share one classifier instead of drawing 120 M numbers each.
+    """
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name in graph.order:
+        node = graph.nodes[name]
+        shapes = node.layer.param_shapes([graph.shapes[i] for i in node.inputs])
+        for pname, shape in shapes.items():
+            key = (name, pname, shape)
+            if key in _SHARED:
+                weights[f"{name}.{pname}"] = _SHARED[key]
+                continue
+            if isinstance(node.layer, kr.BatchNorm2d):
+                value = {"weight": rng.uniform(0.5, 1.5, shape),
+                         "bias": rng.normal(0, 0.1, shape),
+                         "running_mean": rng.normal(0, 0.1, shape),
+                         "running_var": rng.uniform(0.5, 1.5, shape)}[pname]
+                value = value.astype(np.float32)
+            elif pname == "bias":
+                value = rng.normal(0, 0.05, shape).astype(np.float32)
+            else:
+                value = rng.standard_normal(shape, dtype=np.float32)
+                value *= np.float32(np.sqrt(2.0 / np.prod(shape[1:])))
+            if np.prod(shape) > 1_000_000:
+                _SHARED[key] = value
+            weights[f"{name}.{pname}"] = value
+    return weights
+
+
+@pytest.mark.parametrize("name", kr.zoo_names())
+def test_zoo_round_trip(name):
+    size = ZOO_SIZES.get(name, 32)
+    graph = build_graph(name, size, num_classes=10)
+    model = kr.Model(graph, weights=fast_weights(graph), dtype=np.float32)
+    batch = 1 if name.startswith(("vgg", "alexnet")) else 2   # the big classifiers
+    x = np.random.default_rng(1).normal(size=(batch, 3, size, size)).astype(np.float32)
+    want = model.forward(x)
+
+    proto = kr.to_onnx(model, None)
+    assert [i.name for i in proto.graph.input] == [graph.input_name]
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "N" and [d.dim_value for d in dims[1:]] == [3, size, size]
+    assert_close(run_ort_exported(proto, x, model), want, f"{name}: onnxruntime vs kryptonref")
+
+    back = kr.from_onnx(proto)
+    assert back.graph.input_shape == graph.input_shape
+    assert back.graph.shapes[back.graph.output] == graph.shapes[graph.output]
+    # Every parameterised node keeps its name and its exact weights.
+    for node, params in model.params.items():
+        for pname, value in params.items():
+            # (np.array_equal: assert_array_equal's temporaries cost seconds for VGG)
+            assert np.array_equal(back.params[node][pname], value), f"{name}: {node}.{pname}"
+    # Dropout is removed on import; nothing else is added or lost (except that a
+    # 1x1 AdaptiveAvgPool2d comes back as GlobalAvgPool2d).
+    dropouts = sum(isinstance(n.layer, kr.Dropout) for n in graph.nodes.values())
+    assert len(back.graph) == len(graph) - dropouts
+    assert_close(back.forward(x), want, f"{name}: from_onnx(to_onnx(model)) vs model")
+
+
+# --------------------------------------------------------------------------------------
+# (b) hand-built ONNX graphs
+# --------------------------------------------------------------------------------------
+
+def tensor(name, value, dtype=np.float32):
+    return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+
+def make_model(nodes, inits, in_shape, out_name="y", opset=17, in_name="x", extra_inputs=()):
+    inputs = [helper.make_tensor_value_info(in_name, TensorProto.FLOAT, list(in_shape))]
+    inputs += list(extra_inputs)
+    outputs = [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, None)]
+    graph = helper.make_graph(nodes, "hand", inputs, outputs, inits)
+    opset_id = helper.make_opsetid("", opset)
+    proto = helper.make_model(graph, opset_imports=[opset_id])
+    proto.ir_version = helper.find_min_ir_version_for([opset_id])
+    # The checker wants an output shape: take the rank from onnx's shape inference and
+    # leave every size symbolic (onnxruntime's shapes are the ones compared).
+    inferred = onnx.shape_inference.infer_shapes(proto).graph.output[0].type.tensor_type
+    if inferred.HasField("shape"):
+        rank = len(inferred.shape.dim)
+        proto.graph.output[0].CopyFrom(helper.make_tensor_value_info(
+            out_name, TensorProto.FLOAT, [f"{out_name}_{i}" for i in range(rank)]))
+        onnx.checker.check_model(proto)
+    return proto
+
+
+def check_import(proto, shape, seed=0, scale=1.0, batch=2):
+    """Import ``proto``, run both, compare; return the imported model."""
+    x = np.random.default_rng(seed).normal(0, scale, (batch,) + tuple(shape)).astype(np.float32)
+    model = kr.from_onnx(proto)
+    assert_close(model.forward(x), run_ort(proto, x), "from_onnx vs onnxruntime")
+    return model
+
+
+def layer_types(model):
+    return [type(model.graph.nodes[n].layer).__name__ for n in model.graph.order]
+
+
+RNG = np.random.default_rng(42)
+
+
+def rand(*shape):
+    return RNG.normal(0, 0.5, shape).astype(np.float32)
+
+
+def test_conv_pool_chain_with_asymmetric_pads():
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1",
+                         kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 0, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[3, 3],
+                         strides=[2, 2], pads=[1, 1, 0, 1], ceil_mode=1),
+        helper.make_node("Conv", ["p1", "w2"], ["c2"], name="conv2", group=2, dilations=[2, 1],
+                         pads=[2, 1, 2, 1]),
+        helper.make_node("AveragePool", ["c2"], ["a1"], name="avg1", kernel_shape=[2, 3],
+                         strides=[1, 2], pads=[0, 1, 1, 1], count_include_pad=1),
+        helper.make_node("AveragePool", ["a1"], ["a2"], name="avg2", kernel_shape=[2, 2],
+                         ceil_mode=1, strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["a2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat", axis=1),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], name="fc", transB=1),
+    ]
+    inits = [tensor("w1", rand(4, 3, 3, 2)), tensor("b1", rand(4)),
+             tensor("w2", rand(6, 2, 3, 3)), tensor("wf", rand(5, 6)), tensor("bf", rand(5))]
+    model = check_import(make_model(nodes, inits, ["N", 3, 17, 14]), (3, 17, 14))
+    assert model.graph.order == ["conv1", "relu1", "pool1", "conv2", "avg1", "avg2", "gap",
+                                 "flat", "fc"]
+    conv1 = model.graph.nodes["conv1"].layer
+    assert conv1.padding == ((1, 0), (0, 1)) and conv1.stride == (2, 1)
+    assert model.graph.nodes["conv2"].layer.groups == 2
+    assert model.graph.nodes["avg1"].layer.count_include_pad
+    assert not model.graph.nodes["avg2"].layer.count_include_pad  # ONNX's default
+    np.testing.assert_array_equal(model.params["conv1"]["weight"],
+                                  numpy_helper.to_array(inits[0]))
+    np.testing.assert_array_equal(model.params["fc"]["bias"], numpy_helper.to_array(inits[4]))
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+@pytest.mark.parametrize("size", [21, 24])
+def test_auto_pad(auto_pad, size):
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", auto_pad=auto_pad,
+                         strides=[2, 2]),
+        helper.make_node("MaxPool", ["c"], ["m"], name="mp", auto_pad=auto_pad,
+                         kernel_shape=[2, 3], strides=[2, 1]),
+        helper.make_node("AveragePool", ["m"], ["y"], name="ap", auto_pad=auto_pad,
+                         kernel_shape=[3, 2], strides=[1, 2]),
+    ]
+    model = check_import(make_model(nodes, [tensor("w", rand(3, 2, 4, 3))],
+                                    ["N", 2, size, size + 3]), (2, size, size + 3))
+    pads = model.graph.nodes["conv"].layer.padding
+    if auto_pad == "VALID":
+        assert pads == ((0, 0), (0, 0))
+    elif size == 21:  # total height padding 3: split unevenly, the larger part as named
+        assert pads[0] == ((1, 2) if auto_pad == "SAME_UPPER" else (2, 1))
+
+
+@pytest.mark.parametrize("variant", ["attrs_opset6", "inputs", "constant_nodes", "max_only",
+                                     "min_only_relu"])
+def test_clip_variants(variant):
+    opset, inits = 17, []
+    if variant == "attrs_opset6":
+        opset = 6
+        nodes = [helper.make_node("Clip", ["x"], ["y"], name="clip", min=0.0, max=6.0)]
+    elif variant == "inputs":
+        inits = [tensor("lo", 0.0), tensor("hi", 6.0)]
+        nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["y"], name="clip")]
+    elif variant == "constant_nodes":
+        nodes = [helper.make_node("Constant", [], ["lo"], value=tensor("v0", 0.0)),
+                 helper.make_node("Constant", [], ["hi"], value_float=6.0),
+                 helper.make_node("Clip", ["x", "lo", "hi"], ["y"], name="clip")]
+    elif variant == "max_only":   # min given as an empty input: must fail (no lower bound)
+        inits = [tensor("hi", 6.0)]
+        nodes = [helper.make_node("Clip", ["x", "", "hi"], ["y"], name="clip")]
+    else:
+        inits = [tensor("lo", 0.0)]
+        nodes = [helper.make_node("Clip", ["x", "lo"], ["y"], name="clip")]
+    proto = make_model(nodes, inits, ["N", 3, 4, 5], opset=opset)
+    if variant == "max_only":
+        with pytest.raises(ValueError, match=r"'clip'.*Clip to \[-inf, 6.0\]"):
+            kr.from_onnx(proto)
+        return
+    model = check_import(proto, (3, 4, 5), scale=5.0)
+    want = "ReLU" if variant == "min_only_relu" else "ReLU6"
+    assert layer_types(model) == [want]
+
+
+def test_clip_other_bounds_rejected():
+    proto = make_model([helper.make_node("Clip", ["x", "lo", "hi"], ["y"], name="clamp")],
+                       [tensor("lo", -1.0), tensor("hi", 1.0)], ["N", 3, 4, 5])
+    with pytest.raises(ValueError, match=r"'clamp'.*Clip to \[-1.0, 1.0\]"):
+        kr.from_onnx(proto)
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+@pytest.mark.parametrize("bias_shape", [None, (7,), (1, 7)])
+def test_gemm(trans_b, bias_shape):
+    w = rand(7, 12) if trans_b else rand(12, 7)
+    inits = [tensor("w", w)]
+    ins = ["x2", "w"]
+    if bias_shape:
+        inits.append(tensor("b", rand(*bias_shape)))
+        ins.append("b")
+    nodes = [helper.make_node("Flatten", ["x"], ["x2"], name="flat"),
+             helper.make_node("Gemm", ins, ["y"], name="fc", transB=trans_b)]
+    model = check_import(make_model(nodes, inits, ["N", 3, 2, 2]), (3, 2, 2))
+    fc = model.graph.nodes["fc"].layer
+    assert (fc.in_features, fc.out_features, fc.bias) == (12, 7, bias_shape is not None)
+    np.testing.assert_array_equal(model.params["fc"]["weight"], w if trans_b else w.T)
+
+
+def test_gemm_alpha_beta_folded():
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w", "b"], ["y"], name="fc", alpha=0.5, beta=2.0)]
+    check_import(make_model(nodes, [tensor("w", rand(12, 4)), tensor("b", rand(4))],
+                            ["N", 3, 2, 2]), (3, 2, 2))
+
+
+@pytest.mark.parametrize("order", ["act_first", "const_first"])
+def test_matmul_add_becomes_linear(order):
+    add_in = ["m", "b"] if order == "act_first" else ["b", "m"]
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+             helper.make_node("MatMul", ["f", "w"], ["m"], name="fc"),
+             helper.make_node("Add", add_in, ["a"], name="fc_bias"),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")]
+    w, b, w2 = rand(20, 6), rand(6), rand(6, 3)
+    model = check_import(make_model(nodes, [tensor("w", w), tensor("b", b), tensor("w2", w2)],
+                                    ["N", 5, 2, 2]), (5, 2, 2))
+    assert layer_types(model) == ["Flatten", "Linear", "ReLU", "Linear"]
+    np.testing.assert_array_equal(model.params["fc"]["weight"], w.T)
+    np.testing.assert_array_equal(model.params["fc"]["bias"], b)
+    assert not model.graph.nodes["fc2"].layer.bias
+
+
+def test_matmul_add_not_folded_when_the_product_is_reused():
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+             helper.make_node("MatMul", ["f", "w"], ["m"], name="fc"),
+             helper.make_node("Add", ["m", "b"], ["a"], name="bias"),
+             helper.make_node("Add", ["a", "m"], ["y"], name="sum")]
+    proto = make_model(nodes, [tensor("w", rand(20, 6)), tensor("b", rand(6))], ["N", 5, 2, 2])
+    with pytest.raises(ValueError, match="'bias'.*also read by 'sum'"):
+        kr.from_onnx(proto)
+
+
+def test_add_constant_to_conv_output_rejected():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Add", ["c", "b"], ["y"], name="shift")]
+    proto = make_model(nodes, [tensor("w", rand(2, 3, 1, 1)), tensor("b", rand(1, 2, 1, 1))],
+                       ["N", 3, 4, 4])
+    with pytest.raises(ValueError, match="'shift'.*bias of a preceding MatMul/Gemm"):
+        kr.from_onnx(proto)
+
+
+@pytest.mark.parametrize("shape", [[0, -1], [-1, 48], [0, 48]])
+def test_reshape_constant_shapes(shape):
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Reshape", ["r", "s"], ["f"], name="reshape"),
+             helper.make_node("Gemm", ["f", "w"], ["y"], name="fc", transB=1)]
+    inits = [tensor("s", shape, np.int64), tensor("w", rand(3, 48))]
+    model = check_import(make_model(nodes, inits, ["N", 3, 4, 4]), (3, 4, 4))
+    assert layer_types(model) == ["ReLU", "Flatten", "Linear"]
+
+
+def test_reshape_shape_from_constant_node_and_fixed_batch():
+    nodes = [helper.make_node("Constant", [], ["s"], value_ints=[1, -1]),
+             helper.make_node("Reshape", ["x", "s"], ["f"], name="reshape"),
+             helper.make_node("Softmax", ["f"], ["y"], name="prob")]
+    model = check_import(make_model(nodes, [], [1, 3, 4, 4]), (3, 4, 4), batch=1)
+    assert layer_types(model) == ["Flatten", "Softmax"]
+    # ... and the imported model is not tied to batch 1.
+    assert model.forward(np.zeros((3, 3, 4, 4), np.float32)).shape == (3, 48)
+
+
+def test_reshape_torch_view_pattern():
+    """``x.view(x.size(0), -1)`` as torch.onnx exports it: Shape/Gather/Unsqueeze/Concat."""
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["p"], name="pool", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("Shape", ["p"], ["shape"], name="shape"),
+        helper.make_node("Constant", [], ["zero"], value=tensor("z", 0, np.int64)),
+        helper.make_node("Gather", ["shape", "zero"], ["n"], name="gather", axis=0),
+        helper.make_node("Constant", [], ["axes"], value=tensor("a", [0], np.int64)),
+        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"], name="unsqueeze"),
+        helper.make_node("Constant", [], ["minus1"], value=tensor("m", [-1], np.int64)),
+        helper.make_node("Concat", ["n1", "minus1"], ["target"], name="concat", axis=0),
+        helper.make_node("Reshape", ["p", "target"], ["f"], name="view"),
+        helper.make_node("Gemm", ["f", "w", "b"], ["y"], name="fc", transB=1),
+    ]
+    inits = [tensor("w", rand(4, 12)), tensor("b", rand(4))]
+    model = check_import(make_model(nodes, inits, ["batch", 3, 4, 4]), (3, 4, 4))
+    assert layer_types(model) == ["MaxPool2d", "Flatten", "Linear"]
+    assert model.graph.order == ["pool", "view", "fc"]
+
+
+def test_reshape_to_a_feature_map_rejected():
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["y"], name="to_map")]
+    proto = make_model(nodes, [tensor("s", [0, 3, 16], np.int64)], ["N", 3, 4, 4])
+    with pytest.raises(ValueError, match="'to_map'.*only flattening"):
+        kr.from_onnx(proto)
+
+
+def test_identity_and_dropout_removed():
+    nodes = [helper.make_node("Identity", ["x"], ["i"], name="id0"),
+             helper.make_node("Relu", ["i"], ["r"], name="relu"),
+             helper.make_node("Dropout", ["r"], ["d", "mask"], name="drop"),
+             helper.make_node("Flatten", ["d"], ["f"], name="flat"),
+             helper.make_node("Dropout", ["f", "ratio"], ["d2"], name="drop2"),
+             helper.make_node("Gemm", ["d2", "w"], ["g"], name="fc", transB=1),
+             helper.make_node("Identity", ["g"], ["y"], name="id_out")]
+    inits = [tensor("w", rand(4, 24)), tensor("ratio", 0.3)]
+    model = check_import(make_model(nodes, inits, ["N", 2, 3, 4]), (2, 3, 4))
+    assert model.graph.order == ["relu", "flat", "fc"]
+    assert model.graph.output == "fc"
+
+
+def test_dropout_as_the_output():
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Dropout", ["r"], ["y"], name="drop")]
+    model = check_import(make_model(nodes, [], ["N", 2, 3, 4]), (2, 3, 4))
+    assert model.graph.order == ["relu"]
+
+
+def test_batchnorm_add_concat_sum():
+    c = 3
+    bn_inits = [tensor("s", RNG.uniform(0.5, 1.5, c)), tensor("bb", rand(c)),
+                tensor("mu", rand(c)), tensor("var", RNG.uniform(0.5, 1.5, c))]
+    nodes = [
+        helper.make_node("BatchNormalization", ["x", "s", "bb", "mu", "var"], ["bn"],
+                         name="bn", epsilon=1e-3),
+        helper.make_node("Conv", ["bn", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["bn", "c"], ["a"], name="res"),
+        helper.make_node("Sum", ["a", "bn", "c"], ["s3"], name="sum3"),
+        helper.make_node("Concat", ["s3", "x", "a"], ["y"], name="cat", axis=1),
+    ]
+    model = check_import(make_model(nodes, bn_inits + [tensor("w", rand(c, c, 3, 3))],
+                                    ["N", c, 5, 6]), (c, 5, 6))
+    assert layer_types(model) == ["BatchNorm2d", "Conv2d", "Add", "Add", "Concat"]
+    assert model.graph.nodes["bn"].layer.eps == 1e-3   # the float32 attribute read back
+    assert len(model.graph.nodes["sum3"].inputs) == 3
+
+
+@pytest.mark.parametrize("opset,axis", [(11, None), (13, None), (13, 1), (17, -1)])
+def test_softmax(opset, axis):
+    attrs = {} if axis is None else {"axis": axis}
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+             helper.make_node("Softmax", ["f"], ["y"], name="prob", **attrs)]
+    model = check_import(make_model(nodes, [], ["N", 2, 3, 3], opset=opset), (2, 3, 3))
+    assert layer_types(model) == ["Flatten", "Softmax"]
+
+
+def test_softmax_over_channels_rejected():
+    proto = make_model([helper.make_node("Softmax", ["x"], ["y"], name="chsoft", axis=1)], [],
+                       ["N", 2, 3, 3])
+    with pytest.raises(ValueError, match="'chsoft'.*Softmax"):
+        kr.from_onnx(proto)
+
+
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_reduce_mean_is_global_pooling(keepdims):
+    nodes = [helper.make_node("ReduceMean", ["x"], ["y"], name="mean", axes=[2, 3],
+                             keepdims=keepdims)]
+    model = check_import(make_model(nodes, [], ["N", 4, 3, 5], opset=13), (4, 3, 5))
+    assert layer_types(model) == ["GlobalAvgPool2d"] + ["Flatten"] * (1 - keepdims)
+
+
+@pytest.mark.parametrize("ctm,mode", [("asymmetric", "floor"),
+                                      ("half_pixel", "round_prefer_floor"),
+                                      ("pytorch_half_pixel", "round_prefer_ceil")])
+def test_resize_nearest_integer_upsampling(ctm, mode):
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up", mode="nearest",
+                              coordinate_transformation_mode=ctm, nearest_mode=mode)]
+    proto = make_model(nodes, [tensor("scales", [1, 1, 3, 2])], ["N", 2, 2, 3])
+    model = check_import(proto, (2, 2, 3))
+    layer = model.graph.nodes["up"].layer
+    assert isinstance(layer, kr.AdaptiveAvgPool2d) and layer.output_size == (6, 6)
+
+
+def test_resize_with_sizes_and_rejections():
+    nodes = [helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], name="up",
+                              mode="nearest", coordinate_transformation_mode="asymmetric",
+                              nearest_mode="floor")]
+    inits = [tensor("sizes", [1, 2, 7, 7], np.int64)]
+    proto = make_model(nodes, inits, [1, 2, 1, 1])
+    assert layer_types(check_import(proto, (2, 1, 1), batch=1)) == ["AdaptiveAvgPool2d"]
+    # A constant batch size of 1 with a dynamic batch would resize the batch axis.
+    with pytest.raises(ValueError, match="'up'.*batch size"):
+        kr.from_onnx(make_model(nodes, inits, ["N", 2, 1, 1]))
+    bad = make_model([helper.make_node("Resize", ["x", "", "scales"], ["y"], name="lin",
+                                       mode="linear")],
+                     [tensor("scales", [1, 1, 2, 2])], ["N", 2, 2, 3])
+    with pytest.raises(ValueError, match="'lin'.*nearest"):
+        kr.from_onnx(bad)
+    odd = make_model([helper.make_node("Resize", ["x", "", "scales"], ["y"], name="odd")],
+                     [tensor("scales", [1, 1, 1.5, 1])], ["N", 2, 2, 3])
+    with pytest.raises(ValueError, match="'odd'.*integer factor"):
+        kr.from_onnx(odd)
+
+
+def test_constant_subgraph_folded():
+    """Weights computed from constants (a transposed initializer) are folded."""
+    nodes = [helper.make_node("Transpose", ["wt"], ["w"], name="t", perm=[1, 0, 2, 3]),
+             helper.make_node("Conv", ["x", "w"], ["y"], name="conv")]
+    model = check_import(make_model(nodes, [tensor("wt", rand(3, 4, 1, 1))], ["N", 3, 4, 4]),
+                         (3, 4, 4))
+    assert model.graph.order == ["conv"]
+
+
+def test_node_names_sanitised_unique_and_defaulted():
+    nodes = [helper.make_node("Conv", ["input.1", "w"], ["c"],
+                              name="/features/features.0/Conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="dup"),
+             helper.make_node("Relu", ["r"], ["r2"], name="dup"),
+             helper.make_node("Relu", ["r2"], ["y"])]
+    w = rand(2, 3, 1, 1)
+    # (onnxruntime refuses duplicate node names, which ONNX's checker lets pass.)
+    model = kr.from_onnx(make_model(nodes, [tensor("w", w)], ["N", 3, 4, 4], in_name="input.1"))
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 4)).astype(np.float32)
+    want = np.maximum(np.einsum("oc,nchw->nohw", w[:, :, 0, 0], x), 0)
+    np.testing.assert_allclose(model.forward(x), want, rtol=1e-5, atol=1e-6)
+    assert model.graph.input_name == "input.1"
+    assert model.graph.order == ["features_features.0_Conv", "dup", "dup_2", "Relu_3"]
+    assert list(model.params) == ["features_features.0_Conv"]
+
+
+def test_dynamic_spatial_size_and_input_shape():
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    proto = make_model(nodes, [], ["N", 3, "H", "W"])
+    with pytest.raises(ValueError, match="'x'.*\\(N, 3, H, W\\).*fixed C, H and W"):
+        kr.from_onnx(proto)
+    model = kr.from_onnx(proto, input_shape=(3, 8, 6))
+    assert model.graph.input_shape == (3, 8, 6)
+    with pytest.raises(ValueError, match="contradicts"):
+        kr.from_onnx(proto, input_shape=(4, 8, 6))
+
+
+def test_float64_import():
+    nodes = [helper.make_node("MaxPool", ["x"], ["p"], name="pool", kernel_shape=[2, 2],
+                              strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w"], ["y"], name="fc", transB=1)]
+    w = rand(3, 8)
+    model = kr.from_onnx(make_model(nodes, [tensor("w", w)], ["N", 2, 4, 4]), dtype=np.float64)
+    assert model.dtype == np.float64 and model.params["fc"]["weight"].dtype == np.float64
+    np.testing.assert_array_equal(model.params["fc"]["weight"], w.astype(np.float64))
+
+
+# --------------------------------------------------------------------------------------
+# export details
+# --------------------------------------------------------------------------------------
+
+def _export_graph():
+    g = kr.Graph((3, 9, 8))
+    g.add(kr.Conv2d(3, 6, (3, 2), padding=((1, 0), (0, 1)), groups=3), name="conv")
+    g.add(kr.BatchNorm2d(6), name="bn")
+    g.add(kr.ReLU6(), name="r6")
+    g.add(kr.MaxPool2d(3, 2, 1, ceil_mode=True), name="mp")
+    g.add(kr.AvgPool2d(2, 1, count_include_pad=False), inputs="r6", name="ap")
+    # AdaptiveAvgPool2d: replication (Resize), pooling (AveragePool) and both mixed.
+    g.add(kr.AdaptiveAvgPool2d((5, 10)), inputs="mp", name="up")         # 5x5 -> 5x10
+    g.add(kr.AdaptiveAvgPool2d((1, 14)), inputs="ap", name="mixed")      # 7x7 -> 1x14
+    g.add(kr.AdaptiveAvgPool2d((2, 7)), inputs="mixed", name="mixed2")   # 1x14 -> 2x7
+    g.add(kr.AdaptiveAvgPool2d((1, 7)), inputs="mixed2", name="pooled")  # 2x7 -> 1x7
+    g.add(kr.Flatten(), inputs="up", name="f1")
+    g.add(kr.Flatten(), inputs="pooled", name="f2")
+    g.add(kr.Linear(300, 7), inputs="f1", name="fc1")
+    g.add(kr.Linear(42, 7, bias=False), inputs="f2", name="fc2")
+    g.add(kr.Add(), inputs=["fc1", "fc2", "fc1"], name="sum")
+    g.add(kr.Dropout(0.2), name="drop")
+    g.add(kr.ReLU(), name="relu")
+    g.add(kr.Softmax(), name="prob")
+    return g
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17, 19])
+def test_export_opsets_file_round_trip(tmp_path, opset):
+    model = kr.Model(_export_graph(), seed=3)
+    path = tmp_path / "m.onnx"
+    proto = kr.to_onnx(model, path, opset=opset)
+    assert path.is_file() and proto.opset_import[0].version == opset
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    x = np.random.default_rng(0).normal(0, 3, (3, 3, 9, 8)).astype(np.float32)
+    want = model.forward(x)
+    assert_close(run_ort(str(path), x), want, f"opset {opset}: onnxruntime")
+    back = kr.from_onnx(path)
+    assert_close(back.forward(x), want, f"opset {opset}: from_onnx")
+    assert back.graph.output == "prob"
+
+
+def test_export_prunes_dead_nodes_and_uses_the_graph_output():
+    g = kr.Graph((2, 6, 6))
+    g.add(kr.Conv2d(2, 3, 3), name="conv")
+    g.add(kr.ReLU(), name="relu")
+    g.add(kr.MaxPool2d(2), inputs="conv", name="dead")
+    g.output = "relu"
+    proto = kr.to_onnx(kr.Model(g), None)
+    assert [n.name for n in proto.graph.node] == ["conv", "relu"]
+    assert [o.name for o in proto.graph.output] == ["relu"]
+
+
+def test_export_float64():
+    g = kr.Graph((2, 5, 5))
+    g.add(kr.BatchNorm2d(2, eps=2.0 ** -17), name="bn")
+    g.add(kr.MaxPool2d(2, 1), name="mp")
+    g.add(kr.Flatten(), name="flat")
+    g.add(kr.Linear(32, 4), name="fc")
+    model = kr.Model(g, seed=1, dtype=np.float64)
+    proto = kr.to_onnx(model, None)
+    assert proto.graph.input[0].type.tensor_type.elem_type == TensorProto.DOUBLE
+    x = np.random.default_rng(0).normal(size=(2, 2, 5, 5))
+    np.testing.assert_allclose(run_ort(proto, x), model.forward(x), rtol=1e-10, atol=1e-12)
+    back = kr.from_onnx(proto, dtype=np.float64)
+    np.testing.assert_array_equal(back.forward(x), model.forward(x))
+
+
+def test_export_uneven_adaptive_pool_rejected():
+    g = kr.Graph((2, 5, 5))
+    g.add(kr.AdaptiveAvgPool2d((3, 3)), name="adapt")
+    with pytest.raises(ValueError, match="'adapt'.*uneven"):
+        kr.to_onnx(kr.Model(g), None)
+
+
+def test_export_bad_opset():
+    g = kr.Graph((2, 5, 5))
+    g.add(kr.ReLU(), name="relu")
+    with pytest.raises(ValueError, match="opset"):
+        kr.to_onnx(kr.Model(g), None, opset=9)
+    with pytest.raises(TypeError, match="Model"):
+        kr.to_onnx(g, None)
+
+
+# --------------------------------------------------------------------------------------
+# (c) errors
+# --------------------------------------------------------------------------------------
+
+def test_unsupported_op_names_op_and_node():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv1"),
+             helper.make_node("LRN", ["c"], ["y"], name="norm1", size=3)]
+    proto = make_model(nodes, [tensor("w", rand(2, 3, 1, 1))], ["N", 3, 4, 4])
+    with pytest.raises(ValueError, match="unsupported ONNX operator 'LRN' \\(node 'norm1'\\)"):
+        kr.from_onnx(proto)
+
+
+def test_unsupported_domain():
+    nodes = [helper.make_node("FusedConv", ["x"], ["y"], name="fused", domain="com.microsoft")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 3, 4, 4])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, None)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    with pytest.raises(ValueError, match="com.microsoft.FusedConv.*'fused'"):
+        kr.from_onnx(proto)
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.onnx"
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        kr.from_onnx(path)
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        kr.from_onnx(str(path))
+
+
+@pytest.mark.parametrize("content", [b"\x00\xffnot an onnx model\x13\x37" * 10, b""])
+def test_corrupt_file(tmp_path, content):
+    path = tmp_path / "corrupt.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="corrupt.onnx"):
+        kr.from_onnx(path)
+
+
+def test_bad_source_type():
+    with pytest.raises(TypeError, match="path, bytes or an onnx.ModelProto"):
+        kr.from_onnx(42)
+
+
+def test_two_inputs_rejected():
+    nodes = [helper.make_node("Add", ["x", "x2"], ["y"], name="add")]
+    proto = make_model(nodes, [], ["N", 3, 4, 4], extra_inputs=[
+        helper.make_tensor_value_info("x2", TensorProto.FLOAT, ["N", 3, 4, 4])])
+    with pytest.raises(ValueError, match="exactly one image input.*'x', 'x2'"):
+        kr.from_onnx(proto)
+
+
+def test_weight_from_the_image_rejected():
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+             helper.make_node("MatMul", ["f", "f"], ["y"], name="square")]
+    proto = make_model(nodes, [], ["N", 2, 2, 1])
+    with pytest.raises(ValueError, match="'square'.*must be a constant"):
+        kr.from_onnx(proto)
+
+
+def test_wrong_input_rank_rejected():
+    proto = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], [], ["N", 12])
+    with pytest.raises(ValueError, match="rank 4"):
+        kr.from_onnx(proto)
+
+
+def test_import_without_onnx_installed():
+    """``import kryptonref`` works without onnx; the functions name the extra."""
+    code = (
+        "import sys\n"
+        "sys.modules['onnx'] = None\n"
+        "import kryptonref as kr\n"
+        "g = kr.Graph((1, 4, 4)); g.add(kr.ReLU())\n"
+        "for call in (lambda: kr.to_onnx(kr.Model(g), None), lambda: kr.from_onnx('m.onnx')):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except ImportError as err:\n"
+        "        assert \"pip install 'kryptonref[onnx]'\" in str(err), err\n"
+        "    else:\n"
+        "        raise SystemExit('no ImportError')\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
