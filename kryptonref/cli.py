@@ -6,65 +6,65 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 
-def synthetic_image(size, seed=0):
-    """A deterministic test image: a smooth background with a bright disc and a dark bar."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    image = np.stack([0.5 * np.sin(3 * xx + c) * np.cos(2 * yy - c) for c in range(3)])
-    cy, cx, r = 0.6 * size, 0.35 * size, 0.15 * size
-    disc = ((np.arange(size)[:, None] - cy) ** 2 + (np.arange(size)[None, :] - cx) ** 2) < r * r
-    image[:, disc] += np.array([1.5, 0.8, -0.5])[:, None]
-    image[:, int(0.2 * size):int(0.3 * size), int(0.5 * size):int(0.9 * size)] -= 1.0
-    return image + 0.05 * rng.normal(size=image.shape)
+#: The demo's image: this sample of ``kryptonref.datasets.shapes`` (seed, index).
+DEMO_SAMPLE = (2026, 7)
 
 
 def demo(args):
-    """Occlusion on the built-in default: incremental vs full, checked and timed."""
-    from . import Model, incremental_inference, patch_positions
-    from .models import vgg16_demo_net
+    """Occlusion on the embedded default: the shipped demo model and a generated image.
 
-    graph = vgg16_demo_net(args.image_size)
-    model = Model(graph, seed=args.seed, dtype=np.float32)
-    image = synthetic_image(args.image_size, args.seed).astype(np.float32)
-    positions = patch_positions(graph.input_shape[1:], args.patch, args.stride)
-    print(f"model: VGG-16 conv body + GAP/dense head at {args.image_size} px, seeded weights")
-    print(f"occlusion: patch {args.patch}, stride {args.stride}: {len(positions)} positions, "
+    Runs exact incremental and full occlusion, checks that they agree, prints both
+    times with the measured speedup next to the simulator's, and writes the overlay.
+    """
+    from . import datasets, occlusion, speedup
+    from .analysis.localisation import energy_in_box, pointing_game
+    from .models.zoo import zoo
+
+    model = zoo(args.model, weights="pretrained")
+    seed, index = DEMO_SAMPLE
+    sample = datasets.shapes(1, image_size=model.graph.input_shape[1], seed=seed, start=index)
+    image, box = sample.images[0], tuple(int(v) for v in sample.boxes[0])
+    truth = sample.class_names[int(sample.labels[0])]
+    print(f"model: {args.model} (shipped weights), image: generated sample {index} of seed "
+          f"{seed}, a {truth} in box {box}")
+
+    occlusion(model, image, patch=args.patch, stride=image.shape[1], batch_size=2)  # compile
+    exact = occlusion(model, image, patch=args.patch, stride=args.stride,
+                      batch_size=args.batch_size, progress=_show_progress(None))
+    full = occlusion(model, image, patch=args.patch, stride=args.stride, mode="full",
+                     batch_size=args.batch_size, progress=_show_progress(None))
+    diff = float(np.max(np.abs(exact.heatmap - full.heatmap)))
+    theory = speedup(model, args.patch, args.stride, mode="executed", batch_size=args.batch_size)
+    predicted = sample.class_names[exact.label]
+    print(f"prediction: {predicted} (class {exact.label}), probability {exact.probability:.4f}")
+    print(f"occlusion: patch {args.patch}, stride {args.stride}, {len(exact.positions)} positions, "
           f"batches of {args.batch_size}")
-
-    base = model.forward_all(image[None])           # also compiles the kernels
-    label = int(np.argmax(base[graph.output][0]))
-    incremental_inference(model, image, positions[:2], args.patch, base=base)  # warm-up
-    start = time.perf_counter()
-    result = incremental_inference(model, image, positions, args.patch, fill=0.0,
-                                   batch_size=args.batch_size, base=base)
-    t_incremental = time.perf_counter() - start
-
-    start = time.perf_counter()
-    full = []
-    for first in range(0, len(positions), args.batch_size):
-        batch = np.repeat(image[None], len(positions[first:first + args.batch_size]), axis=0)
-        for i, (y, x) in enumerate(positions[first:first + args.batch_size]):
-            batch[i, :, y:y + args.patch, x:x + args.patch] = 0.0
-        full.append(model.forward(batch))
-    full = np.concatenate(full)
-    t_full = time.perf_counter() - start
-
-    diff = float(np.max(np.abs(full - result.output)))
-    full_macs = sum(graph.macs().values()) * len(positions)
-    print(f"predicted class {label}, probability {base[graph.output][0, label]:.4f}")
-    print(f"full inference:        {t_full:8.2f} s  ({full_macs / 1e9:8.2f} G MACs)")
-    print(f"incremental inference: {t_incremental:8.2f} s  ({result.total_macs / 1e9:8.2f} G MACs)")
-    print(f"speedup {t_full / t_incremental:.2f}x measured, "
-          f"{full_macs / result.total_macs:.2f}x theoretical (MAC ratio)")
-    print(f"max |incremental - full| over all positions and classes: {diff:.2e}")
+    print(f"full re-inference:     {full.seconds:7.2f} s  {full.macs / 1e9:8.2f} G MACs")
+    print(f"incremental inference: {exact.seconds:7.2f} s  {exact.macs / 1e9:8.2f} G MACs")
+    print(f"speedup: {full.seconds / exact.seconds:.2f}x measured, {theory.speedup:.2f}x "
+          f"theoretical (simulator, executed regions; {full.macs / exact.macs:.2f}x in MACs "
+          f"performed)")
+    print(f"max |incremental - full| over the heatmap: {diff:.2e}")
+    inside = pointing_game(exact.heatmap, box, args.patch, args.stride)
+    energy = energy_in_box(exact.heatmap, box, args.patch, args.stride, exact.probability)
+    print(f"most sensitive patch {'inside' if inside else 'OUTSIDE'} the object's box; "
+          f"{100 * energy:.0f}% of the probability drop inside it")
     if diff > 1e-4:
-        print("error: incremental and full inference disagree", file=sys.stderr)
+        print("error: incremental and full occlusion disagree", file=sys.stderr)
         return 1
+    if args.out:
+        from .analysis.plots import save_overlay
+        try:
+            save_overlay(sample.pixels()[0], exact.heatmap, args.out, args.patch, args.stride,
+                         title=f"{args.model}: {predicted} (p = {exact.probability:.3f})")
+        except ImportError as err:
+            print(f"overlay not written: {err}")
+        else:
+            print(f"overlay written to {args.out}")
     return 0
 
 
@@ -296,12 +296,14 @@ def _write_atomically(path, write, suffix):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="kryptonref", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="incremental vs full occlusion on a built-in default")
-    p.add_argument("--image-size", type=int, default=112)
+    p = sub.add_parser("demo", help="incremental vs full occlusion on the embedded default")
+    p.add_argument("--model", default="demo_vgg", choices=("demo_vgg", "demo_resnet"),
+                   help="a shipped demo model (default demo_vgg)")
     p.add_argument("--patch", type=int, default=16)
     p.add_argument("--stride", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="kryptonref-demo.png", metavar="FILE.png",
+                   help="overlay PNG (default kryptonref-demo.png; '' to skip)")
     p.set_defaults(func=demo)
 
     p = sub.add_parser("models", help="list the zoo: input size, parameters, full MACs")
