@@ -70,3 +70,13 @@ def test_plot_writes_a_png(capsys, tmp_path):
     assert code == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["map.png"]
+
+
+def test_demo_runs_on_the_embedded_default(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "demo.png"
+    code, text, _ = run(capsys, "demo", "--stride", "104", "--out", str(out))
+    assert code == 0
+    assert "prediction: cross" in text and "speedup:" in text and "9 positions" in text
+    assert "max |incremental - full|" in text
+    assert out.read_bytes()[:4] == b"\x89PNG"
