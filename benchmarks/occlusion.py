@@ -48,7 +48,7 @@ Peak memory: ``kryptonref.occlusion`` on VGG16 (224 px, 112 with ``--quick``),
 batch 16 and 128, stride ``--memory-stride`` (by default the largest of 16, 8, 4
 that fills a batch of 128: 16 at 224 px, 196 windows; 8 at 112 px; the peak is set
 by one batch, not by the number of batches, and stride 4 takes many minutes per
-run), each in a fresh subprocess: the tracemalloc peak of the call
+run), each in a fresh subprocess, before the timings (printed first): the tracemalloc peak of the call
 (NumPy allocations; arrays Numba allocates inside compiled code are not traced)
 and the growth of the peak RSS (``resource.getrusage(...).ru_maxrss`` after the
 call minus the RSS before it; the kernel's high-water mark is reset through
@@ -61,6 +61,11 @@ incremental at least 7x faster than onnxruntime full re-inference for VGG16,
 2.5x for ResNet18, 2x for Inception v3; incremental vs our own full at least
 85 % of the theoretical (executed) ratio. Timings on a shared 2-core machine are
 noisy: the load average is printed with the machine information.
+
+Run time: (a) always covers every window, so the default run takes as long as
+incremental inference on all 2809 + 2809 + 5184 windows plus the subsets; on a
+loaded 2-core machine that was about 7 min for VGG16, 3 min for ResNet18 and over
+an hour for Inception v3 (about 1.2 s per window at 299 px).
 
 Usage
 -----
@@ -75,6 +80,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -537,7 +543,7 @@ def memory_stride(size, requested=None):
 def bench_memory(size, args):
     """Runs the memory children; returns the lines to print (printed at the end)."""
     lines = []
-    print = lines.append  # noqa: A001 - collect instead of printing
+    print = lines.append  # noqa: A001 - collect, so that the caller decides when to show them
     stride = memory_stride(size, args.memory_stride)
     n_win = len(captum_windows(size, PATCH, stride)[0]) ** 2
     print(f"\n== peak memory of kryptonref.occlusion(mode='incremental'): vgg16 at {size} px, "
@@ -598,6 +604,13 @@ def _captum_note():
 
 
 CAPTUM_NOTE = ""
+_STARTED = time.perf_counter()
+
+
+def _on_sigterm(signum, frame):
+    print(f"\n*** stopped by signal {signum} after {time.perf_counter() - _STARTED:.0f} s; "
+          f"the results above are complete, the model in progress is lost ***", flush=True)
+    sys.exit(128 + signum)
 
 
 def main(argv=None):
@@ -623,6 +636,7 @@ def main(argv=None):
                              "4 giving at least 128 windows: 16 at 224 px, 8 at 112 px)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)  # a long run: say so when it is stopped
     if args.memory_child:
         name, size, batch, stride, seed = args.memory_child.split(",")
         memory_child(name, int(size), int(batch), int(stride), int(seed))
@@ -654,11 +668,10 @@ def main(argv=None):
           + f"; incremental vs our full >= {ACHIEVED_TARGET:.0%} of the theoretical "
           f"(executed) ratio. Printed, not asserted.")
 
-    memory_lines = []
     if not args.no_memory:  # first: see bench_memory on ru_maxrss and the parent's size
-        print("\n(peak-memory runs first, in subprocesses; their table is printed at the end)",
-              flush=True)
-        memory_lines = bench_memory(SIZES["quick" if args.quick else "full"]["vgg16"], args)
+        for line in bench_memory(SIZES["quick" if args.quick else "full"]["vgg16"], args):
+            print(line)
+        sys.stdout.flush()
 
     results = []
     t_start = time.perf_counter()
@@ -683,8 +696,6 @@ def main(argv=None):
     print(f"(benchmark time so far {time.perf_counter() - t_start:.0f} s; load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())})")
 
-    for line in memory_lines:
-        print(line)
     print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 

@@ -20,22 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..engine import _pair
+
 __all__ = ["cell_centres", "centres_in_box", "pointing_game", "energy_in_box"]
-
-
-def _pair(value, what):
-    if isinstance(value, (tuple, list, np.ndarray)):
-        if len(value) != 2:
-            raise ValueError(f"{what} must be an int or a pair (h, w), got {value!r}")
-        pair = tuple(value)
-    else:
-        pair = (value, value)
-    for v in pair:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{what} must be a positive integer or a pair, got {value!r}")
-        if v < 1:
-            raise ValueError(f"{what} must be positive, got {value!r}")
-    return int(pair[0]), int(pair[1])
 
 
 def _heatmap(heatmap):
