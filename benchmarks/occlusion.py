@@ -63,9 +63,10 @@ incremental at least 7x faster than onnxruntime full re-inference for VGG16,
 noisy: the load average is printed with the machine information.
 
 Run time: (a) always covers every window, so the default run takes as long as
-incremental inference on all 2809 + 2809 + 5184 windows plus the subsets; on a
-loaded 2-core machine that was about 7 min for VGG16, 3 min for ResNet18 and over
-an hour for Inception v3 (about 1.2 s per window at 299 px).
+incremental inference on all 2809 + 2809 + 5184 windows plus the subsets: about
+14 minutes on an otherwise quiet 2-core machine ((a) alone: 108 s VGG16, 39 s
+ResNet18, 586 s Inception v3), three to four times longer while other jobs load
+the cores.
 
 Usage
 -----
@@ -318,6 +319,10 @@ def all_windows(size):
     return np.array([(y, x) for y in starts for x in starts], np.int64)
 
 
+def _row(line):
+    print(line.rstrip())
+
+
 def fmt_s(seconds):
     return f"{seconds:9.2f}"
 
@@ -439,17 +444,17 @@ def bench_model(name, size, args, workdir):
     per = lambda t, n: t / n * 1e3  # noqa: E731
     gf_a = 2 * res_a.macs / t_a / 1e9
     gf_full = lambda t, n: 2 * full_one * n / t / 1e9  # noqa: E731
-    print(f"{'':34}{'total s':>9}  {'ms/window':>9}  {'GFLOP/s':>7}  {'':12}  "
-          f"{'subset s':>9}  {'ms/window':>9}")
-    print(f"{'(a) incremental (all windows)':34}{fmt_s(t_a)}  {per(t_a, n_windows):9.2f}  "
-          f"{gf_a:7.1f}  {'measured':12}  " + ("" if t_a_sub is None else
-                                              f"{fmt_s(t_a_sub)}  {per(t_a_sub, n_sub):9.2f}"))
-    print(f"{'(b) our full (model.forward)':34}{fmt_s(t_b_total)}  "
-          f"{per(t_b_total, n_windows):9.2f}  {gf_full(t_b_total, n_windows):7.1f}  {ext:12}  "
-          + ("" if args.all_positions else f"{fmt_s(t_b_sub)}  {per(t_b_sub, n_sub):9.2f}"))
-    print(f"{'(c) onnxruntime full re-inference':34}{fmt_s(t_c_total)}  "
-          f"{per(t_c_total, n_windows):9.2f}  {gf_full(t_c_total, n_windows):7.1f}  {ext:12}  "
-          + ("" if args.all_positions else f"{fmt_s(t_c_sub)}  {per(t_c_sub, n_sub):9.2f}"))
+    _row(f"{'':34}{'total s':>9}  {'ms/window':>9}  {'GFLOP/s':>7}  {'':12}  "
+         f"{'subset s':>9}  {'ms/window':>9}")
+    _row(f"{'(a) incremental (all windows)':34}{fmt_s(t_a)}  {per(t_a, n_windows):9.2f}  "
+         f"{gf_a:7.1f}  {'measured':12}  " + ("" if t_a_sub is None else
+                                             f"{fmt_s(t_a_sub)}  {per(t_a_sub, n_sub):9.2f}"))
+    _row(f"{'(b) our full (model.forward)':34}{fmt_s(t_b_total)}  "
+         f"{per(t_b_total, n_windows):9.2f}  {gf_full(t_b_total, n_windows):7.1f}  {ext:12}  "
+         + ("" if args.all_positions else f"{fmt_s(t_b_sub)}  {per(t_b_sub, n_sub):9.2f}"))
+    _row(f"{'(c) onnxruntime full re-inference':34}{fmt_s(t_c_total)}  "
+         f"{per(t_c_total, n_windows):9.2f}  {gf_full(t_c_total, n_windows):7.1f}  {ext:12}  "
+         + ("" if args.all_positions else f"{fmt_s(t_c_sub)}  {per(t_c_sub, n_sub):9.2f}"))
     print(f"{'(d) PyTorch + Captum':34}{'skipped':>9}  ({CAPTUM_NOTE})")
     print(f"incremental vs onnxruntime: {r_ort:6.2f}x (totals)"
           + ("" if t_a_sub is None else f", {t_c_sub / t_a_sub:6.2f}x (same subset positions)")
@@ -596,9 +601,8 @@ def bench_memory(size, args):
 # --------------------------------------------------------------------------------------
 
 def _captum_note():
-    try:
-        import captum  # noqa: F401  pylint: disable=unused-import
-    except ImportError:
+    import importlib.util
+    if importlib.util.find_spec("captum") is None:
         return "captum is not importable here; column (d) skipped"
     return "captum is importable, but this script does not run it (column (d) not implemented)"
 
