@@ -1,18 +1,22 @@
 """Incremental inference for batches of occlusion positions (paper Algorithm 2).
 
-For each batch of patch positions the engine walks the graph once. A node's
-state for the batch is one of
+Each batch of patch positions is first *planned* on the host, then
+*executed* by a backend (:mod:`kryptonref.backend`: CPU or CUDA). The plan
+gives every node a geometry for the batch, one of
 
 * ``None``: unchanged for every position; consumers read the materialised
   activations ``M`` of the unoccluded image;
-* :class:`_Region`: a compact patch tensor ``(B, C, h, w)`` per position plus
-  its offset, and the exact changed region it covers (one region size per
+* :class:`_Geo`: a compact region ``(h, w)`` per position at offsets
+  ``(y0, x0)``, and the exact changed region it covers (one region size per
   layer for the batch, regions shifted inward at the borders: DESIGN.md s. 5);
-* :class:`_Whole`: the whole tensor per position, after a layer whose every
-  output changes (global pooling, flatten, dense, softmax).
+* ``_WHOLE``: the whole tensor per position, after a layer whose every output
+  changes (global pooling, flatten, dense, softmax).
 
+Execution holds the data: a compact tensor ``(B, C, h, w)`` per region node.
 Conv and pool layers compute only their (batch-uniform) changed region from a
 read window gathered from the input's patch, ``M`` and the padding in one pass.
+Since the plan is known before any arithmetic, a batch's integer offsets move
+to the device in one packed array.
 """
 from __future__ import annotations
 
@@ -20,10 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .backend import get_backend
 from .geometry import read_window
-from .layers import ops
 from .layers.conv import conv_macs
-from .layers.window import gather_windows, stitch
 from .model import Model, check_image_batch
 from .schedule import batch_region, is_empty, merge_region, spatial_region, whole_region
 
@@ -31,16 +34,16 @@ __all__ = ["incremental_inference", "IncrementalResult", "patch_positions"]
 
 
 @dataclass
-class _Region:
-    data: np.ndarray          # (B, C, h, w) values of the computed region
+class _Geo:
     y0: np.ndarray            # (B,) computed region start, rows
     x0: np.ndarray            # (B,) computed region start, columns
+    h: int                    # computed region size, the same for the batch
+    w: int
     exact: tuple              # (ey0, ey1, ex0, ex1), each (B,): the exact changed region
 
 
-@dataclass
-class _Whole:
-    data: np.ndarray          # (B, ...) the whole tensor per position
+#: Geometry of a node whose every output changes: the whole tensor per position.
+_WHOLE = "whole"
 
 
 @dataclass
@@ -145,8 +148,9 @@ def _check_positions(positions, image_hw, patch_hw):
     return pos
 
 
+
 def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch_size=64,
-                          nodes=(), base=None):
+                          nodes=(), base=None, device="cpu"):
     """Network output for the image occluded at each position, computed incrementally.
 
     Implements Algorithm 2 of the paper for any DAG: full inference once on the
@@ -173,6 +177,9 @@ def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch
         Materialised activations of ``image`` from ``model.forward_all`` (without
         the batch axis is not accepted: pass what ``forward_all(image[None])``
         returned) to skip recomputing them.
+    device : {"cpu", "cuda"}
+        Where to compute. ``"cuda"`` needs numba-cuda (extra ``kryptonref[cuda]``)
+        and a GPU; the results are returned as host arrays either way.
 
     Returns
     -------
@@ -180,6 +187,7 @@ def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a kryptonref Model, got {type(model).__name__}")
+    backend = get_backend(device)
     graph = model.graph
     if not isinstance(image, np.ndarray):
         raise TypeError(f"image must be a NumPy array, got {type(image).__name__}")
@@ -198,83 +206,138 @@ def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch
             raise ValueError(f"nodes: {name!r} is not a node of the graph")
     fill_patch = _fill_patch(fill, graph.input_shape[0], patch_hw, model.dtype)
     if base is None:
-        base = model.forward_all(image)
-    materialised = {name: value[0] for name, value in base.items()}
+        materialised = model.run_on(backend, image, keep_all=True)
+    else:
+        materialised = {name: backend.to_device(np.ascontiguousarray(value))
+                        for name, value in base.items()}
+    runner = IncrementalRunner(model, backend, materialised, patch_hw, fill_patch)
 
     outputs, extra = [], {name: [] for name in nodes}
-    macs = {name: 0 for name in graph.order}
-    sizes = {name: [] for name in graph.order}
     for first in range(0, len(positions), batch_size):
-        batch = positions[first:first + batch_size]
-        states = _run_batch(model, materialised, batch, patch_hw, fill_patch, macs, sizes)
-        outputs.append(_to_whole(states[graph.output], materialised[graph.output], len(batch)))
+        batch_out = runner.run(positions[first:first + batch_size], nodes)
+        outputs.append(batch_out[graph.output])
         for name in nodes:
-            extra[name].append(_to_whole(states[name], materialised[name], len(batch)))
+            extra[name].append(batch_out[name])
     return IncrementalResult(
         output=np.concatenate(outputs),
         positions=positions,
         nodes={name: np.concatenate(vals) for name, vals in extra.items()},
-        macs=macs,
-        region_sizes=sizes,
+        macs=runner.macs,
+        region_sizes=runner.sizes,
     )
 
 
-def _run_batch(model, materialised, batch, patch_hw, fill_patch, macs, sizes):
-    graph = model.graph
+class IncrementalRunner:
+    """Incremental inference of one image and one patch, batch after batch.
+
+    Holds what every batch shares: the backend, the materialised activations
+    ``M`` (as the backend's arrays: on the GPU for ``"cuda"``), the kernel-ready
+    parameters and the fill patch; counts MACs and region sizes per node.
+
+    Parameters
+    ----------
+    model : Model
+    backend : object
+        From :func:`kryptonref.backend.get_backend`.
+    materialised : dict
+        ``name -> (1, ...)`` backend arrays of the unoccluded image's activations.
+    patch_hw : (int, int)
+    fill_patch : ndarray (C, h, w)
+        The occluding patch in the model's dtype.
+    """
+
+    def __init__(self, model, backend, materialised, patch_hw, fill_patch):
+        self.model, self.backend, self.patch_hw = model, backend, patch_hw
+        self.graph = model.graph
+        self.base = {name: value[0] for name, value in materialised.items()}
+        self.params = backend.params(model)
+        self.fill = backend.to_device(np.ascontiguousarray(fill_patch))
+        self.macs = {name: 0 for name in self.graph.order}
+        self.sizes = {name: [] for name in self.graph.order}
+
+    def run(self, batch, nodes=()):
+        """Host arrays ``name -> (B, ...)`` of the output node and of ``nodes``.
+
+        ``batch`` is an already validated ``(B, 2)`` int64 array of positions.
+        """
+        graph = self.graph
+        geos, windows = _plan_batch(graph, batch, self.patch_hw)
+        self._count(geos, len(batch))
+        data, offsets = _execute(self.backend, graph, self.params, self.base, geos, windows,
+                                 self.fill, len(batch))
+        wanted = (graph.output,) + tuple(n for n in nodes if n != graph.output)
+        return {name: self.backend.to_host(_to_whole(self.backend, data[name], geos[name],
+                                                     offsets.get(name), self.base[name],
+                                                     len(batch)))
+                for name in wanted}
+
+    def _count(self, geos, n_items):
+        graph = self.graph
+        for name in graph.order:
+            geo, layer = geos[name], graph.nodes[name].layer
+            shape = graph.shapes[name]
+            if isinstance(geo, _Geo):
+                self.sizes[name].append((geo.h, geo.w))
+                if layer.kind == "spatial" and hasattr(layer, "out_channels"):
+                    self.macs[name] += conv_macs(layer, n_items, geo.h, geo.w)
+            elif geo is None:
+                self.sizes[name].append((0, 0))
+            else:
+                self.sizes[name].append(tuple(shape[1:]) if len(shape) == 3 else (1, 1))
+                if layer.kind == "global":
+                    in_shapes = [graph.shapes[i] for i in graph.nodes[name].inputs]
+                    self.macs[name] += n_items * layer.macs(in_shapes, shape)
+
+
+def _plan_batch(graph, batch, patch_hw):
+    """Geometry of every node for one batch, and the read window of each conv/pool node.
+
+    Returns
+    -------
+    geos : dict
+        ``name -> None | _Geo | _WHOLE``.
+    windows : dict
+        ``name -> (ry0, rx0, rh, rw)`` for the conv/pool nodes that compute a region.
+    """
     n_items = len(batch)
     ys, xs = batch[:, 0].copy(), batch[:, 1].copy()
-    states = {graph.input_name: _Region(
-        data=np.ascontiguousarray(np.broadcast_to(fill_patch, (n_items,) + fill_patch.shape)),
-        y0=ys, x0=xs, exact=(ys, ys + patch_hw[0], xs, xs + patch_hw[1]))}
-    prepared = model.prepared
+    geos = {graph.input_name: _Geo(ys, xs, patch_hw[0], patch_hw[1],
+                                   (ys, ys + patch_hw[0], xs, xs + patch_hw[1]))}
+    windows = {}
     for name in graph.order:
         node = graph.nodes[name]
         layer = node.layer
-        ins = [states[i] for i in node.inputs]
+        ins = [geos[i] for i in node.inputs]
         if layer.kind == "spatial":
-            state = _spatial(layer, prepared[name], ins[0], materialised[node.inputs[0]],
-                             graph.shapes[name], n_items)
-            if isinstance(state, _Region) and hasattr(layer, "out_channels"):
-                macs[name] += conv_macs(layer, n_items, *state.data.shape[2:])
+            geo, window = _plan_spatial(layer, ins[0], graph.shapes[node.inputs[0]],
+                                        graph.shapes[name], n_items)
+            if window is not None:
+                windows[name] = window
         elif layer.kind == "elementwise":
-            state = _elementwise(layer, prepared[name], ins[0])
+            geo = ins[0]
         elif layer.kind == "merge":
-            state = _merge(layer, prepared[name], ins, [materialised[i] for i in node.inputs],
-                           graph.shapes[name], n_items)
+            geo = _plan_merge(ins, graph.shapes[name])
         else:
-            state = _global(layer, prepared[name], ins[0], materialised[node.inputs[0]],
-                            graph.shapes[name], n_items)
-            if state is not None:
-                in_shapes = [graph.shapes[i] for i in node.inputs]
-                macs[name] += n_items * layer.macs(in_shapes, graph.shapes[name])
-        states[name] = state
-        sizes[name].append(_state_size(state, graph.shapes[name]))
-    return states
+            geo = None if ins[0] is None else _WHOLE
+        geos[name] = geo
+    return geos, windows
 
 
-def _state_size(state, shape):
-    if state is None:
-        return (0, 0)
-    if isinstance(state, _Region):
-        return tuple(state.data.shape[2:])
-    return tuple(shape[1:]) if len(shape) == 3 else (1, 1)
-
-
-def _as_region(state, shape, n_items):
-    """A whole-tensor state seen as a region covering the whole feature map."""
-    if not isinstance(state, _Whole):
-        return state
+def _as_geo(geo, shape, n_items):
+    """A whole-tensor geometry seen as a region covering the whole feature map."""
+    if geo is not _WHOLE:
+        return geo
     exact = whole_region(shape, n_items)
-    return _Region(state.data, exact[0], exact[2], exact)
+    return _Geo(exact[0], exact[2], shape[1], shape[2], exact)
 
 
-def _spatial(layer, params, state, base_in, out_shape, n_items):
-    if state is None:
-        return None
-    state = _as_region(state, base_in.shape, n_items)
-    exact = spatial_region(layer, state.exact, out_shape)
+def _plan_spatial(layer, geo_in, in_shape, out_shape, n_items):
+    if geo_in is None:
+        return None, None
+    geo_in = _as_geo(geo_in, in_shape, n_items)
+    exact = spatial_region(layer, geo_in.exact, out_shape)
     if np.all(is_empty(exact)):
-        return None
+        return None, None
     (start_y, start_x), size = batch_region(exact, out_shape[1:])
     windows = []
     for dim, start in enumerate((start_y, start_x)):
@@ -282,49 +345,82 @@ def _spatial(layer, params, state, base_in, out_shape, n_items):
         r0, r1 = read_window(start, start + size[dim], kernel, stride, pad, dilation)
         windows.append((r0, int(r1[0] - r0[0])))
     (ry0, rh), (rx0, rw) = windows
-    win = gather_windows(base_in, state.data, state.y0, state.x0, ry0, rx0, rh, rw,
-                         layer.pad_value)
-    data = ops.region(layer, params, win, base_in.shape[1:], out_shape[1:], start_y, start_x,
-                      size)
-    return _Region(data, start_y, start_x, exact)
+    return _Geo(start_y, start_x, size[0], size[1], exact), (ry0, rx0, rh, rw)
 
 
-def _elementwise(layer, params, state):
-    if state is None:
+def _plan_merge(geos_in, out_shape):
+    if all(g is None for g in geos_in):
         return None
-    data = ops.elementwise(layer, params, state.data)
-    if isinstance(state, _Whole):
-        return _Whole(data)
-    return _Region(data, state.y0, state.x0, state.exact)
-
-
-def _merge(layer, params, states, bases, out_shape, n_items):
-    if all(s is None for s in states):
-        return None
-    if any(isinstance(s, _Whole) for s in states):
-        wholes = [_to_whole(s, b, n_items) for s, b in zip(states, bases)]
-        return _Whole(ops.full(layer, params, wholes, out_shape))
-    exact = merge_region([None if s is None else s.exact for s in states])
+    if any(g is _WHOLE for g in geos_in):
+        return _WHOLE
+    exact = merge_region([None if g is None else g.exact for g in geos_in])
     (start_y, start_x), (h, w) = batch_region(exact, out_shape[1:])
-    pieces = [gather_windows(b, None if s is None else s.data,
-                             None if s is None else s.y0, None if s is None else s.x0,
-                             start_y, start_x, h, w)
-              for s, b in zip(states, bases)]
-    return _Region(ops.full(layer, params, pieces, out_shape), start_y, start_x, exact)
+    return _Geo(start_y, start_x, h, w, exact)
 
 
-def _global(layer, params, state, base_in, out_shape, n_items):
-    if state is None:
-        return None
-    whole = _to_whole(state, base_in, n_items)
-    return _Whole(ops.full(layer, params, [whole], out_shape))
+def _pack_offsets(backend, graph, geos, windows, n_items):
+    """Every integer offset of the batch as backend arrays, moved in one transfer.
+
+    Returns ``name -> (y0, x0)`` for region nodes (whole-tensor nodes read as
+    regions at 0), and ``name -> (ry0, rx0)`` for read windows, keyed ``(name, "window")``.
+    """
+    keys, rows = [], []
+    zeros = np.zeros(n_items, np.int64)
+    for name in (graph.input_name,) + tuple(graph.order):
+        geo = geos[name]
+        if isinstance(geo, _Geo):
+            keys.append(name)
+            rows += [geo.y0, geo.x0]
+        elif geo is _WHOLE:
+            keys.append(name)
+            rows += [zeros, zeros]
+    for name, (ry0, rx0, _, _) in windows.items():
+        keys.append((name, "window"))
+        rows += [ry0, rx0]
+    packed = backend.pack_ints(rows)
+    return {key: (packed[2 * i], packed[2 * i + 1]) for i, key in enumerate(keys)}
 
 
-def _to_whole(state, base, n_items):
-    """Per-position full tensors ``(B, ...)`` of a node's state."""
-    if state is None:
-        return np.broadcast_to(base, (n_items,) + base.shape).copy()
-    if isinstance(state, _Whole):
-        return state.data
-    return stitch(base, np.ascontiguousarray(state.data), state.y0, state.x0)
+def _execute(backend, graph, params, base, geos, windows, fill, n_items):
+    """Compute the data of every changed node of a planned batch on ``backend``."""
+    offsets = _pack_offsets(backend, graph, geos, windows, n_items)
+    data = {graph.input_name: backend.repeat(fill, n_items)}
+    for name in graph.order:
+        node = graph.nodes[name]
+        layer, geo = node.layer, geos[name]
+        if geo is None:
+            data[name] = None
+            continue
+        src = node.inputs[0]
+        if layer.kind == "spatial":
+            ry0, rx0, rh, rw = windows[name]
+            wy0, wx0 = offsets[(name, "window")]
+            py0, px0 = offsets[src]
+            win = backend.gather_windows(base[src], data[src], py0, px0, wy0, wx0, rh, rw,
+                                         layer.pad_value)
+            y0, x0 = offsets[name]
+            data[name] = backend.region(layer, params[name], win, graph.shapes[src][1:],
+                                        graph.shapes[name][1:], y0, x0, (geo.h, geo.w))
+        elif layer.kind == "elementwise":
+            data[name] = backend.elementwise(layer, params[name], data[src])
+        elif layer.kind == "merge" and geo is not _WHOLE:
+            y0, x0 = offsets[name]
+            pieces = [backend.gather_windows(base[i], data[i],
+                                             *(offsets[i] if data[i] is not None else (None, None)),
+                                             y0, x0, geo.h, geo.w)
+                      for i in node.inputs]
+            data[name] = backend.full(layer, params[name], pieces, graph.shapes[name])
+        else:
+            wholes = [_to_whole(backend, data[i], geos[i], offsets.get(i), base[i], n_items)
+                      for i in node.inputs]
+            data[name] = backend.full(layer, params[name], wholes, graph.shapes[name])
+    return data, offsets
 
+
+def _to_whole(backend, data, geo, offsets, base, n_items):
+    """Per-position full tensors ``(B, ...)`` of a node (backend arrays)."""
+    if geo is None:
+        return backend.repeat(base, n_items)
+    if geo is _WHOLE:
+        return data
+    return backend.stitch(base, data, offsets[0], offsets[1])

@@ -11,7 +11,8 @@ import numpy as np
 
 from . import layers as L
 from .graph import Graph
-from .layers.ops import full, prepare_params
+from .backend import get_backend
+from .layers.ops import prepare_params
 
 __all__ = ["Model", "check_image_batch", "check_dtype"]
 
@@ -156,38 +157,49 @@ class Model:
         return self._prepared
 
     # -- inference -------------------------------------------------------------------
-    def forward_all(self, x):
+    def forward_all(self, x, device="cpu"):
         """Full inference keeping every node's output (``M`` in Algorithm 2).
 
         Parameters
         ----------
         x : ndarray (N, C, H, W)
+        device : {"cpu", "cuda"}
+            Where to compute; results come back as host arrays.
 
         Returns
         -------
         dict
             ``name -> (N, ...)`` array for the input and every node.
         """
-        return self._run(x, keep_all=True)
+        backend = get_backend(device)
+        values = self.run_on(backend, x, keep_all=True)
+        return {name: backend.to_host(value) for name, value in values.items()}
 
-    def forward(self, x):
+    def forward(self, x, device="cpu"):
         """Full inference for a batch ``(N, C, H, W)``; returns the output node's values.
 
         Intermediate values are released as soon as their last consumer has run,
-        so memory stays near the largest few activations of the batch.
+        so memory stays near the largest few activations of the batch. With
+        ``device="cuda"`` the batch moves to the GPU once and the output back once.
         """
-        return self._run(x, keep_all=False)[self.graph.output]
+        backend = get_backend(device)
+        return backend.to_host(self.run_on(backend, x, keep_all=False)[self.graph.output])
 
-    def _run(self, x, keep_all):
+    def run_on(self, backend, x, keep_all):
+        """Full inference on a backend (:mod:`kryptonref.backend`), returning its arrays.
+
+        ``x`` is a host batch; the values of every node (``keep_all``) or only
+        the output's stay on the backend's device.
+        """
         x = check_image_batch(x, self.graph.input_shape, self.dtype)
         graph = self.graph
-        values = {graph.input_name: x}
+        values = {graph.input_name: backend.to_device(x)}
         remaining = {name: len(users) for name, users in graph.consumers().items()}
-        prepared = self.prepared
+        prepared = backend.params(self)
         for name in graph.order:
             node = graph.nodes[name]
-            values[name] = full(node.layer, prepared[name], [values[i] for i in node.inputs],
-                                graph.shapes[name])
+            values[name] = backend.full(node.layer, prepared[name],
+                                        [values[i] for i in node.inputs], graph.shapes[name])
             if keep_all:
                 continue
             for src in node.inputs:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engine import _fill_patch, _pair, incremental_inference
+from .backend import get_backend
+from .engine import IncrementalRunner, _fill_patch, _pair
 from .layers import Softmax
 from .model import Model, check_image_batch
 
@@ -88,7 +89,7 @@ def captum_windows(size, window, stride):
 
 
 def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="incremental",
-              batch_size=None, progress=False):
+              batch_size=None, progress=False, device="cpu"):
     """Occlusion heatmap and attribution of one image.
 
     Parameters
@@ -110,6 +111,11 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
         Positions per batch (memory stays bounded); 16 by default.
     progress : bool
         Show a progress bar (needs the ``progress`` extra: tqdm).
+    device : {"cpu", "cuda"}
+        Where to compute (``"cuda"``: numba-cuda kernels on a GPU, extra
+        ``kryptonref[cuda]``); the materialised activations stay on the device
+        and each batch moves its offsets (or occluded images) there once and its
+        scores back once.
 
     Returns
     -------
@@ -119,6 +125,7 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
         raise TypeError(f"model must be a kryptonref Model, got {type(model).__name__}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    backend = get_backend(device)
     graph = model.graph
     if len(graph.shapes[graph.output]) != 1:
         raise ValueError(f"occlusion needs a model whose output is a vector of class scores; "
@@ -141,8 +148,8 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
     fill_patch = _fill_patch(fill, graph.input_shape[0], patch_hw, model.dtype)
 
     start = time.perf_counter()
-    base = model.forward_all(batch)
-    scores0 = base[graph.output][0]
+    base = model.run_on(backend, batch, keep_all=(mode == "incremental"))
+    scores0 = backend.to_host(base[graph.output])[0]
     probs0 = _probabilities(graph, scores0[None])[0]
     n_classes = scores0.shape[0]
     if target is None:
@@ -156,11 +163,13 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
     jobs = _window_groups(windows)
     bar = _progress_bar(sum(len(p) for _, p in jobs), progress)
     scores, macs = {}, sum(graph.macs().values())
+    runners = {}
     for size, positions in jobs:
         group_fill = fill_patch[:, :size[0], :size[1]]
         for first in range(0, len(positions), batch_size):
             chunk = positions[first:first + batch_size]
-            out, chunk_macs = _run_chunk(model, image, base, chunk, size, group_fill, mode)
+            out, chunk_macs = _run_chunk(model, backend, image, runners, base, chunk, size,
+                                         group_fill, mode)
             macs += chunk_macs
             for (y, x), row in zip(chunk, out):
                 scores[(int(y), int(x))] = row
@@ -190,16 +199,24 @@ def _window_groups(windows):
     return [(size, np.array(pos, np.int64)) for size, pos in groups.items()]
 
 
-def _run_chunk(model, image, base, positions, patch_hw, fill_patch, mode):
-    """Output scores of the image occluded at each position, and the MACs spent."""
+def _run_chunk(model, backend, image, runners, base, positions, patch_hw, fill_patch, mode):
+    """Output scores of the image occluded at each position, and the MACs spent.
+
+    ``runners`` caches one :class:`~kryptonref.engine.IncrementalRunner` per patch
+    size (Captum's truncated border windows), all sharing the materialised ``base``.
+    """
     if mode == "incremental":
-        result = incremental_inference(model, image, positions, patch_hw, fill=fill_patch,
-                                       batch_size=len(positions), base=base)
-        return result.output, result.total_macs
+        if patch_hw not in runners:
+            runners[patch_hw] = IncrementalRunner(model, backend, base, patch_hw, fill_patch)
+        runner = runners[patch_hw]
+        before = sum(runner.macs.values())
+        out = runner.run(positions)[model.graph.output]
+        return out, sum(runner.macs.values()) - before
     occluded = np.repeat(image[None], len(positions), axis=0)
     for i, (y, x) in enumerate(positions):
         occluded[i, :, y:y + patch_hw[0], x:x + patch_hw[1]] = fill_patch
-    return model.forward(occluded), sum(model.graph.macs().values()) * len(positions)
+    scores = backend.to_host(model.run_on(backend, occluded, keep_all=False)[model.graph.output])
+    return scores, sum(model.graph.macs().values()) * len(positions)
 
 
 def _probabilities(graph, scores):
