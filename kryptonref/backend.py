@@ -15,6 +15,8 @@ occlusion API are written once.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .layers import ops
@@ -49,6 +51,10 @@ class CPUBackend:
 
     def params(self, model):
         return model.prepared
+
+    def batch_scope(self):
+        """Context around one batch's arithmetic (nothing to do on the CPU)."""
+        return contextlib.nullcontext()
 
     def repeat(self, array, n_items):
         """``(n_items,) + array.shape``: ``array`` repeated along a new batch axis."""

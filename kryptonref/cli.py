@@ -9,6 +9,8 @@ import tempfile
 
 import numpy as np
 
+from .backend import DEVICES
+
 
 #: The demo's image: this sample of ``kryptonref.datasets.shapes`` (seed, index).
 DEMO_SAMPLE = (2026, 7)
@@ -32,17 +34,20 @@ def demo(args):
     print(f"model: {args.model} (shipped weights), image: generated sample {index} of seed "
           f"{seed}, a {truth} in box {box}")
 
-    occlusion(model, image, patch=args.patch, stride=image.shape[1], batch_size=2)  # compile
+    occlusion(model, image, patch=args.patch, stride=image.shape[1], batch_size=2,
+              device=args.device)  # compile
     exact = occlusion(model, image, patch=args.patch, stride=args.stride,
-                      batch_size=args.batch_size, progress=_show_progress(None))
+                      batch_size=args.batch_size, progress=_show_progress(None),
+                      device=args.device)
     full = occlusion(model, image, patch=args.patch, stride=args.stride, mode="full",
-                     batch_size=args.batch_size, progress=_show_progress(None))
+                     batch_size=args.batch_size, progress=_show_progress(None),
+                     device=args.device)
     diff = float(np.max(np.abs(exact.heatmap - full.heatmap)))
     theory = speedup(model, args.patch, args.stride, mode="executed", batch_size=args.batch_size)
     predicted = sample.class_names[exact.label]
     print(f"prediction: {predicted} (class {exact.label}), probability {exact.probability:.4f}")
     print(f"occlusion: patch {args.patch}, stride {args.stride}, {len(exact.positions)} positions, "
-          f"batches of {args.batch_size}")
+          f"batches of {args.batch_size}, device {args.device}")
     print(f"full re-inference:     {full.seconds:7.2f} s  {full.macs / 1e9:8.2f} G MACs")
     print(f"incremental inference: {exact.seconds:7.2f} s  {exact.macs / 1e9:8.2f} G MACs")
     print(f"speedup: {full.seconds / exact.seconds:.2f}x measured, {theory.speedup:.2f}x "
@@ -253,7 +258,8 @@ def occlude(args):
     image = load_image(args.image, size=(height, width))
     result = occlusion(model, image.astype(model.dtype), patch=args.patch, stride=args.stride,
                        fill=args.fill, target=args.target, mode=args.mode,
-                       batch_size=args.batch_size, progress=_show_progress(args.progress))
+                       batch_size=args.batch_size, progress=_show_progress(args.progress),
+                       device=args.device)
     if args.save:
         _write_atomically(args.save, lambda path: np.save(path, result.heatmap), ".npy")
     if args.out:
@@ -264,6 +270,7 @@ def occlude(args):
                      title=title)
     summary = result.to_dict()
     summary["model"] = model_name
+    summary["device"] = args.device
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -304,6 +311,8 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default="kryptonref-demo.png", metavar="FILE.png",
                    help="overlay PNG (default kryptonref-demo.png; '' to skip)")
+    p.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="where to compute (cuda: numba-cuda on a GPU, extra kryptonref[cuda])")
     p.set_defaults(func=demo)
 
     p = sub.add_parser("models", help="list the zoo: input size, parameters, full MACs")
@@ -345,11 +354,14 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when tqdm is installed and stderr is a terminal)")
+    p.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="where to compute (cuda: numba-cuda on a GPU, extra kryptonref[cuda])")
     p.set_defaults(func=occlude)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, ImportError, FileNotFoundError) as err:
+    except (ValueError, TypeError, ImportError, FileNotFoundError, RuntimeError,
+            MemoryError) as err:
         print(f"kryptonref: error: {err}", file=sys.stderr)
         return 2
 

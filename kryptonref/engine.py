@@ -263,13 +263,14 @@ class IncrementalRunner:
         graph = self.graph
         geos, windows = _plan_batch(graph, batch, self.patch_hw)
         self._count(geos, len(batch))
-        data, offsets = _execute(self.backend, graph, self.params, self.base, geos, windows,
-                                 self.fill, len(batch))
         wanted = (graph.output,) + tuple(n for n in nodes if n != graph.output)
-        return {name: self.backend.to_host(_to_whole(self.backend, data[name], geos[name],
-                                                     offsets.get(name), self.base[name],
-                                                     len(batch)))
-                for name in wanted}
+        with self.backend.batch_scope():
+            data, offsets = _execute(self.backend, graph, self.params, self.base, geos,
+                                     windows, self.fill, len(batch))
+            return {name: self.backend.to_host(_to_whole(self.backend, data[name], geos[name],
+                                                         offsets.get(name), self.base[name],
+                                                         len(batch)))
+                    for name in wanted}
 
     def _count(self, geos, n_items):
         graph = self.graph

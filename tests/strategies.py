@@ -44,10 +44,13 @@ def _same_conv(draw, c_in, c_out, stride=1):
 
 
 @st.composite
-def architectures(draw, dag=True, head=True, max_blocks=5):
-    """A random Graph: chains of conv/pool/elementwise layers, residual and concat blocks."""
+def architectures(draw, dag=True, head=True, max_blocks=5, max_size=64):
+    """A random Graph: chains of conv/pool/elementwise layers, residual and concat blocks.
+
+    Input images are 8..``max_size`` pixels per side (small for the CUDA simulator).
+    """
     channels = draw(st.integers(1, 4))
-    height, width = draw(st.integers(8, 64)), draw(st.integers(8, 64))
+    height, width = draw(st.integers(8, max_size)), draw(st.integers(8, max_size))
     graph = kr.Graph((channels, height, width))
     current = graph.input_name
     n_blocks = draw(st.integers(1, max_blocks))

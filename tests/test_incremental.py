@@ -28,13 +28,14 @@ def occlude(image, positions, patch_hw, fill):
     return batch
 
 
-def check_identity(graph, occlusion, dtype):
+def check_identity(graph, occlusion, dtype, device="cpu"):
+    """Incremental inference on ``device`` equals CPU full inference at every node."""
     patch_hw, positions, fill, batch_size, seed = occlusion
     model = kr.Model(graph, seed=seed % 1000, dtype=dtype)
     rng = np.random.default_rng(seed)
     image = rng.normal(size=graph.input_shape)
     result = kr.incremental_inference(model, image, positions, patch_hw, fill=fill,
-                                      batch_size=batch_size, nodes=graph.order)
+                                      batch_size=batch_size, nodes=graph.order, device=device)
     expected = model.forward_all(occlude(image, positions, patch_hw, fill))
     for name in graph.order:
         np.testing.assert_allclose(result.nodes[name], expected[name], err_msg=name,
