@@ -77,6 +77,27 @@ def empty(shape, dtype):
     return array
 
 
+def upload(array):
+    """Copy a host array (made C-contiguous) to the device, counted like :func:`empty`.
+
+    Device arrays pass through; anything else is a TypeError.
+    """
+    if not isinstance(array, np.ndarray):
+        if hasattr(array, "__cuda_array_interface__") or hasattr(array, "copy_to_host"):
+            return array
+        raise TypeError(f"expected a NumPy or device array, got {type(array).__name__}")
+    array = np.ascontiguousarray(array)
+    try:
+        out = cuda.to_device(array)
+    except Exception as exc:
+        if "OUT_OF_MEMORY" in str(exc).upper() or "out of memory" in str(exc):
+            raise _out_of_memory(array.nbytes, exc) from None
+        raise
+    _Memory.allocated(array.nbytes)
+    weakref.finalize(getattr(out, "gpu_data", out), _Memory.freed, array.nbytes)
+    return out
+
+
 @cuda.jit(cache=True)
 def _fill_int(out, value):
     for idx in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
@@ -223,7 +244,7 @@ def _divisors(layer, in_hw, out_hw, dtype):
     host = [avg_pool_divisors(in_hw[d], out_hw[d], layer.kernel_size[d], layer.stride[d],
                               layer.padding[d][0], layer.padding[d][1],
                               layer.count_include_pad).astype(dtype) for d in (0, 1)]
-    return tuple(cuda.to_device(h) for h in host)
+    return tuple(upload(h) for h in host)
 
 
 def region(layer, params, win, in_hw, out_hw, out_y0, out_x0, region_hw):
@@ -307,7 +328,7 @@ def _device_params(layer, prepared):
     host = {k: v for k, v in prepared.items() if k != "taps"}
     if isinstance(layer, L.Linear):
         host["weight_t"] = np.ascontiguousarray(host.pop("weight").T)
-    out = {k: cuda.to_device(np.ascontiguousarray(v)) for k, v in host.items()}
+    out = {k: upload(v) for k, v in host.items()}
     if isinstance(layer, L.Conv2d) and layer.groups == 1:
         weight = out["weight"]
         out["weight_matrix"] = weight.reshape((weight.shape[0], weight.size // weight.shape[0]))
@@ -337,20 +358,7 @@ class CUDABackend:
 
     def to_device(self, array):
         """Copy a host array (made C-contiguous) to the device; device arrays pass through."""
-        if not isinstance(array, np.ndarray):
-            if hasattr(array, "__cuda_array_interface__") or hasattr(array, "copy_to_host"):
-                return array
-            raise TypeError(f"expected a NumPy or device array, got {type(array).__name__}")
-        array = np.ascontiguousarray(array)
-        try:
-            out = cuda.to_device(array)
-        except Exception as exc:
-            if "OUT_OF_MEMORY" in str(exc).upper():
-                raise _out_of_memory(array.nbytes, exc) from None
-            raise
-        _Memory.allocated(array.nbytes)
-        weakref.finalize(getattr(out, "gpu_data", out), _Memory.freed, array.nbytes)
-        return out
+        return upload(array)
 
     def to_host(self, array):
         """Copy a device array back to a NumPy array."""
