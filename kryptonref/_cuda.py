@@ -14,10 +14,21 @@ try:
 except ImportError as exc:  # pragma: no cover - numba always ships numba.cuda today
     raise ImportError("device='cuda' needs numba-cuda: pip install 'kryptonref[cuda]'") from exc
 
-__all__ = ["cuda", "SIMULATOR", "launch", "blocks_for", "cuda_error"]
+import os
+
+__all__ = ["cuda", "SIMULATOR", "launch", "launch_rows", "blocks_for", "cuda_error",
+           "cupy_or_none"]
 
 #: True when Numba's CUDA simulator runs the kernels on the CPU.
 SIMULATOR = bool(_config.ENABLE_CUDASIM)
+
+if "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS" not in os.environ:
+    # Region kernels of small patches legitimately launch few blocks.
+    try:
+        from numba.cuda.core import config as _cuda_config
+        _cuda_config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+    except ImportError:  # numba's built-in CUDA target
+        _config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
 
 #: Threads per block of the grid-stride kernels.
 THREADS = 32 if SIMULATOR else 256
@@ -36,6 +47,26 @@ def launch(kernel, total, *args):
         kernel[blocks_for(total), THREADS](*args)
 
 
+def launch_rows(kernel, n_rows, row_size, *args):
+    """Launch a 2-D ``kernel`` over ``n_rows`` rows of ``row_size`` items each.
+
+    The kernel loops over rows from ``cuda.grid(2)[1]`` with stride
+    ``cuda.gridsize(2)[1]`` and over a row's items from ``cuda.grid(2)[0]`` with
+    stride ``cuda.gridsize(2)[0]``, so per-row index arithmetic (a channel, an
+    item) is done once per row, not per element.
+    Short rows (small regions) share a block: ``blockDim.x`` is the row size
+    rounded up to a power of two (at least a warp), ``blockDim.y`` the rest.
+    """
+    if n_rows <= 0 or row_size <= 0:
+        return
+    warp = 1 if SIMULATOR else 32
+    threads_x = min(THREADS, max(warp, 1 << (int(row_size) - 1).bit_length()))
+    threads_y = max(1, THREADS // threads_x)
+    blocks_x = max(1, min(-(-int(row_size) // threads_x), MAX_BLOCKS))
+    blocks_y = max(1, min(-(-int(n_rows) // threads_y), 65535, MAX_BLOCKS // blocks_x))
+    kernel[(blocks_x, blocks_y), (threads_x, threads_y)](*args)
+
+
 def cuda_error():
     """Why CUDA cannot be used here, as a message for a RuntimeError, or None."""
     if SIMULATOR:
@@ -48,3 +79,27 @@ def cuda_error():
     return ("no CUDA GPU is available (numba.cuda.is_available() is False); "
             "use device='cpu', or set NUMBA_ENABLE_CUDASIM=1 to run the CUDA kernels "
             "in Numba's (slow) simulator")
+
+
+_CUPY = []
+
+
+def cupy_or_none():
+    """CuPy if it is installed and sees a GPU (never under the simulator), else None.
+
+    CuPy is optional (extra ``kryptonref[cupy]``): it gives the CUDA backend
+    cuBLAS GEMMs and a caching memory pool. TF32 stays off (``CUPY_TF32=0``
+    unless the user set it) so float32 results stay float32-exact.
+    """
+    if not _CUPY:
+        module = None
+        if not SIMULATOR:
+            os.environ.setdefault("CUPY_TF32", "0")
+            try:
+                import cupy
+                cupy.cuda.runtime.getDeviceCount()
+                module = cupy
+            except Exception:
+                module = None
+        _CUPY.append(module)
+    return _CUPY[0]

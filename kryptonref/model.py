@@ -188,12 +188,17 @@ class Model:
     def run_on(self, backend, x, keep_all):
         """Full inference on a backend (:mod:`kryptonref.backend`), returning its arrays.
 
-        ``x`` is a host batch; the values of every node (``keep_all``) or only
-        the output's stay on the backend's device.
+        ``x`` is a host batch, or a batch already on the backend's device (in
+        the model's dtype); the values of every node (``keep_all``) or only the
+        output's stay on the device.
         """
-        x = check_image_batch(x, self.graph.input_shape, self.dtype)
         graph = self.graph
-        values = {graph.input_name: backend.to_device(x)}
+        if isinstance(x, np.ndarray):
+            x = backend.to_device(check_image_batch(x, graph.input_shape, self.dtype))
+        elif tuple(x.shape[1:]) != tuple(graph.input_shape) or np.dtype(x.dtype) != self.dtype:
+            raise ValueError(f"device batch must have shape (N,) + {graph.input_shape} and dtype "
+                             f"{self.dtype}, got {tuple(x.shape)} {np.dtype(x.dtype)}")
+        values = {graph.input_name: x}
         remaining = {name: len(users) for name, users in graph.consumers().items()}
         prepared = backend.params(self)
         for name in graph.order:

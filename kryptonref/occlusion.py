@@ -203,7 +203,9 @@ def _run_chunk(model, backend, image, runners, base, positions, patch_hw, fill_p
     """Output scores of the image occluded at each position, and the MACs spent.
 
     ``runners`` caches one :class:`~kryptonref.engine.IncrementalRunner` per patch
-    size (Captum's truncated border windows), all sharing the materialised ``base``.
+    size (Captum's truncated border windows), all sharing the materialised ``base``,
+    and for full re-inference the image on the backend's device, where each batch
+    of occluded images is built.
     """
     if mode == "incremental":
         if patch_hw not in runners:
@@ -212,9 +214,11 @@ def _run_chunk(model, backend, image, runners, base, positions, patch_hw, fill_p
         before = sum(runner.macs.values())
         out = runner.run(positions)[model.graph.output]
         return out, sum(runner.macs.values()) - before
-    occluded = np.repeat(image[None], len(positions), axis=0)
-    for i, (y, x) in enumerate(positions):
-        occluded[i, :, y:y + patch_hw[0], x:x + patch_hw[1]] = fill_patch
+    if "image" not in runners:
+        runners["image"] = backend.to_device(image)
+    ys, xs = backend.pack_ints([positions[:, 0], positions[:, 1]])
+    fill = backend.repeat(backend.to_device(fill_patch), len(positions))
+    occluded = backend.stitch(runners["image"], fill, ys, xs)  # built where it is computed
     scores = backend.to_host(model.run_on(backend, occluded, keep_all=False)[model.graph.output])
     return scores, sum(model.graph.macs().values()) * len(positions)
 

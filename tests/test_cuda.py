@@ -28,7 +28,8 @@ from .test_incremental import SETTINGS, check_identity, small_net
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 CUDA = get_backend("cuda")
-from kryptonref.layers import conv_cuda, ops_cuda  # noqa: E402  (after the backend checks)
+from kryptonref._cuda import cupy_or_none  # noqa: E402  (after the backend checks)
+from kryptonref.layers import conv_cuda, ops_cuda  # noqa: E402
 
 #: Tiny under the simulator; bigger with real kernels.
 MAX_SIZE = 16 if SIMULATOR else 40
@@ -310,7 +311,7 @@ def test_every_kernel_compiles_to_ptx(ptx_results):
 def test_gemm_backend_choices():
     with pytest.raises(ValueError, match="GEMM backend must be"):
         conv_cuda.gemm_backend("magma")
-    if not conv_cuda._cupy():
+    if not cupy_or_none():
         with pytest.raises(ImportError, match=r"kryptonref\[cupy\]"):
             conv_cuda.gemm_backend("cublas")
     assert conv_cuda.gemm_backend() in conv_cuda.GEMM_BACKENDS
@@ -358,3 +359,18 @@ def test_cli_without_a_gpu_exits_non_zero_and_writes_nothing(tmp_path, capsys, m
     assert code == 2
     assert "device='cuda' is not usable: no CUDA GPU" in capsys.readouterr().err
     assert not heat.exists()
+
+
+def test_upload_gives_reshapeable_arrays_whatever_the_host_strides():
+    """Length-1 axes may carry any stride in NumPy; Numba's reshape then refused (GPU bug)."""
+    host = np.lib.stride_tricks.as_strided(np.arange(64.0), shape=(1, 1, 8, 8),
+                                           strides=(8, 8, 64, 8))
+    device_array = CUDA.to_device(host)
+    np.testing.assert_array_equal(CUDA.to_host(device_array.reshape((64,))), np.arange(64.0))
+
+
+def test_batch_norm_straight_on_the_input():
+    """The GPU run's falsifying example: BatchNorm2d of the (1, 8, 8) input, one pixel."""
+    g = kr.Graph((1, 8, 8))
+    g.add(kr.BatchNorm2d(1), name="bn")
+    check_identity(g, ((1, 1), np.array([[0, 0]]), 0.0, 1, 0), np.float64, device="cuda")

@@ -17,11 +17,10 @@ Dense (``groups == 1``) convolutions use ``"gemm"``, grouped ones ``"direct"``.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
-from .._cuda import MAX_BLOCKS, SIMULATOR, cuda, launch
+from .._cuda import MAX_BLOCKS, SIMULATOR, cuda, cupy_or_none, launch, launch_rows
 
 __all__ = ["conv2d_valid", "gemm", "gemm_backend", "KERNELS"]
 
@@ -61,36 +60,38 @@ def _conv_direct(win, weight, bias, has_bias, sh, sw, dh, dw, out):
 
 @cuda.jit(cache=True)
 def _im2col(win, kh, kw, sh, sw, dh, dw, oh, ow, cols):
-    # cols[(c*kh + ky)*kw + kx, (b*oh + oy)*ow + ox] = win[b, c, oy*sh + ky*dh, ox*sw + kx*dw]
-    depth, width = cols.shape[0], cols.shape[1]
-    total = depth * width
-    for idx in range(cuda.grid(1), total, cuda.gridsize(1)):
-        m = idx % width
-        k = idx // width
-        ox = m % ow
-        rest = m // ow
-        oy = rest % oh
-        b = rest // oh
+    # cols[(c*kh + ky)*kw + kx, b*oh*ow + oy*ow + ox] = win[b, c, oy*sh + ky*dh, ox*sw + kx*dw]
+    # one row per (k, b): tap and item decoded once per row, not per element
+    n_items = win.shape[0]
+    plane = oh * ow
+    first, first_row = cuda.grid(2)
+    step, row_step = cuda.gridsize(2)
+    for row in range(first_row, cols.shape[0] * n_items, row_step):
+        k = row // n_items
+        b = row - k * n_items
         kx = k % kw
         rest = k // kw
         ky = rest % kh
         c = rest // kh
-        cols[k, m] = win[b, c, oy * sh + ky * dh, ox * sw + kx * dw]
+        for p in range(first, plane, step):
+            oy = p // ow
+            ox = p - oy * ow
+            cols[k, b * plane + p] = win[b, c, oy * sh + ky * dh, ox * sw + kx * dw]
 
 
 @cuda.jit(cache=True)
 def _scatter_bias(product, bias, has_bias, first_item, out):
-    # out[first_item + b, co, p] = product[co, b*plane + p] + bias[co]
-    n_out, width = product.shape[0], product.shape[1]
-    plane = out.shape[2]
-    total = n_out * width
-    for idx in range(cuda.grid(1), total, cuda.gridsize(1)):
-        m = idx % width
-        co = idx // width
-        value = product[co, m]
-        if has_bias:
-            value += bias[co]
-        out[first_item + m // plane, co, m % plane] = value
+    # out[first_item + b, co, p] = product[co, b*plane + p] + bias[co]; one row per (co, b)
+    n_out, plane = product.shape[0], out.shape[2]
+    n_items = product.shape[1] // plane
+    first, first_row = cuda.grid(2)
+    step, row_step = cuda.gridsize(2)
+    for row in range(first_row, n_out * n_items, row_step):
+        co = row // n_items
+        b = row - co * n_items
+        shift = bias[co] if has_bias else bias[co] * 0
+        for p in range(first, plane, step):
+            out[first_item + b, co, p] = product[co, b * plane + p] + shift
 
 
 @cuda.jit(cache=True)
@@ -140,26 +141,6 @@ from numba import float32 as _f32, float64 as _f64  # noqa: E402
 
 _TILED = {np.dtype(np.float32): _make_tiled_gemm(_f32), np.dtype(np.float64): _make_tiled_gemm(_f64)}
 
-_CUPY = None
-
-
-def _cupy():
-    """CuPy if it is installed and usable (never under the simulator), else False."""
-    global _CUPY
-    if _CUPY is None:
-        _CUPY = False
-        if not SIMULATOR:
-            # fp32 stays fp32: CuPy's GEMMs use TF32 tensor cores only if CUPY_TF32=1.
-            os.environ.setdefault("CUPY_TF32", "0")
-            try:
-                import cupy
-                cupy.cuda.runtime.getDeviceCount()
-                _CUPY = cupy
-            except Exception:
-                _CUPY = False
-    return _CUPY
-
-
 _FORCED = [None]
 
 
@@ -178,12 +159,12 @@ def gemm_backend(name=None):
     if name is not None:
         if name != "auto" and name not in GEMM_BACKENDS:
             raise ValueError(f"GEMM backend must be 'auto' or one of {GEMM_BACKENDS}, got {name!r}")
-        if name == "cublas" and not _cupy():
+        if name == "cublas" and not cupy_or_none():
             raise ImportError("the cuBLAS GEMM needs CuPy on a GPU: pip install 'kryptonref[cupy]'")
         _FORCED[0] = None if name == "auto" else name
     if _FORCED[0] is not None:
         return _FORCED[0]
-    if _cupy():
+    if cupy_or_none():
         return "cublas"
     return "simple" if SIMULATOR else "tiled"
 
@@ -196,7 +177,7 @@ def gemm(a, b, out):
     """
     which = gemm_backend()
     if which == "cublas":
-        cp = _cupy()
+        cp = cupy_or_none()
         cp.matmul(cp.asarray(a), cp.asarray(b), out=cp.asarray(out))
     elif which == "tiled":
         kernel = _TILED[np.dtype(out.dtype)]
@@ -252,10 +233,11 @@ def conv2d_valid(win, weight, bias, stride, dilation, groups, out_hw, method=Non
         if count < chunk:
             cols_view = empty((depth, width), win.dtype)
             product_view = empty((n_out, width), win.dtype)
-        launch(_im2col, depth * width, win[first:first + count], kh, kw, stride[0], stride[1],
-               dilation[0], dilation[1], oh, ow, cols_view)
+        launch_rows(_im2col, depth * count, plane, win[first:first + count], kh, kw,
+                    stride[0], stride[1], dilation[0], dilation[1], oh, ow, cols_view)
         gemm(weight_matrix, cols_view, product_view)
-        launch(_scatter_bias, n_out * width, product_view, bias_arg, has_bias, first, flat_out)
+        launch_rows(_scatter_bias, n_out * count, plane, product_view, bias_arg, has_bias,
+                    first, flat_out)
     return out
 
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .._cuda import cuda, cuda_error, launch, SIMULATOR
+from .._cuda import SIMULATOR, cuda, cuda_error, cupy_or_none, launch, launch_rows
 from . import specs as L
 from .conv_cuda import conv2d_valid, gemm
 from .pool import avg_pool_divisors
@@ -62,23 +62,57 @@ def _out_of_memory(nbytes, exc):
                        f"Use a smaller batch_size, or device='cpu'")
 
 
+def _is_oom(exc):
+    text = str(exc)
+    return "OUT_OF_MEMORY" in text.upper() or "out of memory" in text.lower() \
+        or type(exc).__name__ == "OutOfMemoryError"
+
+
+def _pooled(shape, dtype, nbytes):
+    """A Numba device array whose memory comes from CuPy's caching pool.
+
+    Allocating and freeing through the driver (``cuMemAlloc``/``cuMemFree``) for
+    every temporary of every batch stalls the GPU; the pool reuses blocks. The
+    array keeps the pool's block alive, and frees it back when it dies.
+    """
+    block = cupy_or_none().cuda.alloc(max(nbytes, 1))
+    desc = {"shape": shape, "strides": None, "typestr": np.dtype(dtype).str,
+            "data": (block.ptr, False), "version": 3}
+    return cuda.from_cuda_array_interface(desc, owner=block, sync=False), block
+
+
 def empty(shape, dtype):
-    """An uninitialised device array, counted in the backend's memory statistics."""
+    """An uninitialised device array, counted in the backend's memory statistics.
+
+    From CuPy's memory pool when CuPy is installed, else from Numba's allocator.
+    """
     shape = tuple(int(s) for s in shape)
     nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     try:
-        array = cuda.device_array(shape, dtype)
+        if cupy_or_none() is not None:
+            array, owner = _pooled(shape, dtype, nbytes)
+        else:
+            array = cuda.device_array(shape, dtype)
+            owner = getattr(array, "gpu_data", array)
     except Exception as exc:
-        if "OUT_OF_MEMORY" in str(exc).upper() or "out of memory" in str(exc):
+        if _is_oom(exc):
             raise _out_of_memory(nbytes, exc) from None
         raise
     _Memory.allocated(nbytes)
-    weakref.finalize(getattr(array, "gpu_data", array), _Memory.freed, nbytes)
+    weakref.finalize(owner, _Memory.freed, nbytes)
     return array
 
 
+def _c_strides(shape, itemsize):
+    strides, step = [], itemsize
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
 def upload(array):
-    """Copy a host array (made C-contiguous) to the device, counted like :func:`empty`.
+    """Copy a host array to a new C-contiguous device array, counted like :func:`empty`.
 
     Device arrays pass through; anything else is a TypeError.
     """
@@ -86,15 +120,13 @@ def upload(array):
         if hasattr(array, "__cuda_array_interface__") or hasattr(array, "copy_to_host"):
             return array
         raise TypeError(f"expected a NumPy or device array, got {type(array).__name__}")
-    array = np.ascontiguousarray(array)
-    try:
-        out = cuda.to_device(array)
-    except Exception as exc:
-        if "OUT_OF_MEMORY" in str(exc).upper() or "out of memory" in str(exc):
-            raise _out_of_memory(array.nbytes, exc) from None
-        raise
-    _Memory.allocated(array.nbytes)
-    weakref.finalize(getattr(out, "gpu_data", out), _Memory.freed, array.nbytes)
+    if array.strides != _c_strides(array.shape, array.itemsize):
+        # also for "contiguous" arrays with odd strides on length-1 axes, which
+        # Numba's device arrays cannot reshape without a copy
+        array = np.array(array, order="C", copy=True)
+    out = empty(array.shape, array.dtype)
+    if array.size:
+        out.copy_to_device(array)
     return out
 
 
@@ -144,11 +176,16 @@ def _relu6(x, out):
 
 
 @cuda.jit(cache=True)
-def _affine(x, scale, shift, plane, out):
-    n_channels = scale.shape[0]
-    for idx in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        c = (idx // plane) % n_channels
-        out[idx] = x[idx] * scale[c] + shift[c]
+def _affine(x, scale, shift, out):
+    # x, out: (rows = B*C, plane); channel decoded once per row
+    n_channels, plane = scale.shape[0], x.shape[1]
+    first, first_row = cuda.grid(2)
+    step, row_step = cuda.gridsize(2)
+    for row in range(first_row, x.shape[0], row_step):
+        c = row % n_channels
+        a, s = scale[c], shift[c]
+        for p in range(first, plane, step):
+            out[row, p] = x[row, p] * a + s
 
 
 @cuda.jit(cache=True)
@@ -235,7 +272,11 @@ def elementwise(layer, params, x):
         return x
     if isinstance(layer, L.BatchNorm2d):
         plane = int(np.prod(x.shape[2:], dtype=np.int64))
-        return _map(_affine, x, params["scale"], params["shift"], plane)
+        rows = x.size // max(plane, 1)
+        out = empty(x.shape, x.dtype)
+        launch_rows(_affine, rows, plane, x.reshape((rows, plane)), params["scale"],
+                    params["shift"], out.reshape((rows, plane)))
+        return out
     raise TypeError(f"{type(layer).__name__} is not an element-wise layer")
 
 
@@ -420,7 +461,7 @@ KERNELS = [
     (_fill_int, "void(int64[::1], int64)"),
     (_relu, "void({T}[::1], {T}[::1])"),
     (_relu6, "void({T}[::1], {T}[::1])"),
-    (_affine, "void({T}[::1], {T}[::1], {T}[::1], int64, {T}[::1])"),
+    (_affine, "void({T}[:,::1], {T}[::1], {T}[::1], {T}[:,::1])"),
     (_add, "void({T}[::1], {T}[::1], {T}[::1])"),
     (_copy_channels, "void({T}[:,:,::1], int64, {T}[:,:,::1])"),
     (_adaptive_avg, "void({T}[:,:,:,::1], {T}[:,:,:,::1])"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._cuda import cuda, launch
+from .._cuda import cuda, launch, launch_rows
 
 __all__ = ["gather_windows", "stitch", "pad_full", "repeat", "KERNELS"]
 
@@ -16,27 +16,29 @@ __all__ = ["gather_windows", "stitch", "pad_full", "repeat", "KERNELS"]
 @cuda.jit(cache=True)
 def _gather(base, patch, patch_h, patch_w, patch_y0, patch_x0, win_y0, win_x0, pad_value,
             out, c_offset):
+    # one row per (item, channel); a row's elements are the window's pixels
     n_channels, height, width = base.shape[0], base.shape[1], base.shape[2]
     win_h, win_w = out.shape[2], out.shape[3]
-    total = out.shape[0] * n_channels * win_h * win_w
-    for idx in range(cuda.grid(1), total, cuda.gridsize(1)):
-        j = idx % win_w
-        rest = idx // win_w
-        i = rest % win_h
-        rest //= win_h
-        c = rest % n_channels
-        b = rest // n_channels
-        y = win_y0[b] + i
-        x = win_x0[b] + j
-        value = pad_value
-        if 0 <= y < height and 0 <= x < width:
-            py = y - patch_y0[b]
-            px = x - patch_x0[b]
-            if 0 <= py < patch_h and 0 <= px < patch_w:
-                value = patch[b, c, py, px]
-            else:
-                value = base[c, y, x]
-        out[b, c_offset + c, i, j] = value
+    first, first_row = cuda.grid(2)
+    step, row_step = cuda.gridsize(2)
+    for row in range(first_row, out.shape[0] * n_channels, row_step):
+        b = row // n_channels
+        c = row - b * n_channels
+        py0, px0, wy0, wx0 = patch_y0[b], patch_x0[b], win_y0[b], win_x0[b]
+        for q in range(first, win_h * win_w, step):
+            i = q // win_w
+            j = q - i * win_w
+            y = wy0 + i
+            x = wx0 + j
+            value = pad_value
+            if 0 <= y < height and 0 <= x < width:
+                py = y - py0
+                px = x - px0
+                if 0 <= py < patch_h and 0 <= px < patch_w:
+                    value = patch[b, c, py, px]
+                else:
+                    value = base[c, y, x]
+            out[b, c_offset + c, i, j] = value
 
 
 @cuda.jit(cache=True)
@@ -64,8 +66,8 @@ def gather_windows(base, patch, patch_y0, patch_x0, win_y0, win_x0, win_h, win_w
         patch_y0 = patch_x0 = win_y0
     else:
         patch_h, patch_w = patch.shape[2], patch.shape[3]
-    launch(_gather, n_items * base.shape[0] * win_h * win_w, base, patch, patch_h, patch_w,
-           patch_y0, patch_x0, win_y0, win_x0, base.dtype.type(pad_value), out, c_offset)
+    launch_rows(_gather, n_items * base.shape[0], win_h * win_w, base, patch, patch_h, patch_w,
+                patch_y0, patch_x0, win_y0, win_x0, base.dtype.type(pad_value), out, c_offset)
     return out
 
 
