@@ -11,29 +11,45 @@ stride 4, every grid position: 2809 at 224 px, 5041 at 299 px; batches of 128):
   of occluded images built on the host (build time shown apart), extrapolated per
   position to all positions.
 * PyTorch + cuDNN full re-inference (``torch_graph.TorchGraph``: the same graph and
-  weights in ``torch.nn.functional`` ops; fp32, TF32 off, ``cudnn.benchmark``):
-  occluded batches built on the GPU, all positions, ``torch.no_grad()``, synchronised
-  before the clock stops; peak from ``torch.cuda.max_memory_allocated``. Outputs
-  are compared with ours (max abs diff, and relative to the largest |logit|).
+  weights in ``torch.nn.functional`` ops; fp32, TF32 off), in two settings:
+  "torch" = PyTorch's defaults (``cudnn.benchmark = False``: cuDNN's heuristics pick
+  the algorithms; what a Captum user runs) and "torch-tuned" = ``cudnn.benchmark =
+  True`` (autotuned once per batch shape, during the warm-up). Occluded batches
+  built on the GPU, all positions, ``torch.no_grad()``, synchronised before the
+  clock stops; peak from ``torch.cuda.max_memory_allocated``. The default run's
+  outputs are compared with ours (max abs diff, and relative to the largest |logit|).
 
 Compile/warm-up time is reported apart. A timed phase that would overrun
 ``--phase-cap`` or its share of the time left before ``--deadline`` (estimated
 from one timed batch) runs a prefix of whole batches and is extrapolated (said so
-in the output). The summary gives the speedups, the cost simulator's theoretical
-speedup (``kr.speedup``, "executed" at the batch size / "paper"), the fraction of
-the executed theory that incremental vs our full achieves, peak device memory
-and the targets (incremental vs PyTorch: VGG16 >= 4x, ResNet18 >= 1.6x,
-Inception v3 >= 1x). The VGG16 table times each distinct conv layer (full
+in the output). The summary gives the speedups (vs torch default, vs torch tuned,
+vs our full), the cost simulator's theoretical speedup (``kr.speedup``, "executed"
+at the batch size / "paper"), the fraction of the executed theory that incremental
+vs our full achieves, peak device memory and the targets, which are judged against
+PyTorch's DEFAULT settings (incremental vs "torch": VGG16 >= 4x, ResNet18 >= 1.6x,
+Inception v3 >= 1x; the 8.9 s VGG16 reference they were set against was PyTorch's
+defaults on an H100). The VGG16 table times each distinct conv layer (full
 inference shapes, batch ``--layer-batch``) with our GEMM on cuBLAS (CuPy), our
-tiled Numba GEMM, our direct kernel and cuDNN's ``F.conv2d``, in TFLOP/s (best of
-3 after a warm-up; one run when the warm-up took over 2 s).
+tiled Numba GEMM, our direct kernel and cuDNN's ``F.conv2d`` autotuned ("cudnn")
+and with PyTorch's default heuristics ("cudnn-df"), in TFLOP/s (best of 3 after a
+warm-up; one run when the warm-up took over 2 s).
+
+``--profile`` (needs torch): after each model's timed phases (and its layer table;
+``TEARDOWN_CUPTI=1`` so that no profiler overhead outlives it), one batch of ours
+incremental (``--batch`` positions, plus its base inference) and one of ours full
+run under ``torch.profiler`` (CPU + CUDA activity: every kernel of the process,
+Numba's and CuPy's included); the top 15 kernels by total GPU time, the sum of
+kernel (and memcpy/memset) time and the batch's wall time are printed, to show
+whether the GPU or the Python launch overhead dominates. Without CUDA in torch
+(the smoke run) only CPU activity is recorded.
 
 Usage
 -----
     python benchmarks/occlusion_gpu.py                # ~4 min on one H100 (~1 min compile)
+    python benchmarks/occlusion_gpu.py --profile      # + kernel profile of one batch per model
     python benchmarks/occlusion_gpu.py --quick        # vgg16 + resnet18, 1 full batch, no table
     python benchmarks/occlusion_gpu.py --json out.json --models resnet18
-    NUMBA_ENABLE_CUDASIM=1 python benchmarks/occlusion_gpu.py --smoke  # CPU check, tiny graph
+    NUMBA_ENABLE_CUDASIM=1 python benchmarks/occlusion_gpu.py --smoke --profile  # CPU check
 """
 from __future__ import annotations
 
@@ -43,6 +59,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -55,7 +72,9 @@ sys.path[:0] = [HERE, os.path.dirname(HERE)]
 import kryptonref as kr  # noqa: E402
 
 FILL = 0.0
-TARGETS = {"vgg16": 4.0, "resnet18": 1.6, "inception_v3": 1.0}
+TARGETS = {"vgg16": 4.0, "resnet18": 1.6, "inception_v3": 1.0}  # vs torch default settings
+# the two PyTorch settings: (row key prefix, cudnn.benchmark, label)
+TORCH_RUNS = (("torch", False, "torch default:"), ("torch_tuned", True, "torch tuned:"))
 RESULTS = {"machine": {}, "models": [], "layers": []}  # filled in as phases complete
 now = time.perf_counter
 ARGS, STARTED = None, now()
@@ -82,12 +101,13 @@ def compare(got, want):
 
 
 def load_torch():
-    """torch (configured for strict fp32) and its device, or (None, why not)."""
+    """torch (configured for strict fp32, PyTorch's default cuDNN settings) and its
+    device, or (None, why not)."""
     if importlib.util.find_spec("torch") is None:
         return None, "torch not installed"
     import torch
     from torch_graph import configure_fp32
-    configure_fp32()
+    configure_fp32(benchmark=False)
     if torch.cuda.is_available():
         return torch, "cuda"
     if ARGS.smoke:
@@ -219,10 +239,12 @@ def bench_ours_full(model, image, positions, be, row):
     return np.concatenate(outs)
 
 
-def bench_torch(torch, dev, model, image, positions, row):
-    from torch_graph import TorchGraph
+def bench_torch(torch, dev, net, image, positions, row, key, tuned, label):
+    """PyTorch full re-inference of every position with ``cudnn.benchmark = tuned``;
+    the outputs (host array) of the timed batches, or None when ``tuned``."""
+    from torch_graph import configure_fp32
+    configure_fp32(benchmark=tuned)
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
-    net = TorchGraph(model, dev)
     img, pos = torch.from_numpy(image).to(dev), torch.from_numpy(positions).to(dev)
 
     def run_batch(sl):  # occluded on the device: one masked select per batch
@@ -230,28 +252,59 @@ def bench_torch(torch, dev, model, image, positions, row):
                                FILL, img[None]))
 
     parts = slices(len(positions), ARGS.batch)
-    with torch.no_grad():
-        t0 = now()
-        for sl in {sl.stop - sl.start: sl for sl in (parts[0], parts[-1])}.values():
-            run_batch(sl)  # cudnn.benchmark autotunes once per batch shape
-        sync()
-        row["torch_warmup_s"] = now() - t0
-        t0 = now()
-        run_batch(parts[0])
-        sync()
-        k = batches_within(len(parts), now() - t0, "torch")
-        if dev == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        t0 = now()
-        outs = [run_batch(sl) for sl in parts[:k]]
-        sync()
-        t = now() - t0
-    out = torch.cat(outs).cpu().numpy()
-    row.update(torch_s=t * len(positions) / len(out), torch_positions=len(out),
-               torch_peak=torch.cuda.max_memory_allocated() if dev == "cuda" else None)
-    print(f"  torch full:       {row['torch_s']:8.3f} s ({how(len(out), len(positions))}; "
-          f"warm-up {row['torch_warmup_s']:.1f} s), peak {mib(row['torch_peak'])}")
-    return out
+    try:
+        with torch.no_grad():
+            t0 = now()
+            for sl in {sl.stop - sl.start: sl for sl in (parts[0], parts[-1])}.values():
+                run_batch(sl)  # with cudnn.benchmark: autotunes once per batch shape
+            sync()
+            row[f"{key}_warmup_s"] = now() - t0
+            t0 = now()
+            run_batch(parts[0])
+            sync()
+            k = batches_within(len(parts), now() - t0, label.rstrip(":"))
+            if dev == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            outs = []
+            t0 = now()
+            for sl in parts[:k]:
+                y = run_batch(sl)
+                if not tuned:
+                    outs.append(y)
+            sync()
+            t = now() - t0
+    finally:
+        configure_fp32(benchmark=False)  # back to PyTorch's default
+    n = parts[k - 1].stop
+    row.update({f"{key}_s": t * len(positions) / n, f"{key}_positions": n,
+                f"{key}_peak": torch.cuda.max_memory_allocated() if dev == "cuda" else None})
+    print(f"  {label:17} {row[f'{key}_s']:8.3f} s ({how(n, len(positions))}; warm-up "
+          f"{row[f'{key}_warmup_s']:.1f} s; cudnn.benchmark={tuned}), peak "
+          f"{mib(row[f'{key}_peak'])}")
+    return None if tuned else torch.cat(outs).cpu().numpy()
+
+
+def bench_torch_all(torch, dev, model, image, positions, row, incr, full):
+    """Both PyTorch settings; the default one's outputs are compared with ours."""
+    from torch_graph import TorchGraph
+    try:
+        net = TorchGraph(model, dev)
+    except Exception:  # noqa: BLE001 - keep our numbers: the run happens once
+        traceback.print_exc()
+        return
+    for key, tuned, label in TORCH_RUNS:
+        try:
+            ref = bench_torch(torch, dev, net, image, positions, row, key, tuned, label)
+            if ref is not None:
+                n = min(len(ref), len(incr))
+                row["diff_incr_vs_torch"] = compare(incr[:n], ref[:n])
+                n = min(len(ref), len(full))
+                row["diff_full_vs_torch"] = compare(full[:n], ref[:n])
+        except Exception:  # noqa: BLE001 - keep the other numbers
+            traceback.print_exc()
+    del net
+    if dev == "cuda":
+        torch.cuda.empty_cache()
 
 
 def bench_model(name, be, torch, torch_dev):
@@ -274,15 +327,7 @@ def bench_model(name, be, torch, torch_dev):
     full = bench_ours_full(model, image, positions, be, row)
     row["diff_full_vs_incr"] = compare(incr[:len(full)], full)
     if torch is not None:
-        try:
-            ref = bench_torch(torch, torch_dev, model, image, positions, row)
-            n = min(len(ref), len(incr))
-            row["diff_incr_vs_torch"] = compare(incr[:n], ref[:n])
-            row["diff_full_vs_torch"] = compare(full, ref[:len(full)])
-        except Exception:  # noqa: BLE001 - keep our numbers: the run happens once
-            traceback.print_exc()
-        if torch_dev == "cuda":
-            torch.cuda.empty_cache()
+        bench_torch_all(torch, torch_dev, model, image, positions, row, incr, full)
     for key in ("diff_full_vs_incr", "diff_incr_vs_torch", "diff_full_vs_torch"):
         if key in row:
             print(f"  {key}: max abs {row[key][0]:.2e}, relative to max |logit| "
@@ -295,6 +340,115 @@ def bench_model(name, be, torch, torch_dev):
             layer_table(name, model, be, torch, torch_dev)
         except Exception:  # noqa: BLE001 - keep the model rows
             traceback.print_exc()
+    if ARGS.profile and torch is not None:  # last: nothing timed runs after it for this model
+        try:
+            profile_ours(torch, be, model, image, positions, row)
+        except Exception:  # noqa: BLE001 - a profiler problem never ends the run
+            traceback.print_exc()
+
+
+# --------------------------------------------------------------------------------------
+# --profile: the kernels of one batch (torch.profiler sees every kernel of the process)
+# --------------------------------------------------------------------------------------
+
+_CUDAPY_DEMANGLED = re.compile(r"cudapy::(?:[\w$]+::)*([\w$]+)")
+
+
+def short_kernel_name(name, width=None):
+    """A Numba kernel's Python function name (``_ZN6cudapy10kryptonref6layers9conv_cuda7
+    _im2colB2v1...E...`` or its demangled ``cudapy::kryptonref::...::_im2col[abi:v1]...``
+    -> ``_im2col``); other names as they are; truncated to ``width`` characters if given."""
+    short = name
+    if name.startswith("_ZN") and "cudapy" in name:
+        i, idents = 3, []
+        while True:  # length-prefixed identifiers, up to the B (ABI tag) / E suffix
+            m = re.match(r"\d+", name[i:])
+            if m is None:
+                break
+            i += len(m.group())
+            idents.append(name[i:i + int(m.group())])
+            i += int(m.group())
+        if len(idents) > 1:
+            short = idents[-1]
+    elif "cudapy::" in name:
+        m = _CUDAPY_DEMANGLED.search(name)
+        short = m.group(1) if m else name
+    return short if width is None or len(short) <= width else short[:width - 3] + "..."
+
+
+def kernel_table(events, wall, top=15):
+    """Device events of a profile, grouped by (short) name: the top ``top`` by total time."""
+    from torch.autograd import DeviceType
+    groups, kernel_us, copy_us, launches, odd = {}, 0.0, 0.0, 0, 0
+    for ev in events:
+        if ev.device_type != DeviceType.CUDA:
+            continue
+        us = ev.time_range.elapsed_us()
+        if not 0 <= us <= wall * 1e6:  # a corrupt CUPTI timestamp (seen at session starts)
+            odd += 1
+            continue
+        if ev.name.startswith(("Memcpy", "Memset", "memcpy", "memset")):
+            copy_us += us
+        else:
+            kernel_us, launches = kernel_us + us, launches + 1
+        group = groups.setdefault(short_kernel_name(ev.name), [0, 0.0])
+        group[0] += 1
+        group[1] += us
+    rows = sorted(groups.items(), key=lambda kv: -kv[1][1])[:top]
+    return {"wall_s": wall, "kernel_s": kernel_us / 1e6, "kernel_launches": launches,
+            "memcpy_memset_s": copy_us / 1e6, "distinct": len(groups), "skipped_odd": odd,
+            "gpu_busy_fraction": (kernel_us + copy_us) / 1e6 / wall if wall > 0 else None,
+            "top": [{"name": name if len(name) <= 60 else name[:57] + "...", "full_name": name,
+                     "count": c, "total_ms": us / 1e3, "mean_us": us / c}
+                    for name, (c, us) in rows]}
+
+
+def profile_ours(torch, be, model, image, positions, row):
+    """One batch of ours incremental and one of ours full under ``torch.profiler``."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(ProfilerActivity.CUDA)
+    sub = positions[:ARGS.batch]
+    x = occlude_host(image, sub)
+    kw = dict(patch=ARGS.patch, fill=FILL, batch_size=ARGS.batch, device="cuda")
+    runs = [("incremental", lambda: kr.incremental_inference(model, image, sub, **kw),
+             "incl. its base inference",
+             row.get("incr_s") and row["incr_s"] * len(sub) / row["positions"]),
+            ("full", lambda: model.forward(x, device="cuda"), "host occlusion excluded",
+             row.get("full_s") and (row["full_s"] - row["full_build_s"]) * len(sub)
+             / row["positions"])]
+    row["profile"] = {}
+    what = "CPU + CUDA" if len(activities) > 1 else "CPU only: torch has no CUDA"
+    for label, fn, note, unprofiled in runs:
+        try:
+            be.synchronize()
+            with profile(activities=activities) as prof:
+                t0 = now()
+                fn()
+                be.synchronize()
+                wall = now() - t0
+            rec = kernel_table(prof.events(), wall)
+        except Exception:  # noqa: BLE001 - a profiler problem never ends the run
+            traceback.print_exc()
+            continue
+        rec.update(positions=len(sub), unprofiled_batch_s=unprofiled)
+        row["profile"][label] = rec
+        print(f"\n  -- profile of one batch of ours {label} ({len(sub)} positions, {note}; "
+              f"{what}) --")
+        print(f"  wall {wall * 1e3:.1f} ms under the profiler (unprofiled, from the timed "
+              f"phase: {fmt(unprofiled and unprofiled * 1e3, '.1f', 0)} ms); kernels "
+              f"{rec['kernel_s'] * 1e3:.1f} ms in {rec['kernel_launches']} launches, "
+              f"memcpy/memset {rec['memcpy_memset_s'] * 1e3:.1f} ms: GPU busy "
+              f"{fmt(rec['gpu_busy_fraction'] and 100 * rec['gpu_busy_fraction'], '.0f', 0)}% "
+              f"of the wall time" + (f" ({rec['skipped_odd']} events with impossible "
+                                       f"durations skipped)" if rec["skipped_odd"] else ""))
+        if not rec["top"]:
+            print("  (no device events recorded)")
+            continue
+        print(f"  {'kernel':60}{'count':>7}{'total ms':>10}{'mean us':>10}")
+        for k in rec["top"]:
+            print(f"  {k['name']:60}{k['count']:>7}{k['total_ms']:10.2f}{k['mean_us']:10.1f}")
 
 
 # --------------------------------------------------------------------------------------
@@ -302,13 +456,14 @@ def bench_model(name, be, torch, torch_dev):
 # --------------------------------------------------------------------------------------
 
 def time_kernel(fn, sync):
-    """Best of 3 after a warm-up (which may compile); one run when the warm-up took > 2 s."""
+    """Best of 3 after a warm-up (which may compile); one run when the warm-up took > 2 s
+    (and under --smoke: the simulator is slow)."""
     sync()
     t0 = now()
     result = fn()
     sync()
     times = []
-    for _ in range(3 if now() - t0 <= 2.0 else 1):
+    for _ in range(3 if now() - t0 <= 2.0 and not ARGS.smoke else 1):
         t0 = now()
         fn()
         sync()
@@ -327,22 +482,28 @@ def layer_table(model_name, model, be, torch, torch_dev):
     # our kernels: method="gemm" on every GEMM backend there is, and method="direct"
     ours = [(g, "gemm", g) for g in getattr(conv_cuda, "GEMM_BACKENDS", ("cublas", "tiled"))]
     ours.append(("direct", "direct", "auto"))
-    cols = [label for label, _, _ in ours] + ["cudnn"]
+    cols = [label for label, _, _ in ours] + ["cudnn", "cudnn-df"]
+    n_ours = len(ours)
     rng = np.random.default_rng(ARGS.seed)
     print(f"\n== {model_name}: {len(seen)} distinct conv layers (full inference shapes), batch "
-          f"{n}: TFLOP/s, best of 3 after a warm-up; max rel diff: ours vs cuDNN ==")
-    print(f"{'layer':14}{'input':>16}{'out':>5}{'GFLOP':>8}" + "".join(f"{c:>8}" for c in cols)
+          f"{n}: TFLOP/s, best of 3 after a warm-up; cudnn: cudnn.benchmark=True (autotuned), "
+          f"cudnn-df: PyTorch's default (benchmark=False); best/cuDNN and max rel diff: "
+          f"ours vs the autotuned cuDNN ==")
+    print(f"{'layer':14}{'input':>16}{'out':>5}{'GFLOP':>8}" + "".join(f"{c:>9}" for c in cols)
           + f"{'best/cuDNN':>11}{'max rel diff':>13}")
     try:
-        for (layer, (c, h, w)), name in seen.items():
+        for i, ((layer, (c, h, w)), name) in enumerate(seen.items()):
             p, out_hw = params[name], graph.shapes[name][1:]
             (pt, pb), (pl, pr) = layer.padding
             x = rng.standard_normal((n, c, h, w)).astype(np.float32)
             win = be.to_device(np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr))))
             flops = conv_cuda.conv_flops(p["weight"].shape, n, out_hw)
             rec = {"layer": name, "input": [c, h, w], "out": graph.shapes[name][0],
-                   "gflop": flops / 1e9, "cudnn": None, "rel_diff": None}
+                   "gflop": flops / 1e9, "cudnn": None, "cudnn-df": None, "rel_diff": None}
             for label, method, gemm in ours:
+                if ARGS.smoke and gemm == "tiled" and i < len(seen) - 1:
+                    rec[label] = None  # slow in the simulator: the last (smallest) layer only
+                    continue
                 try:
                     conv_cuda.gemm_backend(gemm)
                 except ImportError:  # no CuPy (always so under the simulator)
@@ -354,40 +515,52 @@ def layer_table(model_name, model, be, torch, torch_dev):
                 rec[label] = flops / t / 1e12
             conv_cuda.gemm_backend("auto")
             if torch is not None:
-                rec["cudnn"], rec["rel_diff"] = cudnn_conv(torch, torch_dev, model, name, x,
-                                                           be.to_host(y), flops)
-            best = max(rec[k] for k in cols[:-1] if rec[k] is not None)
+                rec["cudnn"], rec["cudnn-df"], rec["rel_diff"] = cudnn_conv(
+                    torch, torch_dev, model, name, x, be.to_host(y), flops)
+            best = max((rec[k] for k in cols[:n_ours] if rec[k] is not None), default=None)
             rec["best_over_cudnn"] = ratio(best, rec["cudnn"])
             RESULTS["layers"].append(rec)
             print(f"{name:14}{str((c, h, w)):>16}{rec['out']:>5}{rec['gflop']:8.1f}"
-                  + "".join(fmt(rec[k], ".2f", 8) for k in cols)
+                  + "".join(fmt(rec[k], ".2f", 9) for k in cols)
                   + fmt(rec["best_over_cudnn"], ".2f", 11) + fmt(rec["rel_diff"], ".1e", 13))
     finally:
         conv_cuda.gemm_backend("auto")
 
 
 def cudnn_conv(torch, dev, model, name, x, ours, flops):
-    """cuDNN's TFLOP/s on the same layer (``F.conv2d``, same weights) and its agreement."""
-    from torch_graph import TorchGraph
+    """cuDNN's TFLOP/s on the same layer (``F.conv2d``, same weights), autotuned and with
+    PyTorch's default heuristics, and the autotuned output's agreement with ours."""
+    from torch_graph import TorchGraph, configure_fp32
     net, layer = TorchGraph(model, dev, nodes=[name]), model.graph.nodes[name].layer
     xt = torch.from_numpy(x).to(dev)
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
-    with torch.no_grad():
-        t, y = time_kernel(lambda: net.op(name, layer, [xt]), sync)
-    return flops / t / 1e12, compare(ours, y.cpu().numpy())[1]
+    tflops, outs = {}, {}
+    try:
+        for tuned in (True, False):
+            configure_fp32(benchmark=tuned)
+            with torch.no_grad():
+                t, outs[tuned] = time_kernel(lambda: net.op(name, layer, [xt]), sync)
+            tflops[tuned] = flops / t / 1e12
+    finally:
+        configure_fp32(benchmark=False)
+    return tflops[True], tflops[False], compare(ours, outs[True].cpu().numpy())[1]
 
 
 # --------------------------------------------------------------------------------------
 
 def print_summary():
     print("\n== summary: seconds for all positions (ours full: extrapolated; '*': other "
-          "extrapolated totals); peak device memory in MiB, weights included ==")
-    print(f"{'model':13}{'pos':>5}{'incr s':>9}{'full s':>8}{'torch s':>9}{'vs torch':>9}"
-          f"{'vs full':>8}{'theory ex/pa':>13}{'achieved':>9}{'peak ours/torch':>16}  target")
+          "extrapolated totals); torch: PyTorch's defaults (cudnn.benchmark=False), "
+          "torch-tuned: cudnn.benchmark=True; peak device memory in MiB, weights included; "
+          "targets: incremental vs torch with PyTorch's DEFAULT settings ('vs torch') ==")
+    print(f"{'model':13}{'pos':>5}{'incr s':>9}{'full s':>8}{'torch s':>9}{'torch-tuned s':>14}"
+          f"{'vs torch':>9}{'vs tuned':>9}{'vs full':>8}{'theory ex/pa':>13}{'achieved':>9}"
+          f"{'peak ours/torch':>16}  target")
     for r in RESULTS["models"]:
         star = lambda k: "*" if r.get(k, r["positions"]) < r["positions"] else " "  # noqa
         incr = r.get("incr_s")
         vs_full, vs_torch = ratio(r.get("full_s"), incr), ratio(r.get("torch_s"), incr)
+        vs_tuned = ratio(r.get("torch_tuned_s"), incr)
         achieved = ratio(vs_full, r.get("theory_exec"))
         peak = None if incr is None else r["incr_peak"]
         target = TARGETS.get(r["model"])
@@ -395,13 +568,14 @@ def print_summary():
             f">= {target:.1f}x " + ("PASS" if vs_torch >= target else "MISS"))
         print(f"{r['model']:13}{r['positions']:>5}{fmt(incr, '.2f', 8)}{star('incr_positions')}"
               f"{fmt(r.get('full_s'), '.2f', 8)}{fmt(r.get('torch_s'), '.2f', 8)}"
-              f"{star('torch_positions')}{fmt(vs_torch, '.2f', 8, 'x')}"
-              f"{fmt(vs_full, '.2f', 7, 'x')}"
+              f"{star('torch_positions')}{fmt(r.get('torch_tuned_s'), '.2f', 13)}"
+              f"{star('torch_tuned_positions')}{fmt(vs_torch, '.2f', 8, 'x')}"
+              f"{fmt(vs_tuned, '.2f', 8, 'x')}{fmt(vs_full, '.2f', 7, 'x')}"
               f"{fmt(r.get('theory_exec'), '.2f', 7)}/{fmt(r.get('theory_paper'), '.2f', 4, 'x')}"
               f"{fmt(achieved, '.2f', 9)}{fmt(peak and peak / 2**20, '.1f', 8)}/"
               f"{fmt(r.get('torch_peak') and r['torch_peak'] / 2**20, '.1f', 7)}  {verdict}")
-        r.update(vs_full=vs_full, vs_torch=vs_torch, achieved=achieved, ours_peak=peak,
-                 verdict=verdict)
+        r.update(vs_full=vs_full, vs_torch=vs_torch, vs_torch_tuned=vs_tuned, achieved=achieved,
+                 ours_peak=peak, verdict=verdict)
 
 
 def parse_args(argv):
@@ -415,13 +589,16 @@ def parse_args(argv):
     ap.add_argument("--layer-batch", type=int, default=16)
     ap.add_argument("--layer-models", default="vgg16", help="models with a conv-layer table")
     ap.add_argument("--no-layers", action="store_true", help="no conv-layer table")
-    ap.add_argument("--phase-cap", type=float, default=45.0,
+    ap.add_argument("--phase-cap", type=float, default=40.0,
                     help="seconds a timed phase may take before it is extrapolated")
-    ap.add_argument("--deadline", type=float, default=210.0,
+    ap.add_argument("--deadline", type=float, default=190.0,
                     help="seconds after start by which the timed phases should end (their "
                          "batches are capped to fit; the layer table is skipped after it)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write every number to this JSON file")
+    ap.add_argument("--profile", action="store_true",
+                    help="profile one batch of ours incremental and full per model "
+                         "(torch.profiler, needs torch): top kernels, GPU vs wall time")
     ap.add_argument("--quick", action="store_true",
                     help="vgg16 + resnet18, 1 full batch, no layer table")
     ap.add_argument("--smoke", action="store_true",
@@ -436,7 +613,8 @@ def parse_args(argv):
         args.layer_batch, args.max_positions, args.warm = 2, 5, 2
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     args.layer_models = [] if args.no_layers else args.layer_models.split(",")
-    args.phases_left = 2 * len(args.models) + 1  # incremental + torch per model (+1: see use)
+    # timed phases: incremental + torch default + torch tuned per model (+1: see use)
+    args.phases_left = 3 * len(args.models) + 1
     return args
 
 
@@ -456,10 +634,14 @@ def main(argv=None):
         print(f"cannot run this GPU benchmark here: {err}")
         return 2
     signal.signal(signal.SIGTERM, _on_signal)
+    if ARGS.profile:  # CUPTI finalised after each profile: no profiler overhead left behind
+        os.environ.setdefault("TEARDOWN_CUPTI", "1")
     torch, torch_dev = load_torch()
     if torch is None:
-        print(f"PyTorch column skipped: {torch_dev}")
-        ARGS.phases_left -= len(ARGS.models)
+        print(f"PyTorch columns skipped: {torch_dev}")
+        ARGS.phases_left -= 2 * len(ARGS.models)
+        if ARGS.profile:
+            print(f"--profile needs torch (torch.profiler): no profile ({torch_dev})")
     machine_info(torch, torch_dev)
     status = 0
     try:

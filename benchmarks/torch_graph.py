@@ -19,11 +19,17 @@ import kryptonref as kr
 __all__ = ["TorchGraph", "configure_fp32"]
 
 
-def configure_fp32():
-    """Strict fp32 (TF32 off) and cuDNN autotuning, as the benchmark's baseline runs."""
+def configure_fp32(benchmark=False):
+    """Strict fp32 (TF32 off); cuDNN autotuning only when ``benchmark`` is true.
+
+    ``benchmark=False`` is PyTorch's default (what a Captum user runs: cuDNN's
+    heuristics pick each convolution's algorithm); ``benchmark=True`` times the
+    algorithms once per input shape and keeps the fastest (autotuned). The flag is
+    read at each convolution, so it may be toggled between measurements.
+    """
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = bool(benchmark)
 
 
 def _symmetric(padding):
