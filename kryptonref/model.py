@@ -193,7 +193,9 @@ class Model:
         output's stay on the device.
         """
         graph = self.graph
-        if isinstance(x, np.ndarray):
+        on_device = not isinstance(x, np.ndarray) and (
+            hasattr(x, "__cuda_array_interface__") or hasattr(x, "copy_to_host"))
+        if not on_device:
             x = backend.to_device(check_image_batch(x, graph.input_shape, self.dtype))
         elif tuple(x.shape[1:]) != tuple(graph.input_shape) or np.dtype(x.dtype) != self.dtype:
             raise ValueError(f"device batch must have shape (N,) + {graph.input_shape} and dtype "

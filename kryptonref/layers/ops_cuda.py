@@ -9,6 +9,7 @@ a batch moves its packed integer offsets to the device and its outputs back.
 from __future__ import annotations
 
 import math
+import warnings
 import weakref
 from functools import lru_cache
 
@@ -68,6 +69,10 @@ def _is_oom(exc):
         or type(exc).__name__ == "OutOfMemoryError"
 
 
+#: Whether device arrays come from CuPy's pool (when CuPy is installed).
+_POOL = [True]
+
+
 def _pooled(shape, dtype, nbytes):
     """A Numba device array whose memory comes from CuPy's caching pool.
 
@@ -78,7 +83,7 @@ def _pooled(shape, dtype, nbytes):
     block = cupy_or_none().cuda.alloc(max(nbytes, 1))
     desc = {"shape": shape, "strides": None, "typestr": np.dtype(dtype).str,
             "data": (block.ptr, False), "version": 3}
-    return cuda.from_cuda_array_interface(desc, owner=block, sync=False), block
+    return cuda.from_cuda_array_interface(desc, owner=block, sync=False)
 
 
 def empty(shape, dtype):
@@ -89,17 +94,25 @@ def empty(shape, dtype):
     shape = tuple(int(s) for s in shape)
     nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     try:
-        if cupy_or_none() is not None:
-            array, owner = _pooled(shape, dtype, nbytes)
-        else:
+        array = None
+        if _POOL[0] and cupy_or_none() is not None:
+            try:
+                array = _pooled(shape, dtype, nbytes)
+            except Exception as exc:
+                if _is_oom(exc):
+                    raise
+                _POOL[0] = False
+                warnings.warn(f"CuPy's memory pool is not usable ({type(exc).__name__}: {exc}); "
+                              f"kryptonref allocates through Numba instead", RuntimeWarning)
+        if array is None:
             array = cuda.device_array(shape, dtype)
-            owner = getattr(array, "gpu_data", array)
     except Exception as exc:
         if _is_oom(exc):
             raise _out_of_memory(nbytes, exc) from None
         raise
     _Memory.allocated(nbytes)
-    weakref.finalize(owner, _Memory.freed, nbytes)
+    # the memory lives as long as Numba's pointer object, which every view shares
+    weakref.finalize(getattr(array, "gpu_data", array), _Memory.freed, nbytes)
     return array
 
 
