@@ -54,13 +54,12 @@ def launch_rows(kernel, n_rows, row_size, *args):
     ``cuda.gridsize(2)[1]`` and over a row's items from ``cuda.grid(2)[0]`` with
     stride ``cuda.gridsize(2)[0]``, so per-row index arithmetic (a channel, an
     item) is done once per row, not per element.
-    Short rows (small regions) share a block: ``blockDim.x`` is the row size
-    rounded up to a power of two (at least a warp), ``blockDim.y`` the rest.
+    Short rows (small regions) share a block, and a warp: ``blockDim.x`` is the
+    row size rounded up to a power of two, ``blockDim.y`` the rest.
     """
     if n_rows <= 0 or row_size <= 0:
         return
-    warp = 1 if SIMULATOR else 32
-    threads_x = min(THREADS, max(warp, 1 << (int(row_size) - 1).bit_length()))
+    threads_x = min(THREADS, 1 << (int(row_size) - 1).bit_length())
     threads_y = max(1, THREADS // threads_x)
     blocks_x = max(1, min(-(-int(row_size) // threads_x), MAX_BLOCKS))
     blocks_y = max(1, min(-(-int(n_rows) // threads_y), 65535, MAX_BLOCKS // blocks_x))

@@ -60,23 +60,25 @@ def _conv_direct(win, weight, bias, has_bias, sh, sw, dh, dw, out):
 
 @cuda.jit(cache=True)
 def _im2col(win, kh, kw, sh, sw, dh, dw, oh, ow, cols):
-    # cols[(c*kh + ky)*kw + kx, b*oh*ow + oy*ow + ox] = win[b, c, oy*sh + ky*dh, ox*sw + kx*dw]
-    # one row per (k, b): tap and item decoded once per row, not per element
+    # cols[(c*kh + ky)*kw + kx, (b*oh + oy)*ow + ox] = win[b, c, oy*sh + ky*dh, ox*sw + kx*dw]
+    # one row per (tap k, item b, output row oy): decoded once per row, no division per element
     n_items = win.shape[0]
-    plane = oh * ow
     first, first_row = cuda.grid(2)
     step, row_step = cuda.gridsize(2)
-    for row in range(first_row, cols.shape[0] * n_items, row_step):
-        k = row // n_items
-        b = row - k * n_items
+    for row in range(first_row, cols.shape[0] * n_items * oh, row_step):
+        oy = row % oh
+        rest = row // oh
+        b = rest % n_items
+        k = rest // n_items
         kx = k % kw
         rest = k // kw
         ky = rest % kh
         c = rest // kh
-        for p in range(first, plane, step):
-            oy = p // ow
-            ox = p - oy * ow
-            cols[k, b * plane + p] = win[b, c, oy * sh + ky * dh, ox * sw + kx * dw]
+        y = oy * sh + ky * dh
+        x0 = kx * dw
+        m0 = (b * oh + oy) * ow
+        for ox in range(first, ow, step):
+            cols[k, m0 + ox] = win[b, c, y, ox * sw + x0]
 
 
 @cuda.jit(cache=True)
@@ -233,7 +235,7 @@ def conv2d_valid(win, weight, bias, stride, dilation, groups, out_hw, method=Non
         if count < chunk:
             cols_view = empty((depth, width), win.dtype)
             product_view = empty((n_out, width), win.dtype)
-        launch_rows(_im2col, depth * count, plane, win[first:first + count], kh, kw,
+        launch_rows(_im2col, depth * count * oh, ow, win[first:first + count], kh, kw,
                     stride[0], stride[1], dilation[0], dilation[1], oh, ow, cols_view)
         gemm(weight_matrix, cols_view, product_view)
         launch_rows(_scatter_bias, n_out * count, plane, product_view, bias_arg, has_bias,

@@ -27,19 +27,33 @@ __all__ = ["CUDABackend", "full", "region", "elementwise", "empty", "KERNELS"]
 
 # -- device memory ------------------------------------------------------------------
 class _Memory:
-    """Bytes of live kryptonref device arrays, and their peak since the last reset."""
+    """Bytes of live kryptonref device arrays, and their peak since the last reset.
 
-    live = 0
+    Arrays from Numba's allocator are counted one by one (a finalizer per
+    array); arrays from CuPy's pool are read off the pool's ``used_bytes()``
+    at each allocation, which costs nothing per array.
+    """
+
+    counted = 0   # live bytes of Numba-allocated arrays
     peak = 0
 
     @classmethod
+    def live(cls):
+        pool = cupy_or_none()
+        return cls.counted + (pool.get_default_memory_pool().used_bytes() if pool else 0)
+
+    @classmethod
+    def observe(cls):
+        cls.peak = max(cls.peak, cls.live())
+
+    @classmethod
     def allocated(cls, nbytes):
-        cls.live += nbytes
-        cls.peak = max(cls.peak, cls.live)
+        cls.counted += nbytes
+        cls.observe()
 
     @classmethod
     def freed(cls, nbytes):
-        cls.live -= nbytes
+        cls.counted -= nbytes
 
 
 def _size(nbytes):
@@ -104,8 +118,10 @@ def empty(shape, dtype):
                 _POOL[0] = False
                 warnings.warn(f"CuPy's memory pool is not usable ({type(exc).__name__}: {exc}); "
                               f"kryptonref allocates through Numba instead", RuntimeWarning)
-        if array is None:
-            array = cuda.device_array(shape, dtype)
+        if array is not None:
+            _Memory.observe()
+            return array
+        array = cuda.device_array(shape, dtype)
     except Exception as exc:
         if _is_oom(exc):
             raise _out_of_memory(nbytes, exc) from None
@@ -455,13 +471,17 @@ class CUDABackend:
 
     @staticmethod
     def memory():
-        """``(live, peak)`` bytes of kryptonref's device arrays (weights, activations)."""
-        return _Memory.live, _Memory.peak
+        """``(live, peak)`` bytes of kryptonref's device arrays (weights, activations).
+
+        With CuPy, the pool's bytes in use (rounded up to its 512-byte blocks).
+        """
+        _Memory.observe()
+        return _Memory.live(), _Memory.peak
 
     @staticmethod
     def reset_peak():
         """Start a new peak-memory measurement from the bytes live now."""
-        _Memory.peak = _Memory.live
+        _Memory.peak = _Memory.live()
 
     @staticmethod
     def synchronize():

@@ -16,25 +16,27 @@ __all__ = ["gather_windows", "stitch", "pad_full", "repeat", "KERNELS"]
 @cuda.jit(cache=True)
 def _gather(base, patch, patch_h, patch_w, patch_y0, patch_x0, win_y0, win_x0, pad_value,
             out, c_offset):
-    # one row per (item, channel); a row's elements are the window's pixels
+    # one row per (item b, channel c, window row i): decoded once per row
     n_channels, height, width = base.shape[0], base.shape[1], base.shape[2]
     win_h, win_w = out.shape[2], out.shape[3]
     first, first_row = cuda.grid(2)
     step, row_step = cuda.gridsize(2)
-    for row in range(first_row, out.shape[0] * n_channels, row_step):
-        b = row // n_channels
-        c = row - b * n_channels
-        py0, px0, wy0, wx0 = patch_y0[b], patch_x0[b], win_y0[b], win_x0[b]
-        for q in range(first, win_h * win_w, step):
-            i = q // win_w
-            j = q - i * win_w
-            y = wy0 + i
+    for row in range(first_row, out.shape[0] * n_channels * win_h, row_step):
+        i = row % win_h
+        rest = row // win_h
+        c = rest % n_channels
+        b = rest // n_channels
+        y = win_y0[b] + i
+        wx0, px0 = win_x0[b], patch_x0[b]
+        py = y - patch_y0[b]
+        row_in_tensor = 0 <= y < height
+        row_in_patch = 0 <= py < patch_h
+        for j in range(first, win_w, step):
             x = wx0 + j
             value = pad_value
-            if 0 <= y < height and 0 <= x < width:
-                py = y - py0
+            if row_in_tensor and 0 <= x < width:
                 px = x - px0
-                if 0 <= py < patch_h and 0 <= px < patch_w:
+                if row_in_patch and 0 <= px < patch_w:
                     value = patch[b, c, py, px]
                 else:
                     value = base[c, y, x]
@@ -66,7 +68,7 @@ def gather_windows(base, patch, patch_y0, patch_x0, win_y0, win_x0, win_h, win_w
         patch_y0 = patch_x0 = win_y0
     else:
         patch_h, patch_w = patch.shape[2], patch.shape[3]
-    launch_rows(_gather, n_items * base.shape[0], win_h * win_w, base, patch, patch_h, patch_w,
+    launch_rows(_gather, n_items * base.shape[0] * win_h, win_w, base, patch, patch_h, patch_w,
                 patch_y0, patch_x0, win_y0, win_x0, base.dtype.type(pad_value), out, c_offset)
     return out
 
