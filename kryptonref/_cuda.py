@@ -17,7 +17,7 @@ except ImportError as exc:  # pragma: no cover - numba always ships numba.cuda t
 import os
 
 __all__ = ["cuda", "SIMULATOR", "launch", "launch_rows", "blocks_for", "cuda_error",
-           "cupy_or_none"]
+           "cupy_or_none", "unravel3", "unravel4"]
 
 #: True when Numba's CUDA simulator runs the kernels on the CPU.
 SIMULATOR = bool(_config.ENABLE_CUDASIM)
@@ -45,6 +45,22 @@ def launch(kernel, total, *args):
     """Launch a 1-D grid-stride ``kernel`` over ``total`` items (nothing when 0)."""
     if total > 0:
         kernel[blocks_for(total), THREADS](*args)
+
+
+@cuda.jit(device=True, inline=True)
+def unravel3(index, size1, size2):
+    """``(i0, i1, i2)`` of a flat index into a C-ordered ``(n0, size1, size2)`` array."""
+    i2 = index % size2
+    rest = index // size2
+    return rest // size1, rest % size1, i2
+
+
+@cuda.jit(device=True, inline=True)
+def unravel4(index, size1, size2, size3):
+    """``(i0, i1, i2, i3)`` of a flat index into a C-ordered ``(n0, size1, size2, size3)`` array."""
+    i3 = index % size3
+    i0, i1, i2 = unravel3(index // size3, size1, size2)
+    return i0, i1, i2, i3
 
 
 def launch_rows(kernel, n_rows, row_size, *args):

@@ -20,7 +20,8 @@ import math
 
 import numpy as np
 
-from .._cuda import MAX_BLOCKS, SIMULATOR, cuda, cupy_or_none, launch, launch_rows
+from .._cuda import (MAX_BLOCKS, SIMULATOR, cuda, cupy_or_none, launch, launch_rows, unravel3,
+                     unravel4)
 
 __all__ = ["conv2d_valid", "gemm", "gemm_backend", "KERNELS"]
 
@@ -42,12 +43,7 @@ def _conv_direct(win, weight, bias, has_bias, sh, sw, dh, dw, out):
     cout_group = n_out // n_groups
     total = out.shape[0] * n_out * oh * ow
     for idx in range(cuda.grid(1), total, cuda.gridsize(1)):
-        ox = idx % ow
-        rest = idx // ow
-        oy = rest % oh
-        rest //= oh
-        co = rest % n_out
-        b = rest // n_out
+        b, co, oy, ox = unravel4(idx, n_out, oh, ow)
         c0 = (co // cout_group) * cin_group
         acc = bias[co] if has_bias else bias[co] * 0
         for ci in range(cin_group):
@@ -66,10 +62,7 @@ def _im2col(win, kh, kw, sh, sw, dh, dw, oh, ow, cols):
     first, first_row = cuda.grid(2)
     step, row_step = cuda.gridsize(2)
     for row in range(first_row, cols.shape[0] * n_items * oh, row_step):
-        oy = row % oh
-        rest = row // oh
-        b = rest % n_items
-        k = rest // n_items
+        k, b, oy = unravel3(row, n_items, oh)
         kx = k % kw
         rest = k // kw
         ky = rest % kh

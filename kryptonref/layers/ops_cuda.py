@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .._cuda import SIMULATOR, cuda, cuda_error, cupy_or_none, launch, launch_rows
+from .._cuda import SIMULATOR, cuda, cuda_error, cupy_or_none, launch, launch_rows, unravel4
 from . import specs as L
 from .conv_cuda import conv2d_valid, gemm
 from .pool import avg_pool_divisors
@@ -242,12 +242,7 @@ def _adaptive_avg(x, out):
     n_channels, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     total = out.shape[0] * n_channels * oh * ow
     for idx in range(cuda.grid(1), total, cuda.gridsize(1)):
-        j = idx % ow
-        rest = idx // ow
-        i = rest % oh
-        rest //= oh
-        c = rest % n_channels
-        b = rest // n_channels
+        b, c, i, j = unravel4(idx, n_channels, oh, ow)
         y0, y1 = (i * height) // oh, -((-(i + 1) * height) // oh)
         x0, x1 = (j * width) // ow, -((-(j + 1) * width) // ow)
         acc = x[b, c, y0, x0] * 0

@@ -6,7 +6,7 @@ index, so region calls pass each position's output offset.
 """
 from __future__ import annotations
 
-from .._cuda import cuda, launch
+from .._cuda import cuda, launch, unravel4
 
 __all__ = ["max_pool_valid", "avg_pool_valid", "KERNELS"]
 
@@ -16,12 +16,7 @@ def _max_pool(win, kh, kw, sh, sw, dh, dw, out):
     n_channels, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     total = out.shape[0] * n_channels * oh * ow
     for idx in range(cuda.grid(1), total, cuda.gridsize(1)):
-        ox = idx % ow
-        rest = idx // ow
-        oy = rest % oh
-        rest //= oh
-        c = rest % n_channels
-        b = rest // n_channels
+        b, c, oy, ox = unravel4(idx, n_channels, oh, ow)
         best = win[b, c, oy * sh, ox * sw]
         for ky in range(kh):
             for kx in range(kw):
@@ -36,12 +31,7 @@ def _avg_pool(win, kh, kw, sh, sw, div_y, div_x, out_y0, out_x0, out):
     n_channels, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     total = out.shape[0] * n_channels * oh * ow
     for idx in range(cuda.grid(1), total, cuda.gridsize(1)):
-        ox = idx % ow
-        rest = idx // ow
-        oy = rest % oh
-        rest //= oh
-        c = rest % n_channels
-        b = rest // n_channels
+        b, c, oy, ox = unravel4(idx, n_channels, oh, ow)
         acc = win[b, c, oy * sh, ox * sw] * 0
         for ky in range(kh):
             for kx in range(kw):

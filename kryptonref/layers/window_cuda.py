@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._cuda import cuda, launch, launch_rows
+from .._cuda import cuda, launch, launch_rows, unravel3
 
 __all__ = ["gather_windows", "stitch", "pad_full", "repeat", "KERNELS"]
 
@@ -22,10 +22,7 @@ def _gather(base, patch, patch_h, patch_w, patch_y0, patch_x0, win_y0, win_x0, p
     first, first_row = cuda.grid(2)
     step, row_step = cuda.gridsize(2)
     for row in range(first_row, out.shape[0] * n_channels * win_h, row_step):
-        i = row % win_h
-        rest = row // win_h
-        c = rest % n_channels
-        b = rest // n_channels
+        b, c, i = unravel3(row, n_channels, win_h)
         y = win_y0[b] + i
         wx0, px0 = win_x0[b], patch_x0[b]
         py = y - patch_y0[b]
