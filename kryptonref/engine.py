@@ -28,7 +28,8 @@ from .backend import get_backend
 from .geometry import read_window
 from .layers.conv import conv_macs
 from .model import Model, check_image_batch
-from .schedule import batch_region, is_empty, merge_region, spatial_region, whole_region
+from .schedule import (batch_region, check_tau, is_empty, merge_region, spatial_region,
+                       whole_region)
 
 __all__ = ["incremental_inference", "IncrementalResult", "patch_positions"]
 
@@ -150,7 +151,7 @@ def _check_positions(positions, image_hw, patch_hw):
 
 
 def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch_size=64,
-                          nodes=(), base=None, device="cpu"):
+                          nodes=(), base=None, device="cpu", tau=1.0):
     """Network output for the image occluded at each position, computed incrementally.
 
     Implements Algorithm 2 of the paper for any DAG: full inference once on the
@@ -180,6 +181,12 @@ def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch
     device : {"cpu", "cuda"}
         Where to compute. ``"cuda"`` needs numba-cuda (extra ``kryptonref[cuda]``)
         and a GPU; the results are returned as host arrays either way.
+    tau : float in (0, 1]
+        Projective-field threshold of approximate inference (SIGMOD 2019 eq. 21-27,
+        DESIGN.md section 6): a conv or pool layer whose changed region is wider
+        than ``round(tau * W_out)`` computes only that many outputs, centred, and
+        reads the unoccluded activations elsewhere. ``tau = 1`` (the default) is
+        exact; smaller values compute less and approximate more.
 
     Returns
     -------
@@ -205,12 +212,13 @@ def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch
         if name not in graph.shapes:
             raise ValueError(f"nodes: {name!r} is not a node of the graph")
     fill_patch = _fill_patch(fill, graph.input_shape[0], patch_hw, model.dtype)
+    tau = check_tau(tau)
     if base is None:
         materialised = model.run_on(backend, image, keep_all=True)
     else:
         materialised = {name: backend.to_device(np.ascontiguousarray(value))
                         for name, value in base.items()}
-    runner = IncrementalRunner(model, backend, materialised, patch_hw, fill_patch)
+    runner = IncrementalRunner(model, backend, materialised, patch_hw, fill_patch, tau)
 
     outputs, extra = [], {name: [] for name in nodes}
     for first in range(0, len(positions), batch_size):
@@ -244,10 +252,12 @@ class IncrementalRunner:
     patch_hw : (int, int)
     fill_patch : ndarray (C, h, w)
         The occluding patch in the model's dtype.
+    tau : float in (0, 1]
+        Projective-field threshold (1: exact), already validated.
     """
 
-    def __init__(self, model, backend, materialised, patch_hw, fill_patch):
-        self.model, self.backend, self.patch_hw = model, backend, patch_hw
+    def __init__(self, model, backend, materialised, patch_hw, fill_patch, tau=1.0):
+        self.model, self.backend, self.patch_hw, self.tau = model, backend, patch_hw, tau
         self.graph = model.graph
         self.base = {name: value[0] for name, value in materialised.items()}
         self.params = backend.params(model)
@@ -261,7 +271,7 @@ class IncrementalRunner:
         ``batch`` is an already validated ``(B, 2)`` int64 array of positions.
         """
         graph = self.graph
-        geos, windows = _plan_batch(graph, batch, self.patch_hw)
+        geos, windows = _plan_batch(graph, batch, self.patch_hw, self.tau)
         self._count(geos, len(batch))
         wanted = (graph.output,) + tuple(n for n in nodes if n != graph.output)
         with self.backend.batch_scope():
@@ -290,8 +300,11 @@ class IncrementalRunner:
                     self.macs[name] += n_items * layer.macs(in_shapes, shape)
 
 
-def _plan_batch(graph, batch, patch_hw):
+def _plan_batch(graph, batch, patch_hw, tau=1.0):
     """Geometry of every node for one batch, and the read window of each conv/pool node.
+
+    With ``tau < 1`` the conv and pool regions are clamped (:func:`schedule.clamp_region`);
+    merges take the bounding box of their inputs' (clamped) regions.
 
     Returns
     -------
@@ -311,7 +324,7 @@ def _plan_batch(graph, batch, patch_hw):
         ins = [geos[i] for i in node.inputs]
         if layer.kind == "spatial":
             geo, window = _plan_spatial(layer, ins[0], graph.shapes[node.inputs[0]],
-                                        graph.shapes[name], n_items)
+                                        graph.shapes[name], n_items, tau)
             if window is not None:
                 windows[name] = window
         elif layer.kind == "elementwise":
@@ -332,11 +345,11 @@ def _as_geo(geo, shape, n_items):
     return _Geo(exact[0], exact[2], shape[1], shape[2], exact)
 
 
-def _plan_spatial(layer, geo_in, in_shape, out_shape, n_items):
+def _plan_spatial(layer, geo_in, in_shape, out_shape, n_items, tau):
     if geo_in is None:
         return None, None
     geo_in = _as_geo(geo_in, in_shape, n_items)
-    exact = spatial_region(layer, geo_in.exact, out_shape)
+    exact = spatial_region(layer, geo_in.exact, out_shape, tau)
     if np.all(is_empty(exact)):
         return None, None
     (start_y, start_x), size = batch_region(exact, out_shape[1:])
@@ -383,7 +396,13 @@ def _pack_offsets(backend, graph, geos, windows, n_items):
 
 
 def _execute(backend, graph, params, base, geos, windows, fill, n_items):
-    """Compute the data of every changed node of a planned batch on ``backend``."""
+    """Compute the data of every changed node of a planned batch on ``backend``.
+
+    With ``tau < 1`` nothing changes here: a batch's regions are at most the
+    clamped width, so the outputs a batch adds beyond a position's own region
+    (:func:`schedule.batch_region`) lie outside its unclamped changed region too,
+    read only unchanged inputs, and equal ``M``, as approximate inference wants.
+    """
     offsets = _pack_offsets(backend, graph, geos, windows, n_items)
     data = {graph.input_name: backend.repeat(fill, n_items)}
     for name in graph.order:

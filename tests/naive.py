@@ -35,7 +35,7 @@ __all__ = [
     "output_size", "conv2d", "max_pool2d", "avg_pool2d", "avg_pool_divisor_map",
     "global_avg_pool", "adaptive_avg_pool", "relu", "relu6", "batchnorm", "flatten",
     "linear", "softmax", "add", "concat", "dropout", "naive_layer", "naive_forward",
-    "naive_occlude",
+    "naive_occlude", "naive_approximate",
 ]
 
 
@@ -374,3 +374,78 @@ def naive_captum_occlusion(forward, image, window, stride, baseline, target):
             count[y:y + wh, x:x + ww] += 1
     with np.errstate(invalid="ignore"):
         return np.broadcast_to(total / count, image.shape)   # NaN where no window covers
+
+
+# --- approximate inference ------------------------------------------------------------
+
+def _naive_changed(layer, lo, hi, n_out, dim):
+    """Outputs (half-open) on one axis whose taps touch input rows ``lo:hi``, by brute force."""
+    kernel, stride = _pair(layer.kernel_size)[dim], _pair(layer.stride)[dim]
+    dilation = _pair(getattr(layer, "dilation", 1))[dim]
+    pad_before = _padding(layer.padding)[dim][0]
+    hits = [o for o in range(n_out)
+            if any(lo <= o * stride - pad_before + k * dilation < hi for k in range(kernel))]
+    return (hits[0], hits[-1] + 1) if hits else None
+
+
+def _naive_clamp(start, stop, n_out, tau):
+    """Cut a region wider than round(tau * n_out) (at least 1) to that width, centred."""
+    limit = max(1, int(round(tau * n_out)))
+    if stop - start <= limit:
+        return start, stop
+    start += (stop - start - limit) // 2
+    return start, start + limit
+
+
+def naive_approximate(graph, params, image, y, x, patch_hw, fill, tau):
+    """Approximate inference for one patch position, the obvious way (DESIGN.md s. 6).
+
+    Every node holds a whole tensor. A conv or pool node is computed in full from
+    its (approximate) input; then, outside its region, its values are the
+    unoccluded image's. Its region is the brute-force changed region of its
+    input's region, cut to ``round(tau * W_out)`` per axis, centred. An
+    element-wise node keeps its input's region, a merge the bounding box of its
+    inputs' regions; global pooling, flatten, dense and softmax change everything.
+
+    Returns ``{name: (1, ...) float64 array}``.
+    """
+    base = naive_forward(graph, params, image[None])
+    h, w = _pair(patch_hw)
+    values = {graph.input_name: naive_occlude(_f64(image), y, x, patch_hw, fill)[None]}
+    regions = {graph.input_name: (y, y + h, x, x + w)}
+    for name in graph.order:
+        node = graph.nodes[name]
+        layer = node.layer
+        computed = naive_layer(layer, params.get(name, {}), [values[i] for i in node.inputs])
+        ins = [regions[i] for i in node.inputs]
+        if layer.kind == "spatial":
+            region = None
+            if ins[0] is not None:
+                in_shape = graph.shapes[node.inputs[0]]
+                r = ins[0] if ins[0] != "whole" else (0, in_shape[1], 0, in_shape[2])
+                axes = [_naive_changed(layer, r[2 * d], r[2 * d + 1], graph.shapes[name][1 + d], d)
+                        for d in (0, 1)]
+                if axes[0] is not None and axes[1] is not None:
+                    ys = _naive_clamp(*axes[0], graph.shapes[name][1], tau)
+                    xs = _naive_clamp(*axes[1], graph.shapes[name][2], tau)
+                    region = ys + xs
+            out = base[name].copy()
+            if region is not None:
+                y0, y1, x0, x1 = region
+                out[:, :, y0:y1, x0:x1] = computed[:, :, y0:y1, x0:x1]
+            values[name], regions[name] = out, region
+        elif layer.kind == "elementwise":
+            values[name], regions[name] = computed, ins[0]
+        elif layer.kind == "merge":
+            live = [r for r in ins if r is not None]
+            if any(r == "whole" for r in live):
+                regions[name] = "whole"
+            elif live:
+                regions[name] = (min(r[0] for r in live), max(r[1] for r in live),
+                                 min(r[2] for r in live), max(r[3] for r in live))
+            else:
+                regions[name] = None
+            values[name] = computed
+        else:
+            values[name], regions[name] = computed, None if ins[0] is None else "whole"
+    return values
