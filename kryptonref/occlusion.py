@@ -7,7 +7,9 @@ pixel, the mean over the windows covering it of ``f(x) - f(x_occluded)``.
 
 ``mode="incremental"`` runs the batched incremental engine; ``mode="full"`` is
 the naive baseline: batched full re-inference of every occluded image. Both
-give the same numbers up to floating-point rounding.
+give the same numbers up to floating-point rounding. ``mode="approximate"``
+trades exactness for speed (DESIGN.md section 6): the projective-field
+threshold ``tau`` and adaptive drill-down (:mod:`kryptonref.drilldown`).
 """
 from __future__ import annotations
 
@@ -16,15 +18,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .analysis.quality import check_r_drill
 from .backend import get_backend
+from .drilldown import choose_coarse_stride
+from .drilldown import drilldown as drilldown_heatmap
 from .engine import IncrementalRunner, _fill_patch, _pair
+from .schedule import check_tau
 from .layers import Softmax
 from .model import Model, check_image_batch
 
 __all__ = ["occlusion", "OcclusionResult", "captum_windows"]
 
-MODES = ("incremental", "full")
-DEFAULT_BATCH = {"incremental": 16, "full": 16}
+MODES = ("incremental", "full", "approximate")
+DEFAULT_BATCH = {"incremental": 16, "full": 16, "approximate": 16}
 
 
 @dataclass
@@ -39,20 +45,24 @@ class OcclusionResult:
         The target class (the predicted one unless ``target`` was given).
     probability : float
         Its probability on the unoccluded image.
-    attribution : ndarray (C, H, W)
+    attribution : ndarray (C, H, W) or None
         Captum's occlusion attribution of the model's output (the scores, before
         any softmax the heatmap applies) for ``label``: what Captum's ``Occlusion``
         returns with the model as forward function, the patch as sliding window over
         all channels, the stride, and the fill as baseline. Pixels no window covers
         (a stride larger than the patch) get 0, where Captum divides 0 by 0.
+        ``None`` with drill-down, which does not occlude every window.
     positions : ndarray (P, 2)
         Top-left ``(y, x)`` of the heatmap's positions, row-major.
     seconds : float
         Wall time spent.
     macs : int
         Multiply-accumulates performed (conv and dense layers), base inference included.
-    mode, patch, stride
-        The settings used.
+    mode, patch, stride, tau, coarse_stride
+        The settings used (``coarse_stride``: drill-down's, else None).
+    computed : ndarray of bool (positions_y, positions_x) or None
+        With drill-down, the cells actually occluded (the others copy their
+        coarse cell's value).
     """
 
     heatmap: np.ndarray
@@ -65,13 +75,21 @@ class OcclusionResult:
     mode: str
     patch: tuple
     stride: tuple
+    tau: float = 1.0
+    coarse_stride: tuple = None
+    computed: np.ndarray = None
 
     def to_dict(self):
         """A JSON-ready summary (without the arrays)."""
-        return {"label": self.label, "probability": self.probability,
-                "heatmap_shape": list(self.heatmap.shape), "positions": int(len(self.positions)),
-                "seconds": self.seconds, "macs": self.macs, "mode": self.mode,
-                "patch": list(self.patch), "stride": list(self.stride)}
+        summary = {"label": self.label, "probability": self.probability,
+                   "heatmap_shape": list(self.heatmap.shape),
+                   "positions": int(len(self.positions)), "seconds": self.seconds,
+                   "macs": self.macs, "mode": self.mode, "patch": list(self.patch),
+                   "stride": list(self.stride), "tau": self.tau}
+        if self.coarse_stride is not None:
+            summary["coarse_stride"] = list(self.coarse_stride)
+            summary["evaluated_positions"] = int(self.computed.sum())
+        return summary
 
 
 def captum_windows(size, window, stride):
@@ -89,7 +107,8 @@ def captum_windows(size, window, stride):
 
 
 def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="incremental",
-              batch_size=None, progress=False, device="cpu"):
+              batch_size=None, progress=False, device="cpu", tau=1.0, drilldown=False,
+              r_drill=0.25, target_speedup=3.0, coarse_stride=None):
     """Occlusion heatmap and attribution of one image.
 
     Parameters
@@ -106,7 +125,9 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
         per-channel mean of the image.
     target : int, optional
         Class to explain; the predicted class by default.
-    mode : {"incremental", "full"}
+    mode : {"incremental", "full", "approximate"}
+        Exact incremental inference, full re-inference per position, or
+        approximate inference (``tau`` and/or ``drilldown``; DESIGN.md section 6).
     batch_size : int, optional
         Positions per batch (memory stays bounded); 16 by default.
     progress : bool
@@ -116,6 +137,21 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
         ``kryptonref[cuda]``); the materialised activations stay on the device
         and each batch moves its offsets (or occluded images) there once and its
         scores back once.
+    tau : float in (0, 1]
+        ``mode="approximate"``: projective-field threshold (1: no threshold).
+    drilldown : bool
+        ``mode="approximate"``: adaptive drill-down (:mod:`kryptonref.drilldown`):
+        stage 1 at a coarse stride, stage 2 at ``stride`` in the ``r_drill``
+        fraction of coarse cells with the largest probability drop. The heatmap
+        is on the fine grid; there is no attribution (``None``).
+    r_drill : float in (0, 1)
+        Fraction of coarse cells refined (the paper's default 0.25).
+    target_speedup : float
+        Drill-down's predicted speedup, from which the coarse stride follows
+        (``S1 = S2 sqrt(T / (1 - r T))``, rounded up to a multiple of ``stride``);
+        ignored when ``coarse_stride`` is given.
+    coarse_stride : int or (int, int), optional
+        Drill-down's coarse stride: a multiple of ``stride``.
 
     Returns
     -------
@@ -125,6 +161,9 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
         raise TypeError(f"model must be a kryptonref Model, got {type(model).__name__}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    tau = check_tau(tau)
+    if mode != "approximate" and (tau < 1.0 or drilldown):
+        raise ValueError(f"tau < 1 and drilldown need mode='approximate', got mode={mode!r}")
     backend = get_backend(device)
     graph = model.graph
     if len(graph.shapes[graph.output]) != 1:
@@ -141,6 +180,11 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
     batch_size = DEFAULT_BATCH[mode] if batch_size is None else batch_size
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if drilldown:
+        check_r_drill(r_drill)
+        coarse_stride = choose_coarse_stride(
+            stride_hw, image_hw, patch_hw, r_drill, target_speedup,
+            None if coarse_stride is None else _pair(coarse_stride, "coarse_stride"))
     if isinstance(fill, str):
         if fill != "mean":
             raise ValueError(f"fill must be a number, an array or 'mean', got {fill!r}")
@@ -148,7 +192,7 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
     fill_patch = _fill_patch(fill, graph.input_shape[0], patch_hw, model.dtype)
 
     start = time.perf_counter()
-    base = model.run_on(backend, batch, keep_all=(mode == "incremental"))
+    base = model.run_on(backend, batch, keep_all=(mode != "full"))
     scores0 = backend.to_host(base[graph.output])[0]
     probs0 = _probabilities(graph, scores0[None])[0]
     n_classes = scores0.shape[0]
@@ -158,36 +202,68 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
             or not 0 <= target < n_classes:
         raise ValueError(f"target must be a class index in 0..{n_classes - 1}, got {target!r}")
     target = int(target)
+    job = _Job(model, backend, image, base, fill_patch, mode, tau, batch_size,
+               sum(graph.macs().values()))
 
     windows = [captum_windows(image_hw[d], patch_hw[d], stride_hw[d]) for d in (0, 1)]
-    jobs = _window_groups(windows)
-    bar = _progress_bar(sum(len(p) for _, p in jobs), progress)
-    scores, macs = {}, sum(graph.macs().values())
-    runners = {}
-    for size, positions in jobs:
-        group_fill = fill_patch[:, :size[0], :size[1]]
-        for first in range(0, len(positions), batch_size):
-            chunk = positions[first:first + batch_size]
-            out, chunk_macs = _run_chunk(model, backend, image, runners, base, chunk, size,
-                                         group_fill, mode)
-            macs += chunk_macs
-            for (y, x), row in zip(chunk, out):
-                scores[(int(y), int(x))] = row
-            bar.update(len(chunk))
-    bar.close()
+    starts = [w[0][w[1] == patch_hw[d]] for d, w in enumerate(windows)]  # full windows
+    heat_positions = np.array([(y, x) for y in starts[0] for x in starts[1]], np.int64)
+    computed = attribution = None
+    if drilldown:
+        steps = tuple(c // s for c, s in zip(coarse_stride, stride_hw))
+        bar = _progress_bar(len(heat_positions), progress)
 
-    heat_positions = [(int(y), int(x)) for y, n_y in zip(*windows[0]) if n_y == patch_hw[0]
-                      for x, n_x in zip(*windows[1]) if n_x == patch_hw[1]]
-    n_y = int(np.sum(windows[0][1] == patch_hw[0]))
-    heat_scores = np.array([scores[p] for p in heat_positions])
-    heatmap = _probabilities(graph, heat_scores)[:, target].reshape(n_y, -1)
-    attribution = _captum_attribution(scores, scores0[target], target, graph.input_shape,
-                                      patch_hw)
+        def evaluate(cells):
+            at = np.stack([starts[0][cells[:, 0]], starts[1][cells[:, 1]]], axis=1)
+            out = job.scores(at, patch_hw, bar)
+            return _probabilities(graph, out)[:, target]
+
+        heatmap, computed = drilldown_heatmap(evaluate, (len(starts[0]), len(starts[1])), steps,
+                                              r_drill, float(probs0[target]))
+        bar.close()
+    else:
+        jobs = _window_groups(windows)
+        bar = _progress_bar(sum(len(p) for _, p in jobs), progress)
+        scores = {}
+        for size, positions in jobs:
+            for (y, x), row in zip(positions, job.scores(positions, size, bar)):
+                scores[(int(y), int(x))] = row
+        bar.close()
+        heat_scores = np.array([scores[(int(y), int(x))] for y, x in heat_positions])
+        heatmap = _probabilities(graph, heat_scores)[:, target].reshape(len(starts[0]), -1)
+        attribution = _captum_attribution(scores, scores0[target], target, graph.input_shape,
+                                          patch_hw)
     return OcclusionResult(
         heatmap=heatmap, label=target, probability=float(probs0[target]),
-        attribution=attribution, positions=np.array(heat_positions, np.int64),
-        seconds=time.perf_counter() - start, macs=int(macs), mode=mode, patch=patch_hw,
-        stride=stride_hw)
+        attribution=attribution, positions=heat_positions,
+        seconds=time.perf_counter() - start, macs=int(job.macs), mode=mode, patch=patch_hw,
+        stride=stride_hw, tau=tau, coarse_stride=coarse_stride if drilldown else None,
+        computed=computed)
+
+
+class _Job:
+    """What every batch of one occlusion run shares, and the MACs it has spent."""
+
+    def __init__(self, model, backend, image, base, fill_patch, mode, tau, batch_size,
+                 base_macs):
+        self.model, self.backend, self.image, self.base = model, backend, image, base
+        self.fill_patch, self.mode, self.tau, self.batch_size = fill_patch, mode, tau, batch_size
+        self.macs = base_macs
+        self.runners = {}
+
+    def scores(self, positions, patch_hw, bar):
+        """Output scores with a ``patch_hw`` patch at each position, batch by batch."""
+        fill = self.fill_patch[:, :patch_hw[0], :patch_hw[1]]
+        out = []
+        for first in range(0, len(positions), self.batch_size):
+            chunk = positions[first:first + self.batch_size]
+            scores, chunk_macs = _run_chunk(self.model, self.backend, self.image, self.runners,
+                                            self.base, chunk, tuple(patch_hw), fill,
+                                            self.mode, self.tau)
+            self.macs += chunk_macs
+            out.append(scores)
+            bar.update(len(chunk))
+        return np.concatenate(out)
 
 
 def _window_groups(windows):
@@ -199,7 +275,8 @@ def _window_groups(windows):
     return [(size, np.array(pos, np.int64)) for size, pos in groups.items()]
 
 
-def _run_chunk(model, backend, image, runners, base, positions, patch_hw, fill_patch, mode):
+def _run_chunk(model, backend, image, runners, base, positions, patch_hw, fill_patch, mode,
+               tau=1.0):
     """Output scores of the image occluded at each position, and the MACs spent.
 
     ``runners`` caches one :class:`~kryptonref.engine.IncrementalRunner` per patch
@@ -207,9 +284,9 @@ def _run_chunk(model, backend, image, runners, base, positions, patch_hw, fill_p
     and for full re-inference the image on the backend's device, where each batch
     of occluded images is built.
     """
-    if mode == "incremental":
+    if mode != "full":
         if patch_hw not in runners:
-            runners[patch_hw] = IncrementalRunner(model, backend, base, patch_hw, fill_patch)
+            runners[patch_hw] = IncrementalRunner(model, backend, base, patch_hw, fill_patch, tau)
         runner = runners[patch_hw]
         before = sum(runner.macs.values())
         out = runner.run(positions)[model.graph.output]

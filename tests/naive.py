@@ -379,12 +379,18 @@ def naive_captum_occlusion(forward, image, window, stride, baseline, target):
 # --- approximate inference ------------------------------------------------------------
 
 def _naive_changed(layer, lo, hi, n_out, dim):
-    """Outputs (half-open) on one axis whose taps touch input rows ``lo:hi``, by brute force."""
+    """Outputs (half-open) on one axis whose window span meets input rows ``lo:hi``.
+
+    By brute force over the outputs. The span of output ``o`` runs from its first
+    tap ``o*S - P`` to its last ``o*S - P + (K-1)*D``: with dilation an output
+    whose taps straddle the rows without touching them counts as changed, as in
+    the engine's (and the paper's) contiguous regions.
+    """
     kernel, stride = _pair(layer.kernel_size)[dim], _pair(layer.stride)[dim]
     dilation = _pair(getattr(layer, "dilation", 1))[dim]
     pad_before = _padding(layer.padding)[dim][0]
     hits = [o for o in range(n_out)
-            if any(lo <= o * stride - pad_before + k * dilation < hi for k in range(kernel))]
+            if o * stride - pad_before < hi and o * stride - pad_before + (kernel - 1) * dilation >= lo]
     return (hits[0], hits[-1] + 1) if hits else None
 
 

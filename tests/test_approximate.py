@@ -83,3 +83,118 @@ def test_tau_outside_the_range_is_rejected(tau):
     with pytest.raises(ValueError, match=r"tau must lie in \(0, 1\]"):
         kr.incremental_inference(model, np.zeros((2, 12, 10), np.float32), [(0, 0)], 3,
                                  tau=tau)
+
+
+# -- occlusion(mode="approximate") and drill-down ---------------------------------------
+from kryptonref.analysis import coarse_stride_for, drilldown_speedup, mean_absolute_error, ssim  # noqa: E402
+from kryptonref.drilldown import drilldown  # noqa: E402
+
+from .test_occlusion import image_for, small_classifier, softmax  # noqa: E402
+
+
+def test_approximate_heatmap_equals_the_definition():
+    graph = small_classifier(shape=(3, 24, 22))
+    model = kr.Model(graph, seed=3, dtype=np.float64)
+    image = image_for(graph)
+    exact = kr.occlusion(model, image, 6, 3)
+    same = kr.occlusion(model, image, 6, 3, mode="approximate", tau=1.0)
+    np.testing.assert_allclose(same.heatmap, exact.heatmap, rtol=1e-12, atol=1e-15)
+    approx = kr.occlusion(model, image, 6, 3, mode="approximate", tau=0.3)
+    target = approx.label
+    expected = [softmax(naive_approximate(graph, model.params, image, int(y), int(x), 6, 0.0,
+                                          0.3)[graph.output][0])[target]
+                for y, x in approx.positions]
+    np.testing.assert_allclose(approx.heatmap.ravel(), expected, rtol=1e-10, atol=1e-12)
+    assert approx.macs < exact.macs and approx.tau == 0.3
+    assert not np.allclose(approx.heatmap, exact.heatmap)
+
+
+def test_drilldown_refines_the_largest_drops():
+    fine = np.random.default_rng(0).random((9, 10))
+    calls = []
+
+    def evaluate(cells):
+        calls.append(cells.copy())
+        return fine[cells[:, 0], cells[:, 1]]
+
+    heatmap, computed = drilldown(evaluate, fine.shape, (3, 4), 0.25, baseline=1.0)
+    coarse = calls[0]
+    assert [tuple(c) for c in coarse] == [(i, j) for i in (0, 3, 6) for j in (0, 4, 8)]
+    drops = 1.0 - fine[coarse[:, 0], coarse[:, 1]]
+    refined = coarse[np.argsort(-drops, kind="stable")[:3]]      # ceil(0.25 * 9) cells
+    for i, j in coarse:
+        cell = (slice(i, i + 3), slice(j, j + 4))
+        if any((i, j) == tuple(r) for r in refined):
+            assert computed[cell].all()
+            np.testing.assert_array_equal(heatmap[cell], fine[cell])
+        else:
+            assert computed[cell].sum() == 1
+            assert (heatmap[cell] == fine[i, j]).all()
+    assert computed.sum() == len(coarse) + sum(len(c) for c in calls[1:])
+
+
+def test_occlusion_drilldown_matches_the_exact_heatmap_where_it_occludes():
+    graph = small_classifier(shape=(3, 40, 36))
+    model = kr.Model(graph, seed=5, dtype=np.float64)
+    image = image_for(graph, seed=5)
+    exact = kr.occlusion(model, image, 4, 2)
+    drill = kr.occlusion(model, image, 4, 2, mode="approximate", drilldown=True,
+                         coarse_stride=6, r_drill=0.3)
+    assert drill.heatmap.shape == exact.heatmap.shape and drill.attribution is None
+    assert drill.coarse_stride == (6, 6)
+    np.testing.assert_allclose(drill.heatmap[drill.computed], exact.heatmap[drill.computed],
+                               rtol=1e-12, atol=1e-15)
+    assert 0 < drill.computed.sum() < drill.computed.size
+    assert drill.macs < exact.macs
+    summary = drill.to_dict()
+    assert summary["coarse_stride"] == [6, 6]
+    assert summary["evaluated_positions"] == int(drill.computed.sum())
+
+
+def test_drilldown_speedup_formula_and_coarse_stride():
+    assert drilldown_speedup(16, 4, 0.25) == pytest.approx(256 / (16 + 64))
+    assert coarse_stride_for(3.0, 4, 0.25, 224) == 16    # 4 sqrt(3 / 0.25) = 13.9 -> 16
+    assert drilldown_speedup(coarse_stride_for(3.0, 4, 0.25, 224), 4, 0.25) >= 3.0
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(mode="incremental", tau=0.5), "need mode='approximate'"),
+    (dict(mode="approximate", tau=0.0), r"tau must lie in \(0, 1\]"),
+    (dict(mode="approximate", drilldown=True, r_drill=1.0), r"r_drill must lie in \(0, 1\)"),
+    (dict(mode="approximate", drilldown=True, r_drill=0.0), r"r_drill must lie in \(0, 1\)"),
+    (dict(mode="approximate", drilldown=True, target_speedup=4.0),
+     r"target speedup 4.0 cannot be reached .* must lie in \(1, 3.85\)"),
+    (dict(mode="approximate", drilldown=True, coarse_stride=1),
+     r"coarse stride \(1, 1\) must be at least the fine stride \(2, 2\)"),
+    (dict(mode="approximate", drilldown=True, coarse_stride=5), "a multiple of it"),
+])
+def test_bad_approximate_arguments(kwargs, match):
+    graph = small_classifier()
+    model = kr.Model(graph, seed=0)
+    with pytest.raises(ValueError, match=match):
+        kr.occlusion(model, image_for(graph, dtype=np.float32), 4, 2, **kwargs)
+
+
+# -- SSIM -----------------------------------------------------------------------------
+def test_ssim_equals_scikit_image():
+    metrics = pytest.importorskip("skimage.metrics")
+    rng = np.random.default_rng(1)
+    for shape in [(11, 11), (13, 17), (53, 53)]:
+        a = rng.random(shape)
+        for b in (a, a + 0.05 * rng.normal(size=shape), rng.random(shape),
+                  np.clip(a * 0.7 + 0.2, 0, 1)):
+            for data_range in (None, 1.0):
+                ours = ssim(a, b, data_range=data_range)
+                theirs = metrics.structural_similarity(
+                    a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                    data_range=np.ptp(a) if data_range is None else data_range)
+                assert ours == pytest.approx(theirs, rel=1e-10, abs=1e-12)
+    assert ssim(a, a) == pytest.approx(1.0)
+    assert mean_absolute_error(a, a + 0.5) == pytest.approx(0.5)
+
+
+def test_ssim_bad_input():
+    with pytest.raises(ValueError, match="at least 11 x 11"):
+        ssim(np.zeros((10, 20)), np.zeros((10, 20)))
+    with pytest.raises(ValueError, match="same shape"):
+        ssim(np.zeros((12, 12)), np.zeros((12, 13)))

@@ -118,7 +118,7 @@ def test_captum_windows_truncate_the_last_one():
 @pytest.mark.parametrize("kwargs,err,match", [
     (dict(target=5), ValueError, r"target must be a class index in 0\.\.4"),
     (dict(target=-1), ValueError, "target must be a class index"),
-    (dict(mode="approximate"), ValueError, "mode must be one of"),
+    (dict(mode="fast"), ValueError, "mode must be one of"),
     (dict(patch=21), ValueError, "larger than the image"),
     (dict(stride=0), ValueError, "stride must be positive"),
     (dict(batch_size=0), ValueError, "batch_size must be a positive integer"),
