@@ -14,6 +14,8 @@ from .backend import DEVICES
 
 #: The demo's image: this sample of ``kryptonref.datasets.shapes`` (seed, index).
 DEMO_SAMPLE = (2026, 7)
+#: Seed of the generated images ``kryptonref tune --images demo`` uses.
+TUNE_SEED = 4242
 
 
 def demo(args):
@@ -256,10 +258,18 @@ def occlude(args):
     model, model_name = _load_cli_model(args)
     _, height, width = model.graph.input_shape
     image = load_image(args.image, size=(height, width))
+    approximate = {}
+    if args.mode == "approximate":
+        approximate = dict(tau=args.tau, drilldown=args.drilldown, r_drill=args.r_drill,
+                           target_speedup=args.target_speedup, coarse_stride=args.coarse_stride)
+    elif args.tau is not None and args.tau != 1.0 or args.drilldown:
+        raise ValueError("--tau and --drilldown need --mode approximate")
+    if args.coarse_stride is not None and not args.drilldown:
+        raise ValueError("--coarse-stride needs --drilldown")
     result = occlusion(model, image.astype(model.dtype), patch=args.patch, stride=args.stride,
                        fill=args.fill, target=args.target, mode=args.mode,
                        batch_size=args.batch_size, progress=_show_progress(args.progress),
-                       device=args.device)
+                       device=args.device, **approximate)
     if args.save:
         _write_atomically(args.save, lambda path: np.save(path, result.heatmap), ".npy")
     if args.out:
@@ -285,6 +295,58 @@ def occlude(args):
             if path:
                 print(f"{label} written to {path}")
     return 0
+
+
+def _tune_images(source, count, model):
+    """``count`` images for tuning: generated shapes ('demo') or a folder's PNG/JPEG files."""
+    _, height, width = model.graph.input_shape
+    if source == "demo":
+        from . import datasets
+        return list(datasets.shapes(count, image_size=height, seed=TUNE_SEED).images)
+    if not os.path.isdir(source):
+        raise FileNotFoundError(f"--images: {source!r} is neither a folder nor 'demo'")
+    from .images import load_image
+    names = sorted(n for n in os.listdir(source)
+                   if n.lower().endswith((".png", ".jpg", ".jpeg")))[:count]
+    if not names:
+        raise ValueError(f"--images: no PNG or JPEG files in {source!r}")
+    return [load_image(os.path.join(source, n), size=(height, width)).astype(model.dtype)
+            for n in names]
+
+
+def tune(args):
+    """Tune tau on sample images for a target SSIM (the paper's quadratic fit)."""
+    from .models.zoo import zoo
+    from .tuning import tune_tau
+
+    if args.count < 1:
+        raise ValueError(f"--count must be positive, got {args.count}")
+    weights = args.weights
+    if weights is None and args.model.startswith("demo_"):
+        weights = "pretrained"
+    model = zoo(args.model, weights=weights)
+    images = _tune_images(args.images, args.count, model)
+    tuned = tune_tau(model, images, target_ssim=args.target_ssim, patch=args.patch,
+                     stride=args.stride, batch_size=args.batch_size, device=args.device,
+                     progress=_show_progress(args.progress))
+    summary = dict(tuned.to_dict(), model=args.model, images=args.images,
+                   patch=list(_pair(args.patch)), stride=list(_pair(args.stride)))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{args.model}: tau on {tuned.n_fit} images, patch {args.patch}, stride {args.stride}")
+    print("  tau    mean SSIM   fitted")
+    for tau, value in zip(tuned.grid, tuned.mean_ssim):
+        print(f"  {tau:4.2f}   {value:8.4f}   {float(tuned.fitted(tau)):7.4f}")
+    verdict = "" if tuned.reached else " (the fit does not reach the target below 1: exact)"
+    print(f"tau = {tuned.tau:.3f} for SSIM >= {tuned.target_ssim}{verdict}")
+    if tuned.held_out_ssim is not None:
+        print(f"held-out check on {tuned.n_held_out} images: mean SSIM {tuned.held_out_ssim:.4f}")
+    return 0
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def _write_atomically(path, write, suffix):
@@ -340,14 +402,26 @@ def main(argv=None):
     p.add_argument("--weights", help="weights .npz for --model, or 'pretrained'")
     p.add_argument("--onnx", metavar="PATH", help="an ONNX model instead of --model")
     p.add_argument("--image-size", type=int, default=None, help="input size for --model")
-    p.add_argument("--num-classes", type=int, default=1000, help="classes for --model")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classes for --model (default: the model's own, 1000 for ImageNet ones)")
     p.add_argument("--seed", type=int, default=0, help="random weights' seed for --model")
     p.add_argument("--patch", type=_pair_arg, default=16, help="N or HxW (default 16)")
     p.add_argument("--stride", type=_pair_arg, default=4, help="N or HxW (default 4)")
     p.add_argument("--fill", type=_fill_arg, default=0.0,
                    help="patch value: a number, 'mean' or per-channel a,b,c (default 0)")
     p.add_argument("--target", type=int, default=None, help="class to explain (default: predicted)")
-    p.add_argument("--mode", choices=("incremental", "full"), default="incremental")
+    p.add_argument("--mode", choices=("incremental", "full", "approximate"),
+                   default="incremental")
+    p.add_argument("--tau", type=float, default=1.0,
+                   help="approximate: projective-field threshold in (0, 1] (default 1)")
+    p.add_argument("--drilldown", action="store_true",
+                   help="approximate: adaptive drill-down (coarse stride, then refine)")
+    p.add_argument("--r-drill", type=float, default=0.25,
+                   help="drill-down: fraction of coarse cells refined, in (0, 1) (0.25)")
+    p.add_argument("--target-speedup", type=float, default=3.0,
+                   help="drill-down: predicted speedup that sets the coarse stride (3)")
+    p.add_argument("--coarse-stride", type=_pair_arg, default=None,
+                   help="drill-down: explicit coarse stride, a multiple of --stride")
     p.add_argument("--batch-size", type=int, default=None, help="positions per batch (16)")
     p.add_argument("--out", metavar="overlay.png", help="write the heatmap over the image")
     p.add_argument("--save", metavar="heatmap.npy", help="write the raw heatmap")
@@ -357,6 +431,23 @@ def main(argv=None):
     p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where to compute (cuda: numba-cuda on a GPU, extra kryptonref[cuda])")
     p.set_defaults(func=occlude)
+
+    p = sub.add_parser("tune", help="choose tau for a target heatmap SSIM (approximate mode)")
+    p.add_argument("model", help="a zoo model (see `kryptonref models`)")
+    p.add_argument("--images", required=True,
+                   help="a folder of PNG/JPEG images, or 'demo' for generated shapes images")
+    p.add_argument("--count", type=int, default=12,
+                   help="images to use (default 12; a third are held out)")
+    p.add_argument("--weights", help="weights .npz, or 'pretrained' (default for demo models)")
+    p.add_argument("--target-ssim", type=float, default=0.9)
+    p.add_argument("--patch", type=_pair_arg, default=16, help="N or HxW (default 16)")
+    p.add_argument("--stride", type=_pair_arg, default=8, help="N or HxW (default 8)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when tqdm is installed and stderr is a terminal)")
+    p.set_defaults(func=tune)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

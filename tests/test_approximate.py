@@ -5,6 +5,9 @@ the definition (``tests/naive.py: naive_approximate``) at every node, whatever
 the batch; ``tau = 1`` must be exact; a smaller tau never computes more; and
 the cost simulator's executed mode counts exactly the engine's MACs.
 """
+import json
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -198,3 +201,95 @@ def test_ssim_bad_input():
         ssim(np.zeros((10, 20)), np.zeros((10, 20)))
     with pytest.raises(ValueError, match="same shape"):
         ssim(np.zeros((12, 12)), np.zeros((12, 13)))
+
+
+# -- tune_tau ---------------------------------------------------------------------------
+def test_tune_tau_follows_the_papers_procedure():
+    graph = small_classifier(shape=(3, 40, 36))
+    model = kr.Model(graph, seed=7, dtype=np.float64)
+    images = [image_for(graph, seed=s) for s in range(4)]
+    tuned = kr.tune_tau(model, images, target_ssim=0.95, patch=4, stride=2,
+                        grid=(1.0, 0.8, 0.6, 0.4))
+    assert tuned.n_fit == 3 and tuned.n_held_out == 1
+    np.testing.assert_array_equal(tuned.grid, [1.0, 0.8, 0.6, 0.4])
+    assert tuned.mean_ssim[0] == 1.0
+    # the per-image SSIM is the plain definition
+    exact = kr.occlusion(model, images[1], 4, 2)
+    approx = kr.occlusion(model, images[1], 4, 2, mode="approximate", tau=0.6,
+                          target=exact.label)
+    assert tuned.ssim_per_image[1][2] == pytest.approx(ssim(exact.heatmap, approx.heatmap))
+    np.testing.assert_allclose(tuned.mean_ssim, np.mean(tuned.ssim_per_image, axis=0))
+    np.testing.assert_allclose(tuned.coefficients, np.polyfit(tuned.grid, tuned.mean_ssim, 2))
+    # the chosen tau: the fit reaches the target there and stays above it up to 1
+    above = np.linspace(tuned.tau, 1.0, 50)
+    assert np.all(tuned.fitted(above) >= 0.95 - 1e-9)
+    if tuned.reached and tuned.tau > 0.4 + 1e-3:
+        assert tuned.fitted(tuned.tau - 2e-3) < 0.95
+    held = images[3]
+    exact = kr.occlusion(model, held, 4, 2)
+    approx = kr.occlusion(model, held, 4, 2, mode="approximate", tau=tuned.tau,
+                          target=exact.label)
+    assert tuned.held_out_ssim == pytest.approx(ssim(exact.heatmap, approx.heatmap))
+    assert tuned.to_dict()["tau"] == tuned.tau
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(target_ssim=0.0), r"target_ssim must lie in \(0, 1\]"),
+    (dict(target_ssim=1.5), r"target_ssim must lie in \(0, 1\]"),
+    (dict(grid=(1.0, 0.5)), "at least 3 distinct taus"),
+    (dict(grid=(1.0, 0.5, 0.0)), r"in \(0, 1\]"),
+])
+def test_tune_tau_bad_arguments(kwargs, match):
+    graph = small_classifier()
+    model = kr.Model(graph, seed=0)
+    with pytest.raises(ValueError, match=match):
+        kr.tune_tau(model, [image_for(graph, dtype=np.float32)], patch=4, stride=1, **kwargs)
+    with pytest.raises(ValueError, match="at least one image"):
+        kr.tune_tau(model, [], patch=4, stride=1)
+
+
+# -- command line -------------------------------------------------------------------------
+def _cli(capsys, *argv):
+    from kryptonref.cli import main
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_occlude_approximate_with_drilldown(capsys):
+    from kryptonref.images import sample_image_path
+    code, out, _ = _cli(capsys, "occlude", sample_image_path(), "--model", "demo_vgg",
+                        "--weights", "pretrained", "--patch", "32", "--stride", "16",
+                        "--mode", "approximate", "--tau", "0.6", "--drilldown",
+                        "--target-speedup", "2", "--json", "--no-progress")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["mode"] == "approximate" and summary["tau"] == 0.6
+    assert summary["heatmap_shape"] == [13, 13]
+    assert summary["coarse_stride"] == [32, 32]   # 16 sqrt(2 / 0.5) = 32
+    assert 0 < summary["evaluated_positions"] < 169
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--tau", "0.5"], "--tau and --drilldown need --mode approximate"),
+    (["--mode", "approximate", "--drilldown", "--r-drill", "1.5"], r"r_drill must lie in \(0, 1\)"),
+    (["--mode", "approximate", "--coarse-stride", "32"], "--coarse-stride needs --drilldown"),
+    (["--mode", "approximate", "--drilldown", "--coarse-stride", "8"],
+     "must be at least the fine stride"),
+])
+def test_cli_approximate_errors(capsys, argv, match):
+    from kryptonref.images import sample_image_path
+    code, _, err = _cli(capsys, "occlude", sample_image_path(), "--model", "demo_vgg",
+                        "--weights", "pretrained", "--patch", "32", "--stride", "16", *argv)
+    assert code == 2 and re.search(match, err)
+
+
+def test_cli_tune_on_generated_images(capsys):
+    code, out, _ = _cli(capsys, "tune", "demo_vgg", "--images", "demo", "--count", "1",
+                        "--patch", "32", "--stride", "16", "--json", "--no-progress")
+    assert code == 0
+    summary = json.loads(out)
+    assert 0.4 <= summary["tau"] <= 1.0 and summary["grid"][0] == 1.0
+    assert summary["mean_ssim"][0] == 1.0 and summary["n_held_out"] == 0
+    code, _, err = _cli(capsys, "tune", "demo_vgg", "--images", "/no/such/folder")
+    assert code == 2 and "neither a folder nor 'demo'" in err
