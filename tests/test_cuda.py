@@ -374,3 +374,17 @@ def test_batch_norm_straight_on_the_input():
     g = kr.Graph((1, 8, 8))
     g.add(kr.BatchNorm2d(1), name="bn")
     check_identity(g, ((1, 1), np.array([[0, 0]]), 0.0, 1, 0), np.float64, device="cuda")
+
+
+def test_approximate_occlusion_on_cuda_equals_the_cpu():
+    """tau and drill-down run on the same plan on both backends."""
+    graph = small_net()
+    model = kr.Model(graph, seed=9, dtype=np.float64)
+    image = np.random.default_rng(9).normal(size=graph.input_shape)
+    settings = dict(patch=3, stride=1, mode="approximate", tau=0.4, drilldown=True,
+                    coarse_stride=2, batch_size=8)
+    cpu = kr.occlusion(model, image, **settings)
+    gpu = kr.occlusion(model, image, device="cuda", **settings)
+    np.testing.assert_array_equal(gpu.computed, cpu.computed)
+    np.testing.assert_allclose(gpu.heatmap, cpu.heatmap, rtol=1e-12, atol=1e-14)
+    assert gpu.macs == cpu.macs
