@@ -113,7 +113,8 @@ def test_approximate_heatmap_equals_the_definition():
 
 
 def test_drilldown_refines_the_largest_drops():
-    fine = np.random.default_rng(0).random((9, 10))
+    from scipy.interpolate import RegularGridInterpolator
+    fine = np.random.default_rng(0).random((10, 11))
     calls = []
 
     def evaluate(cells):
@@ -122,17 +123,21 @@ def test_drilldown_refines_the_largest_drops():
 
     heatmap, computed = drilldown(evaluate, fine.shape, (3, 4), 0.25, baseline=1.0)
     coarse = calls[0]
-    assert [tuple(c) for c in coarse] == [(i, j) for i in (0, 3, 6) for j in (0, 4, 8)]
+    rows, cols = [0, 3, 6, 9], [0, 4, 8]
+    assert [tuple(c) for c in coarse] == [(i, j) for i in rows for j in cols]
+    # not refined: bilinear between coarse positions, the nearest one beyond the last
+    interp = RegularGridInterpolator((rows, cols), fine[np.ix_(rows, cols)])
+    ys, xs = np.meshgrid(np.arange(10), np.minimum(np.arange(11), 8), indexing="ij")
+    expected = interp(np.stack([ys, xs], axis=-1))
+    np.testing.assert_allclose(heatmap[~computed], expected[~computed], rtol=1e-12)
+    # refined: the ceil(0.25 * 12) = 3 coarse cells with the largest drop, fully
     drops = 1.0 - fine[coarse[:, 0], coarse[:, 1]]
-    refined = coarse[np.argsort(-drops, kind="stable")[:3]]      # ceil(0.25 * 9) cells
-    for i, j in coarse:
-        cell = (slice(i, i + 3), slice(j, j + 4))
-        if any((i, j) == tuple(r) for r in refined):
-            assert computed[cell].all()
-            np.testing.assert_array_equal(heatmap[cell], fine[cell])
-        else:
-            assert computed[cell].sum() == 1
-            assert (heatmap[cell] == fine[i, j]).all()
+    refined = coarse[np.argsort(-drops, kind="stable")[:3]]
+    for i, j in refined:
+        cell = (slice(max(0, i - 1), i + 2), slice(max(0, j - 2), j + 2))
+        assert computed[cell].all()
+        np.testing.assert_array_equal(heatmap[cell], fine[cell])
+    np.testing.assert_array_equal(heatmap[computed], fine[computed])
     assert computed.sum() == len(coarse) + sum(len(c) for c in calls[1:])
 
 

@@ -106,7 +106,8 @@ def coarse_stride_for(target_speedup, fine_stride, r_drill, extent):
     """The coarse stride reaching ``target_speedup``: ``S2 sqrt(T / (1 - r T))``.
 
     Rounded up to a multiple of the fine stride (so that coarse positions lie on
-    the fine grid) and kept below ``extent``, the span of patch positions.
+    the fine grid) and kept at most ``extent``, the image's size on that axis
+    (``W`` in the bound below).
 
     Raises
     ------
