@@ -276,7 +276,7 @@ class IncrementalRunner:
         wanted = (graph.output,) + tuple(n for n in nodes if n != graph.output)
         with self.backend.batch_scope():
             data, offsets = _execute(self.backend, graph, self.params, self.base, geos,
-                                     windows, self.fill, len(batch))
+                                     windows, self.fill, len(batch), keep=wanted)
             return {name: self.backend.to_host(_to_whole(self.backend, data[name], geos[name],
                                                          offsets.get(name), self.base[name],
                                                          len(batch)))
@@ -395,7 +395,7 @@ def _pack_offsets(backend, graph, geos, windows, n_items):
     return {key: (packed[2 * i], packed[2 * i + 1]) for i, key in enumerate(keys)}
 
 
-def _execute(backend, graph, params, base, geos, windows, fill, n_items):
+def _execute(backend, graph, params, base, geos, windows, fill, n_items, keep=()):
     """Compute the data of every changed node of a planned batch on ``backend``.
 
     With ``tau < 1`` nothing changes here: a batch's regions are at most the
@@ -405,36 +405,46 @@ def _execute(backend, graph, params, base, geos, windows, fill, n_items):
     """
     offsets = _pack_offsets(backend, graph, geos, windows, n_items)
     data = {graph.input_name: backend.repeat(fill, n_items)}
+    remaining = {name: len(users) for name, users in graph.consumers().items()}
     for name in graph.order:
-        node = graph.nodes[name]
-        layer, geo = node.layer, geos[name]
-        if geo is None:
-            data[name] = None
-            continue
-        src = node.inputs[0]
-        if layer.kind == "spatial":
-            ry0, rx0, rh, rw = windows[name]
-            wy0, wx0 = offsets[(name, "window")]
-            py0, px0 = offsets[src]
-            win = backend.gather_windows(base[src], data[src], py0, px0, wy0, wx0, rh, rw,
-                                         layer.pad_value)
-            y0, x0 = offsets[name]
-            data[name] = backend.region(layer, params[name], win, graph.shapes[src][1:],
-                                        graph.shapes[name][1:], y0, x0, (geo.h, geo.w))
-        elif layer.kind == "elementwise":
-            data[name] = backend.elementwise(layer, params[name], data[src])
-        elif layer.kind == "merge" and geo is not _WHOLE:
-            y0, x0 = offsets[name]
-            pieces = [backend.gather_windows(base[i], data[i],
-                                             *(offsets[i] if data[i] is not None else (None, None)),
-                                             y0, x0, geo.h, geo.w)
-                      for i in node.inputs]
-            data[name] = backend.full(layer, params[name], pieces, graph.shapes[name])
-        else:
-            wholes = [_to_whole(backend, data[i], geos[i], offsets.get(i), base[i], n_items)
-                      for i in node.inputs]
-            data[name] = backend.full(layer, params[name], wholes, graph.shapes[name])
+        _compute_node(backend, graph, params, base, geos, windows, offsets, data, name, n_items)
+        for src in graph.nodes[name].inputs:  # free what no later node reads
+            remaining[src] -= 1
+            if remaining[src] == 0 and src not in keep:
+                data[src] = None
     return data, offsets
+
+
+def _compute_node(backend, graph, params, base, geos, windows, offsets, data, name, n_items):
+    """The data of one node of a planned batch (``None`` when it is unchanged)."""
+    node = graph.nodes[name]
+    layer, geo = node.layer, geos[name]
+    if geo is None:
+        data[name] = None
+        return
+    src = node.inputs[0]
+    if layer.kind == "spatial":
+        ry0, rx0, rh, rw = windows[name]
+        wy0, wx0 = offsets[(name, "window")]
+        py0, px0 = offsets[src]
+        win = backend.gather_windows(base[src], data[src], py0, px0, wy0, wx0, rh, rw,
+                                     layer.pad_value)
+        y0, x0 = offsets[name]
+        data[name] = backend.region(layer, params[name], win, graph.shapes[src][1:],
+                                    graph.shapes[name][1:], y0, x0, (geo.h, geo.w))
+    elif layer.kind == "elementwise":
+        data[name] = backend.elementwise(layer, params[name], data[src])
+    elif layer.kind == "merge" and geo is not _WHOLE:
+        y0, x0 = offsets[name]
+        pieces = [backend.gather_windows(base[i], data[i],
+                                         *(offsets[i] if data[i] is not None else (None, None)),
+                                         y0, x0, geo.h, geo.w)
+                  for i in node.inputs]
+        data[name] = backend.full(layer, params[name], pieces, graph.shapes[name])
+    else:
+        wholes = [_to_whole(backend, data[i], geos[i], offsets.get(i), base[i], n_items)
+                  for i in node.inputs]
+        data[name] = backend.full(layer, params[name], wholes, graph.shapes[name])
 
 
 def _to_whole(backend, data, geo, offsets, base, n_items):
