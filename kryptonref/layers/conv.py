@@ -91,6 +91,33 @@ def _im2col(win, kh, kw, sh, sw, dh, dw, oh, ow, cols):
                 dst[dst0 + ox] = src[x0 + ox * sw]
 
 
+@njit(parallel=True, **KERNEL)
+def _im2col_batched(win, kh, kw, sh, sw, dh, dw, oh, ow, flat):
+    """``flat[(c*kh + ky)*kw + kx, b*oh*ow + oy*ow + ox] = win[b, c, oy*sh + ky*dh, ox*sw + kx*dw]``.
+
+    The batched GEMM's operand, written row by row into one C-contiguous matrix
+    (contiguous copies when the horizontal stride is 1).
+    """
+    n_items, n_channels = win.shape[0], win.shape[1]
+    plane = oh * ow
+    for row_item in prange(n_channels * kh * kw * n_items):
+        row = row_item // n_items
+        b = row_item % n_items
+        c = row // (kh * kw)
+        ky = (row // kw) % kh
+        kx = row % kw
+        x0 = kx * dw
+        base = b * plane
+        for oy in range(oh):
+            src = win[b, c, oy * sh + ky * dh]
+            dst0 = base + oy * ow
+            if sw == 1:
+                flat[row, dst0:dst0 + ow] = src[x0:x0 + ow]
+            else:
+                for ox in range(ow):
+                    flat[row, dst0 + ox] = src[x0 + ox * sw]
+
+
 @njit(**KERNEL)
 def _gemm_taps(fn, taps, cols, tap_step, out):
     """``out[b] += sum_t taps[t] @ cols[b][:, t*tap_step : t*tap_step + oh*ow]`` via BLAS."""
@@ -214,8 +241,7 @@ def _conv_batched(win, weight, bias, stride, dilation, out):
     rows = cin_group * kh * kw
     for first, last in _chunks(n_items, rows * oh * ow):
         flat = np.empty((rows, (last - first) * oh * ow), win.dtype)
-        per_item_view = flat.reshape(rows, last - first, oh * ow).transpose(1, 0, 2)
-        _im2col(win[first:last], kh, kw, sh, sw, dh, dw, oh, ow, per_item_view)
+        _im2col_batched(win[first:last], kh, kw, sh, sw, dh, dw, oh, ow, flat)
         _unpack_gemm(matrix @ flat, bias, out[first:last])
     return out
 
