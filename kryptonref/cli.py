@@ -132,6 +132,8 @@ def analyze(args):
     if args.all:
         if args.model:
             raise ValueError("give a model name or --all, not both")
+        if args.drilldown:
+            raise ValueError("--drilldown predicts for one model, not with --all")
         reports = [speedup(build_graph(name, args.image_size), args.patch, args.stride,
                            tau=args.tau, mode=args.mode, batch_size=args.batch_size, name=name)
                    for name in zoo_names()]
@@ -144,15 +146,37 @@ def analyze(args):
         return 0
     if not args.model:
         raise ValueError("give a model name (see `kryptonref models`) or --all")
-    report = speedup(build_graph(args.model, args.image_size), args.patch, args.stride,
-                     tau=args.tau, mode=args.mode, batch_size=args.batch_size, name=args.model)
+    graph = build_graph(args.model, args.image_size)
+    report = speedup(graph, args.patch, args.stride, tau=args.tau, mode=args.mode,
+                     batch_size=args.batch_size, name=args.model)
+    drill = _drilldown_prediction(args, graph, report) if args.drilldown else None
     if args.plot:
         _write_plot(args.plot, lambda path: _plot_map(report, path))
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps(dict(report.to_dict(), **({"drilldown": drill} if drill else {})),
+                         indent=2))
     else:
         print(report.table())
+        if drill:
+            print(f"drill-down: coarse stride {drill['coarse_stride'][0]}x"
+                  f"{drill['coarse_stride'][1]}, r_drill {drill['r_drill']:g}: "
+                  f"{drill['speedup']:.2f}x predicted over the fine grid; with tau "
+                  f"{report.tau:g}: {drill['combined']:.2f}x over full re-inference")
     return 0
+
+
+def _drilldown_prediction(args, graph, report):
+    """Drill-down's predicted speedup, alone and times the incremental one."""
+    from .analysis import drilldown_speedup
+    from .drilldown import choose_coarse_stride
+
+    fine = _pair(args.stride)
+    coarse = choose_coarse_stride(fine, graph.input_shape[1:], _pair(args.patch), args.r_drill,
+                                  args.target_speedup,
+                                  None if args.coarse_stride is None else _pair(args.coarse_stride))
+    factor = drilldown_speedup(coarse, fine, args.r_drill)
+    return {"coarse_stride": list(coarse), "r_drill": args.r_drill, "speedup": factor,
+            "combined": factor * report.speedup}
 
 
 def _zoo_table(reports):
@@ -389,6 +413,14 @@ def main(argv=None):
     p.add_argument("--image-size", type=int, default=None,
                    help="input size (default: the model's own)")
     p.add_argument("--tau", type=float, default=1.0, help="projective-field threshold (0, 1]")
+    p.add_argument("--drilldown", action="store_true",
+                   help="also predict adaptive drill-down's speedup (one model)")
+    p.add_argument("--r-drill", type=float, default=0.25,
+                   help="drill-down: fraction of coarse cells refined (0.25)")
+    p.add_argument("--target-speedup", type=float, default=3.0,
+                   help="drill-down: predicted speedup that sets the coarse stride (3)")
+    p.add_argument("--coarse-stride", type=_pair_arg, default=None,
+                   help="drill-down: explicit coarse stride, a multiple of --stride")
     p.add_argument("--mode", choices=("paper", "executed"), default="paper")
     p.add_argument("--batch-size", type=int, default=64,
                    help="positions per batch in executed mode (default 64)")

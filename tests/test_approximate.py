@@ -298,3 +298,16 @@ def test_cli_tune_on_generated_images(capsys):
     assert summary["mean_ssim"][0] == 1.0 and summary["n_held_out"] == 0
     code, _, err = _cli(capsys, "tune", "demo_vgg", "--images", "/no/such/folder")
     assert code == 2 and "neither a folder nor 'demo'" in err
+
+
+def test_cli_analyze_predicts_drilldown(capsys):
+    code, out, _ = _cli(capsys, "analyze", "resnet18", "--image-size", "64", "--patch", "8",
+                        "--stride", "4", "--tau", "0.7", "--drilldown", "--json")
+    assert code == 0
+    summary = json.loads(out)
+    drill = summary["drilldown"]
+    assert drill["coarse_stride"] == [16, 16]     # 4 sqrt(3 / 0.25) = 13.9 -> 16
+    assert drill["speedup"] == pytest.approx(drilldown_speedup(16, 4, 0.25))
+    assert drill["combined"] == pytest.approx(drill["speedup"] * summary["speedup"])
+    code, _, err = _cli(capsys, "analyze", "--all", "--drilldown")
+    assert code == 2 and "not with --all" in err
