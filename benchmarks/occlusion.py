@@ -19,9 +19,8 @@ per-window times divide by it.
     same-positions comparison.
 (b) our full: re-inference of every occluded image with ``model.forward`` in
     batches of B (what ``mode="full"`` does per batch).
-(c) onnxruntime: the same model and weights exported to ONNX (``kryptonref.to_onnx``
-    if it exists and agrees with ``model.forward``, else the small converter in
-    this file), one ``InferenceSession`` with default options (default threading),
+(c) onnxruntime: the same model and weights exported to ONNX by ``kryptonref.to_onnx``
+    (checked against ``model.forward`` on one image), one ``InferenceSession`` with default options (default threading),
     occluded images fed in batches of B: the work a Captum user's ``Occlusion``
     does with an ORT-backed forward function.
 (d) PyTorch + Captum: only reported as skipped when ``import captum`` fails.
@@ -107,112 +106,12 @@ ACHIEVED_TARGET = 0.85
 MEMORY_BATCHES = (16, 128)
 
 
-# --------------------------------------------------------------------------------------
-# kryptonref model -> ONNX (fallback when kryptonref.to_onnx is missing or disagrees)
-# --------------------------------------------------------------------------------------
-
-def _adaptive_matrix(size, out):
-    """PyTorch's adaptive-average windows on one axis as an (out, size) averaging matrix."""
-    mat = np.zeros((out, size), np.float32)
-    for i in range(out):
-        start, stop = (i * size) // out, -(-((i + 1) * size) // out)
-        mat[i, start:stop] = 1.0 / (stop - start)
-    return mat
-
-
-def own_to_onnx(model):
-    """A float32 ONNX ModelProto computing ``model`` (its output node only), opset 17."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph, params = model.graph, model.params
-    nodes, inits = [], []
-
-    def init(name, value):
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(value, np.float32), name))
-        return name
-
-    def pads(padding):
-        (top, bottom), (left, right) = padding
-        return [top, left, bottom, right]
-
-    for name in graph.order:
-        node = graph.nodes[name]
-        layer, ins, p = node.layer, list(node.inputs), params.get(name, {})
-        if isinstance(layer, kr.Conv2d):
-            ins.append(init(f"{name}.weight", p["weight"]))
-            if layer.bias:
-                ins.append(init(f"{name}.bias", p["bias"]))
-            nodes.append(helper.make_node(
-                "Conv", ins, [name], name=name, kernel_shape=list(layer.kernel_size),
-                strides=list(layer.stride), pads=pads(layer.padding),
-                dilations=list(layer.dilation), group=layer.groups))
-        elif isinstance(layer, kr.MaxPool2d):
-            nodes.append(helper.make_node(
-                "MaxPool", ins, [name], name=name, kernel_shape=list(layer.kernel_size),
-                strides=list(layer.stride), pads=pads(layer.padding),
-                dilations=list(layer.dilation), ceil_mode=int(layer.ceil_mode)))
-        elif isinstance(layer, kr.AvgPool2d):
-            nodes.append(helper.make_node(
-                "AveragePool", ins, [name], name=name, kernel_shape=list(layer.kernel_size),
-                strides=list(layer.stride), pads=pads(layer.padding),
-                ceil_mode=int(layer.ceil_mode), count_include_pad=int(layer.count_include_pad)))
-        elif isinstance(layer, kr.GlobalAvgPool2d):
-            nodes.append(helper.make_node("GlobalAveragePool", ins, [name], name=name))
-        elif isinstance(layer, kr.AdaptiveAvgPool2d):
-            _, h, w = graph.shapes[ins[0]]
-            oh, ow = layer.output_size
-            if (oh, ow) == (1, 1):
-                nodes.append(helper.make_node("GlobalAveragePool", ins, [name], name=name))
-            elif (oh, ow) == (h, w):
-                nodes.append(helper.make_node("Identity", ins, [name], name=name))
-            else:  # separable: A_h @ X @ A_w^T (any sizes, uneven windows included)
-                a_w = init(f"{name}.cols", _adaptive_matrix(w, ow).T)
-                a_h = init(f"{name}.rows", _adaptive_matrix(h, oh))
-                nodes.append(helper.make_node("MatMul", [ins[0], a_w], [f"{name}.tmp"]))
-                nodes.append(helper.make_node("MatMul", [a_h, f"{name}.tmp"], [name], name=name))
-        elif isinstance(layer, kr.ReLU):
-            nodes.append(helper.make_node("Relu", ins, [name], name=name))
-        elif isinstance(layer, kr.ReLU6):
-            ins += [init(f"{name}.min", np.float32(0.0)), init(f"{name}.max", np.float32(6.0))]
-            nodes.append(helper.make_node("Clip", ins, [name], name=name))
-        elif isinstance(layer, kr.BatchNorm2d):
-            ins += [init(f"{name}.{k}", p[k])
-                    for k in ("weight", "bias", "running_mean", "running_var")]
-            nodes.append(helper.make_node("BatchNormalization", ins, [name], name=name,
-                                          epsilon=float(layer.eps)))
-        elif isinstance(layer, kr.Dropout):
-            nodes.append(helper.make_node("Identity", ins, [name], name=name))
-        elif isinstance(layer, kr.Flatten):
-            nodes.append(helper.make_node("Flatten", ins, [name], name=name, axis=1))
-        elif isinstance(layer, kr.Linear):
-            ins.append(init(f"{name}.weight", p["weight"]))
-            if layer.bias:
-                ins.append(init(f"{name}.bias", p["bias"]))
-            nodes.append(helper.make_node("Gemm", ins, [name], name=name, transB=1))
-        elif isinstance(layer, kr.Softmax):
-            nodes.append(helper.make_node("Softmax", ins, [name], name=name, axis=1))
-        elif isinstance(layer, kr.Add):
-            nodes.append(helper.make_node("Add" if len(ins) == 2 else "Sum", ins, [name],
-                                          name=name))
-        elif isinstance(layer, kr.Concat):
-            nodes.append(helper.make_node("Concat", ins, [name], name=name, axis=1))
-        else:
-            raise NotImplementedError(f"no ONNX mapping for {type(layer).__name__}")
-    out = graph.output
-    inputs = [helper.make_tensor_value_info(graph.input_name, TensorProto.FLOAT,
-                                            ["N"] + list(graph.input_shape))]
-    outputs = [helper.make_tensor_value_info(out, TensorProto.FLOAT,
-                                             ["N"] + list(graph.shapes[out]))]
-    proto = helper.make_model(helper.make_graph(nodes, "kryptonref", inputs, outputs, inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
-    onnx.checker.check_model(proto)
-    return proto
-
-
 def ort_session(model, workdir):
-    """An onnxruntime session (default threading) for ``model``, and the converter used."""
+    """An onnxruntime session (default threading) for ``model``, exported by ``kr.to_onnx``.
+
+    The export is checked against ``model.forward`` on one image first; returns the
+    session and a note saying how well they agree.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -220,47 +119,20 @@ def ort_session(model, workdir):
     probe = synthetic_image(model.graph.input_shape[1], seed=7).astype(np.float32)[None]
     want = model.forward(probe)
     scale = float(np.max(np.abs(want))) or 1.0
-    attempts = []
-    to_onnx = getattr(kr, "to_onnx", None)
-    if to_onnx is None:
-        try:
-            from kryptonref.models.onnx_io import to_onnx
-        except ImportError:
-            to_onnx = None
-    if to_onnx is not None:
-        attempts.append(("kryptonref.to_onnx", lambda path: to_onnx(model, path)))
-    else:
-        attempts.append(("kryptonref.to_onnx", None))
-
-    def own(path):
-        import onnx
-        onnx.save(own_to_onnx(model), path)
-
-    attempts.append(("benchmark's own converter", own))
-    notes = []
-    for label, write in attempts:
-        if write is None:
-            notes.append(f"{label}: not available")
-            continue
-        path = os.path.join(workdir, f"model_{len(notes)}.onnx")
-        try:
-            write(path)
-            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-            got = session.run(None, {session.get_inputs()[0].name: probe})[0]
-            diff = float(np.max(np.abs(got - want)))
-        except Exception as err:  # noqa: BLE001 - fall back to the next converter
-            notes.append(f"{label}: failed ({type(err).__name__}: {str(err)[:120]})")
-            continue
-        finally:
-            if os.path.exists(path):
-                os.remove(path)  # the session holds its own copy
-        if diff > 1e-3 * scale + 1e-5:
-            notes.append(f"{label}: disagrees with model.forward (max abs diff {diff:.2e})")
-            continue
-        notes.append(f"{label}: used (vs model.forward on one image: max abs diff "
-                     f"{diff:.1e}, output scale {scale:.1e})")
-        return session, "; ".join(notes)
-    raise RuntimeError("no working ONNX export: " + "; ".join(notes))
+    path = os.path.join(workdir, "model.onnx")
+    try:
+        kr.to_onnx(model, path)
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    finally:
+        if os.path.exists(path):
+            os.remove(path)  # the session holds its own copy
+    got = session.run(None, {session.get_inputs()[0].name: probe})[0]
+    diff = float(np.max(np.abs(got - want)))
+    if diff > 1e-3 * scale + 1e-5:
+        raise RuntimeError(f"kryptonref.to_onnx disagrees with model.forward "
+                           f"(max abs diff {diff:.2e}, output scale {scale:.1e})")
+    return session, (f"kryptonref.to_onnx: used (vs model.forward on one image: max abs "
+                     f"diff {diff:.1e}, output scale {scale:.1e})")
 
 
 # --------------------------------------------------------------------------------------
