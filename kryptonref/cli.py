@@ -386,6 +386,17 @@ def _write_atomically(path, write, suffix):
             os.remove(tmp)
 
 
+def _add_drilldown_arguments(parser, help_drilldown):
+    """``--drilldown`` and its parameters (shared by ``analyze`` and ``occlude``)."""
+    parser.add_argument("--drilldown", action="store_true", help=help_drilldown)
+    parser.add_argument("--r-drill", type=float, default=0.25,
+                        help="drill-down: fraction of coarse cells refined, in (0, 1) (0.25)")
+    parser.add_argument("--target-speedup", type=float, default=3.0,
+                        help="drill-down: predicted speedup that sets the coarse stride (3)")
+    parser.add_argument("--coarse-stride", type=_pair_arg, default=None,
+                        help="drill-down: explicit coarse stride, a multiple of --stride")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="kryptonref", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -413,14 +424,7 @@ def main(argv=None):
     p.add_argument("--image-size", type=int, default=None,
                    help="input size (default: the model's own)")
     p.add_argument("--tau", type=float, default=1.0, help="projective-field threshold (0, 1]")
-    p.add_argument("--drilldown", action="store_true",
-                   help="also predict adaptive drill-down's speedup (one model)")
-    p.add_argument("--r-drill", type=float, default=0.25,
-                   help="drill-down: fraction of coarse cells refined (0.25)")
-    p.add_argument("--target-speedup", type=float, default=3.0,
-                   help="drill-down: predicted speedup that sets the coarse stride (3)")
-    p.add_argument("--coarse-stride", type=_pair_arg, default=None,
-                   help="drill-down: explicit coarse stride, a multiple of --stride")
+    _add_drilldown_arguments(p, "also predict adaptive drill-down's speedup (one model)")
     p.add_argument("--mode", choices=("paper", "executed"), default="paper")
     p.add_argument("--batch-size", type=int, default=64,
                    help="positions per batch in executed mode (default 64)")
@@ -446,14 +450,7 @@ def main(argv=None):
                    default="incremental")
     p.add_argument("--tau", type=float, default=1.0,
                    help="approximate: projective-field threshold in (0, 1] (default 1)")
-    p.add_argument("--drilldown", action="store_true",
-                   help="approximate: adaptive drill-down (coarse stride, then refine)")
-    p.add_argument("--r-drill", type=float, default=0.25,
-                   help="drill-down: fraction of coarse cells refined, in (0, 1) (0.25)")
-    p.add_argument("--target-speedup", type=float, default=3.0,
-                   help="drill-down: predicted speedup that sets the coarse stride (3)")
-    p.add_argument("--coarse-stride", type=_pair_arg, default=None,
-                   help="drill-down: explicit coarse stride, a multiple of --stride")
+    _add_drilldown_arguments(p, "approximate: adaptive drill-down (coarse stride, then refine)")
     p.add_argument("--batch-size", type=int, default=None, help="positions per batch (16)")
     p.add_argument("--out", metavar="overlay.png", help="write the heatmap over the image")
     p.add_argument("--save", metavar="heatmap.npy", help="write the raw heatmap")

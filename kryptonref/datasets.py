@@ -237,8 +237,7 @@ def _draw_sample(rng, grid, image, mask):
     left, right = int(np.floor(cx - radius)), int(np.ceil(cx + radius)) + 1
     lo, left = max(lo, 0), max(left, 0)
     hi, right = min(hi, size), min(right, size)
-    dy = grid.coords[lo:hi, None] - np.float32(cy)
-    dx = grid.coords[None, left:right] - np.float32(cx)
+    dy, dx = _offsets(grid, (lo, hi, left, right), cy, cx)
     inside = _shape_mask(label, dy, dx, radius, angle, detail)
     mask[lo:hi, left:right] = inside
     under = image[:, lo:hi, left:right][:, inside].mean(axis=1)
@@ -295,6 +294,21 @@ def _window(grid, cy, cx, reach):
     return lo, hi, left, right
 
 
+def _offsets(grid, bounds, cy, cx):
+    """Row and column offsets ``(H, 1)``, ``(1, W)`` of a window's pixels from (cy, cx)."""
+    lo, hi, left, right = bounds
+    return (grid.coords[lo:hi, None] - np.float32(cy),
+            grid.coords[None, left:right] - np.float32(cx))
+
+
+def _blend(rng, image, bounds, alpha):
+    """Blend a random colour into ``image`` over a window, with opacity ``alpha``."""
+    lo, hi, left, right = bounds
+    colour = rng.uniform(0, 1, size=3).astype(np.float32)
+    window = image[:, lo:hi, left:right]
+    window += alpha[None] * (colour[:, None, None] - window)
+
+
 def _draw_line(rng, grid, image):
     """A line segment 1-3 px wide in a random colour, blended in."""
     size = grid.size
@@ -313,9 +327,7 @@ def _draw_line(rng, grid, image):
     t = np.clip((py * ey + px * ex) / np.float32(length ** 2), 0, 1)
     dist = np.hypot(py - t * ey, px - t * ex)
     alpha = np.clip(width - dist + 0.5, 0, 1) * np.float32(rng.uniform(0.5, 1.0))
-    colour = rng.uniform(0, 1, size=3).astype(np.float32)
-    window = image[:, top:bottom, left:right]
-    window += alpha[None] * (colour[:, None, None] - window)
+    _blend(rng, image, (top, bottom, left, right), alpha)
 
 
 def _draw_blob(rng, grid, image):
@@ -326,14 +338,11 @@ def _draw_blob(rng, grid, image):
     lo, hi, left, right = _window(grid, cy, cx, 3 * sigma)
     if lo >= hi or left >= right:
         return
-    dy = grid.coords[lo:hi, None] - np.float32(cy)
-    dx = grid.coords[None, left:right] - np.float32(cx)
+    dy, dx = _offsets(grid, (lo, hi, left, right), cy, cx)
     sy, sx = sigma * rng.uniform(0.6, 1.4, size=2)
     alpha = np.exp(-0.5 * (dy * dy / np.float32(sy * sy) + dx * dx / np.float32(sx * sx)))
     alpha *= np.float32(rng.uniform(0.5, 0.9))
-    colour = rng.uniform(0, 1, size=3).astype(np.float32)
-    window = image[:, lo:hi, left:right]
-    window += alpha[None] * (colour[:, None, None] - window)
+    _blend(rng, image, (lo, hi, left, right), alpha)
 
 
 def _draw_stripes(rng, grid, image):
@@ -345,13 +354,10 @@ def _draw_stripes(rng, grid, image):
     lo, hi, left, right = _window(grid, cy, cx, 2.5 * sigma)
     if lo >= hi or left >= right:
         return
-    dy = grid.coords[lo:hi, None] - np.float32(cy)
-    dx = grid.coords[None, left:right] - np.float32(cx)
+    dy, dx = _offsets(grid, (lo, hi, left, right), cy, cx)
     theta = rng.uniform(0, np.pi)
     phase = dy * np.float32(np.sin(theta)) + dx * np.float32(np.cos(theta))
     wave = 0.5 + 0.5 * np.cos(phase * np.float32(2 * np.pi / period))
     envelope = np.exp(-(dy * dy + dx * dx) / np.float32(2 * sigma * sigma))
     alpha = wave * envelope * np.float32(rng.uniform(0.5, 0.9))
-    colour = rng.uniform(0, 1, size=3).astype(np.float32)
-    window = image[:, lo:hi, left:right]
-    window += alpha[None] * (colour[:, None, None] - window)
+    _blend(rng, image, (lo, hi, left, right), alpha)

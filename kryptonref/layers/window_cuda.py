@@ -6,7 +6,6 @@ tensor is copied per position (DESIGN.md section 5).
 """
 from __future__ import annotations
 
-import numpy as np
 
 from .._cuda import cuda, launch, launch_rows, unravel3
 
