@@ -281,8 +281,8 @@ def _run_chunk(model, backend, image, runners, base, positions, patch_hw, fill_p
 
     ``runners`` caches one :class:`~kryptonref.engine.IncrementalRunner` per patch
     size (Captum's truncated border windows), all sharing the materialised ``base``,
-    and for full re-inference the image on the backend's device, where each batch
-    of occluded images is built.
+    and for full re-inference the image and the patch on the backend's device,
+    where each batch of occluded images is built.
     """
     if mode != "full":
         if patch_hw not in runners:
@@ -293,8 +293,10 @@ def _run_chunk(model, backend, image, runners, base, positions, patch_hw, fill_p
         return out, sum(runner.macs.values()) - before
     if "image" not in runners:
         runners["image"] = backend.to_device(image)
+    if ("fill", patch_hw) not in runners:  # moved to the device once per patch size
+        runners[("fill", patch_hw)] = backend.to_device(np.ascontiguousarray(fill_patch))
     ys, xs = backend.pack_ints([positions[:, 0], positions[:, 1]])
-    fill = backend.repeat(backend.to_device(fill_patch), len(positions))
+    fill = backend.repeat(runners[("fill", patch_hw)], len(positions))
     occluded = backend.stitch(runners["image"], fill, ys, xs)  # built where it is computed
     scores = backend.to_host(model.run_on(backend, occluded, keep_all=False)[model.graph.output])
     return scores, sum(model.graph.macs().values()) * len(positions)
