@@ -95,6 +95,9 @@ def check_r_drill(r_drill):
 def drilldown_speedup(coarse_stride, fine_stride, r_drill):
     """Predicted speedup of drill-down over the fine grid: ``S1^2 / (S2^2 + r S1^2)``.
 
+    Adaptive drill-down's cost model (SIGMOD 2019, DESIGN.md section 6):
+    stage 1 costs ``(S2 / S1)^2`` of the fine grid, stage 2 the fraction ``r``.
+
     Strides may be ints or ``(S_y, S_x)`` pairs (then ``S^2`` is ``S_y S_x``).
     """
     r = check_r_drill(r_drill)
@@ -104,6 +107,8 @@ def drilldown_speedup(coarse_stride, fine_stride, r_drill):
 
 def coarse_stride_for(target_speedup, fine_stride, r_drill, extent):
     """The coarse stride reaching ``target_speedup``: ``S2 sqrt(T / (1 - r T))``.
+
+    :func:`drilldown_speedup` solved for ``S1`` (SIGMOD 2019, DESIGN.md section 6).
 
     Rounded up to a multiple of the fine stride (so that coarse positions lie on
     the fine grid) and kept at most ``extent``, the image's size on that axis
