@@ -1,7 +1,8 @@
 """Incremental inference for batches of occlusion positions (paper Algorithm 2).
 
-Each batch of patch positions is first *planned* on the host, then
-*executed* by a backend (:mod:`kryptonref.backend`: CPU or CUDA). The plan
+Positions are batched in :func:`schedule.batch_order`, which puts positions
+with equal changed regions next to each other. Each batch is first *planned*
+on the host, then *executed* by a backend (:mod:`kryptonref.backend`: CPU or CUDA). The plan
 gives every node a geometry for the batch, one of
 
 * ``None``: unchanged for every position; consumers read the materialised
@@ -28,8 +29,8 @@ from .backend import get_backend
 from .geometry import read_window
 from .layers.conv import conv_macs
 from .model import Model, check_image_batch
-from .schedule import (batch_region, check_tau, is_empty, merge_region, spatial_region,
-                       whole_region)
+from .schedule import (batch_order, batch_region, check_tau, is_empty, merge_region,
+                       spatial_region, unpermute, whole_region)
 
 __all__ = ["incremental_inference", "IncrementalResult", "patch_positions"]
 
@@ -62,7 +63,8 @@ class IncrementalResult:
     macs : dict
         ``name -> MACs`` the engine performed per node, summed over positions.
     region_sizes : dict
-        ``name -> list of (h, w)``: the region computed per node, one per batch.
+        ``name -> list of (h, w)``: the region computed per node, one per batch
+        (batches in the order of :func:`schedule.batch_order`).
     """
 
     output: np.ndarray
@@ -171,7 +173,9 @@ def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch
     fill : float, array (C,) or array (C, h, w)
         Values of the occluding patch.
     batch_size : int
-        Positions processed together; bounds the memory in use.
+        Positions processed together; bounds the memory in use. The batches
+        take the positions in :func:`schedule.batch_order` (equal regions
+        together); the results come back in the order of ``positions``.
     nodes : sequence of str
         Nodes whose stitched values to return as well (``P`` full tensors each).
     base : dict, optional
@@ -220,16 +224,17 @@ def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch
                         for name, value in base.items()}
     runner = IncrementalRunner(model, backend, materialised, patch_hw, fill_patch, tau)
 
+    order = batch_order(graph, positions, patch_hw, tau)
     outputs, extra = [], {name: [] for name in nodes}
     for first in range(0, len(positions), batch_size):
-        batch_out = runner.run(positions[first:first + batch_size], nodes)
+        batch_out = runner.run(positions[order[first:first + batch_size]], nodes)
         outputs.append(batch_out[graph.output])
         for name in nodes:
             extra[name].append(batch_out[name])
     return IncrementalResult(
-        output=np.concatenate(outputs),
+        output=unpermute(np.concatenate(outputs), order),
         positions=positions,
-        nodes={name: np.concatenate(vals) for name, vals in extra.items()},
+        nodes={name: unpermute(np.concatenate(vals), order) for name, vals in extra.items()},
         macs=runner.macs,
         region_sizes=runner.sizes,
     )

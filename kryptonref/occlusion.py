@@ -23,7 +23,7 @@ from .backend import get_backend
 from .drilldown import choose_coarse_stride
 from .drilldown import drilldown as drilldown_heatmap
 from .engine import IncrementalRunner, _fill_patch, _pair
-from .schedule import check_tau
+from .schedule import batch_order, check_tau, unpermute
 from .layers import Softmax
 from .model import Model, check_image_batch
 
@@ -252,18 +252,25 @@ class _Job:
         self.runners = {}
 
     def scores(self, positions, patch_hw, bar):
-        """Output scores with a ``patch_hw`` patch at each position, batch by batch."""
+        """Output scores with a ``patch_hw`` patch at each position, batch by batch.
+
+        The incremental modes batch the positions in :func:`schedule.batch_order`
+        (equal regions together); the scores come back in the order of ``positions``.
+        """
         fill = self.fill_patch[:, :patch_hw[0], :patch_hw[1]]
+        order = np.arange(len(positions))
+        if self.mode != "full":
+            order = batch_order(self.model.graph, positions, patch_hw, self.tau)
         out = []
         for first in range(0, len(positions), self.batch_size):
-            chunk = positions[first:first + self.batch_size]
+            chunk = positions[order[first:first + self.batch_size]]
             scores, chunk_macs = _run_chunk(self.model, self.backend, self.image, self.runners,
                                             self.base, chunk, tuple(patch_hw), fill,
                                             self.mode, self.tau)
             self.macs += chunk_macs
             out.append(scores)
             bar.update(len(chunk))
-        return np.concatenate(out)
+        return unpermute(np.concatenate(out), order)
 
 
 def _window_groups(windows):

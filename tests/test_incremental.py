@@ -5,6 +5,8 @@ projections and concats) and random occlusion batches; for every position the
 engine's stitched output of every node must equal full inference on the
 occluded image (float64 rtol 1e-10; float32 rtol 1e-4, atol 1e-5).
 """
+import importlib
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -143,3 +145,40 @@ def test_ceil_mode_window_longer_than_the_input(pool):
     assert g.shapes["p"] == (3, 1, 1)
     positions = kr.patch_positions((5, 6), 2, 1)
     check_identity(g, ((2, 2), positions, 0.7, 4, 3), np.float64)
+
+
+def test_results_come_back_in_the_callers_order(monkeypatch):
+    """Batches follow schedule.batch_order, not the caller's order; results do not."""
+    from kryptonref.schedule import batch_order
+
+    graph = small_net()
+    positions = kr.patch_positions(graph.input_shape[1:], 3, 1)[::-1]
+    order = batch_order(graph, positions, (3, 3))
+    assert not np.array_equal(order, np.arange(len(positions)))
+    result, _ = check_identity(graph, ((3, 3), positions, 0.5, 4, 11), np.float64)
+    np.testing.assert_array_equal(result.positions, positions)
+
+    # occlusion: the heatmap and attribution equal full re-inference's, and the
+    # progress bar counts every position once.
+    counted = []
+
+    class Bar:
+        def update(self, n):
+            counted.append(n)
+
+        def close(self):
+            pass
+
+    occlusion_module = importlib.import_module("kryptonref.occlusion")
+    monkeypatch.setattr(occlusion_module, "_progress_bar", lambda total, enabled: Bar())
+    grid = kr.patch_positions(graph.input_shape[1:], 3, 2)
+    assert not np.array_equal(batch_order(graph, grid, (3, 3)), np.arange(len(grid)))
+    model = kr.Model(graph, seed=4, dtype=np.float64)
+    image = np.random.default_rng(4).normal(size=graph.input_shape)
+    runs = {mode: kr.occlusion(model, image, patch=3, stride=2, mode=mode, batch_size=4,
+                               progress=True) for mode in ("incremental", "full")}
+    np.testing.assert_allclose(runs["incremental"].heatmap, runs["full"].heatmap, rtol=1e-10)
+    np.testing.assert_allclose(runs["incremental"].attribution, runs["full"].attribution,
+                               rtol=1e-9, atol=1e-12)
+    windows = [occlusion_module.captum_windows(n, 3, 2)[0] for n in graph.input_shape[1:]]
+    assert sum(counted) == 2 * len(windows[0]) * len(windows[1])

@@ -17,10 +17,11 @@ Two modes:
     Each position's exact changed region per layer (eq. 1-8 generalised),
     fully-connected layers counted in full, as Algorithm 1 counts.
 ``executed``
-    The regions the batched engine really computes: per batch of
-    ``batch_size`` consecutive positions one region size per layer (the
-    largest in the batch), border shifts included. Its MACs equal the engine's
-    count (``IncrementalResult.macs``), which a property test checks.
+    The regions the batched engine really computes: the positions in the
+    engine's order (:func:`kryptonref.schedule.batch_order`: equal regions next
+    to each other), per batch of ``batch_size`` of them one region size per
+    layer (the largest in the batch), border shifts included. Its MACs equal the
+    engine's count (``IncrementalResult.macs``), which a property test checks.
 
 Both take ``tau``, the projective-field threshold of approximate inference
 (DESIGN.md section 6); ``tau = 1`` is exact.
@@ -28,6 +29,7 @@ Both take ``tau``, the projective-field threshold of approximate inference
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -35,7 +37,7 @@ from ..engine import _pair, patch_positions
 from ..graph import Graph
 from ..layers import Conv2d, Linear
 from ..model import Model
-from ..schedule import check_tau, is_empty, merge_region, spatial_region, whole_region
+from ..schedule import batch_order, check_tau, is_empty, unpermute, walk_regions
 
 __all__ = ["speedup", "SpeedupReport", "LayerCost"]
 
@@ -142,7 +144,9 @@ def speedup(model, patch=16, stride=4, tau=1.0, mode="paper", positions=None, ba
     positions : array-like (P, 2), optional
         Explicit top-left ``(y, x)`` positions instead of the stride grid.
     batch_size : int
-        Positions per batch in ``executed`` mode (consecutive in row-major order).
+        Positions per batch in ``executed`` mode, taken in the engine's order
+        (:func:`kryptonref.schedule.batch_order`); the per-position results keep
+        the order of the positions.
     name : str, optional
         Name printed in the report.
 
@@ -201,54 +205,32 @@ def _centre_index(pos, patch_hw, image_hw):
 
 
 def _incremental_macs(graph, pos, patch_hw, tau, mode, batch_size):
-    """Per node, the incremental MACs of each position, shape (P,).
+    """Per node, the incremental MACs of each position, shape (P,), in the order of ``pos``.
 
-    Mirrors the engine's states: a node is either a region node (``exact``
-    holds each position's changed rectangle) or, after a layer whose every
-    output changes, a whole node (``live`` says per position whether it changed
-    at all; in ``executed`` mode, whether any position of its batch changed).
+    Walks the regions as the engine plans them (:func:`schedule.walk_regions`).
+    In ``executed`` mode the positions are batched in the engine's order
+    (:func:`schedule.batch_order`), a whole node is computed for a batch when any
+    of its positions changed it, and a conv layer computes the batch's region.
     """
     n_pos = len(pos)
-    ys, xs = pos[:, 0], pos[:, 1]
-    exact = {graph.input_name: (ys, ys + patch_hw[0], xs, xs + patch_hw[1])}
-    live = {}
     starts = np.arange(0, n_pos, batch_size)
-
-    def changed(name):
-        return live[name] if name in live else ~is_empty(exact[name])
-
-    def as_region(name):
-        if name not in live:
-            return exact[name]
-        whole = whole_region(graph.shapes[name], n_pos)
-        return tuple(np.where(live[name], v, 0) for v in whole)
-
+    if mode == "executed":
+        order = batch_order(graph, pos, patch_hw, tau)
+        spread = partial(_batch_any, starts=starts)
+    else:
+        order, spread = np.arange(n_pos), None
     macs = {}
-    for name in graph.order:
+    for name, exact, live in walk_regions(graph, pos[order], patch_hw, tau, spread):
         node = graph.nodes[name]
-        layer, shape, ins = node.layer, graph.shapes[name], node.inputs
+        layer, shape = node.layer, graph.shapes[name]
         cost = np.zeros(n_pos, np.int64)
-        if layer.kind == "spatial":
-            exact[name] = spatial_region(layer, as_region(ins[0]), shape, tau)
-            if isinstance(layer, Conv2d):
-                per_output = layer.macs([graph.shapes[ins[0]]], (shape[0], 1, 1))
-                cost = per_output * _area(exact[name], mode, starts)
-        elif layer.kind == "elementwise":
-            if ins[0] in live:
-                live[name] = live[ins[0]]
-            else:
-                exact[name] = exact[ins[0]]
-        elif layer.kind == "merge" and any(i in live for i in ins):
-            flags = np.any([changed(i) for i in ins], axis=0)
-            live[name] = _batch_any(flags, starts) if mode == "executed" else flags
-        elif layer.kind == "merge":
-            exact[name] = merge_region([exact[i] for i in ins])
-        else:
-            flags = changed(ins[0])
-            live[name] = _batch_any(flags, starts) if mode == "executed" else flags
-            counted = live[name] if mode == "executed" else np.ones(n_pos, bool)
-            cost = counted * layer.macs([graph.shapes[i] for i in ins], shape)
-        macs[name] = cost
+        if isinstance(layer, Conv2d):
+            per_output = layer.macs([graph.shapes[node.inputs[0]]], (shape[0], 1, 1))
+            cost = per_output * _area(exact, mode, starts)
+        elif layer.kind == "global":
+            counted = live if mode == "executed" else np.ones(n_pos, bool)
+            cost = counted * layer.macs([graph.shapes[i] for i in node.inputs], shape)
+        macs[name] = unpermute(cost, order)
     return macs
 
 
