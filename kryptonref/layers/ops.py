@@ -14,6 +14,7 @@ import numpy as np
 
 from . import specs as L
 from .conv import conv2d_valid, row_taps
+from .winograd import suits_winograd, winograd_filters
 from .pool import avg_pool_divisors, avg_pool_valid, max_pool_valid
 from .window import pad_full
 
@@ -24,7 +25,8 @@ def prepare_params(layer, params, dtype):
     """Parameters in the form the kernels use (contiguous, in ``dtype``).
 
     Batch normalisation is folded into a per-channel ``scale`` and ``shift``;
-    dense convolutions also get their weights as per-row GEMM operands (``taps``).
+    dense convolutions also get their weights as per-row GEMM operands (``taps``),
+    and 3x3 stride-1 ones their Winograd transforms (``winograd``).
     """
     cast = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in params.items()}
     if isinstance(layer, L.BatchNorm2d):
@@ -34,6 +36,8 @@ def prepare_params(layer, params, dtype):
         return {"scale": scale.astype(dtype), "shift": shift.astype(dtype)}
     if isinstance(layer, L.Conv2d) and layer.groups == 1:
         cast["taps"] = row_taps(cast["weight"])
+        if suits_winograd(cast["weight"], layer.stride, layer.dilation, layer.groups):
+            cast["winograd"] = winograd_filters(cast["weight"])
     return cast
 
 
@@ -77,7 +81,8 @@ def region(layer, params, win, in_hw, out_hw, out_y0, out_x0, region_hw):
     """
     if isinstance(layer, L.Conv2d):
         return conv2d_valid(win, params["weight"], params.get("bias"), layer.stride,
-                            layer.dilation, layer.groups, region_hw, params.get("taps"))
+                            layer.dilation, layer.groups, region_hw, params.get("taps"),
+                            params.get("winograd"))
     if isinstance(layer, L.MaxPool2d):
         return max_pool_valid(win, layer.kernel_size, layer.stride, layer.dilation, region_hw)
     if isinstance(layer, L.AvgPool2d):

@@ -388,9 +388,13 @@ def full(layer, params, inputs, out_shape):
 
 
 # -- the backend ---------------------------------------------------------------------
+#: Parameters only the CPU kernels use (GEMM operands per kernel row, Winograd filters).
+HOST_ONLY = ("taps", "winograd")
+
+
 def _device_params(layer, prepared):
     """Kernel-ready parameters of one layer as device arrays."""
-    host = {k: v for k, v in prepared.items() if k != "taps"}
+    host = {k: v for k, v in prepared.items() if k not in HOST_ONLY}
     if isinstance(layer, L.Linear):
         host["weight_t"] = np.ascontiguousarray(host.pop("weight").T)
     out = {k: upload(v) for k, v in host.items()}
@@ -445,7 +449,8 @@ class CUDABackend:
         cached = self._params.get(model)
         if cached is not None and cached[0] is prepared:
             return cached[1]
-        needed = sum(v.nbytes for p in prepared.values() for k, v in p.items() if k != "taps")
+        needed = sum(v.nbytes for p in prepared.values() for k, v in p.items()
+                     if k not in HOST_ONLY)
         free = _free_bytes()
         if free is not None and needed > free:
             raise MemoryError(f"the model's weights need {_size(needed)} of GPU memory; "

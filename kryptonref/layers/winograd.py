@@ -1,0 +1,174 @@
+"""Winograd convolution F(2x2, 3x3) for dense 3x3, stride-1 convolutions (CPU).
+
+Lavin & Gray (2016), "Fast Algorithms for Convolutional Neural Networks": each
+2x2 block of outputs of a 3x3 convolution is ``A^T [(G g G^T) * (B^T d B)] A``
+for the 4x4 input tile ``d`` that block reads, with the fixed matrices below.
+Summed over input channels, the elementwise product becomes 16 independent
+GEMMs, one per element ``xi`` of the 4x4 transformed tile::
+
+    M[xi] = U[xi] @ V[xi]      U: (C_out, C_in)   V: (C_in, tiles)   M: (C_out, tiles)
+
+16 multiplications per tile and channel pair instead of the direct 36: 2.25x
+fewer multiply-accumulates, paid for by the input and output transforms
+(additions only, linear in the data). The transforms are exact in exact
+arithmetic; in floating point the result differs from the direct sum by a few
+rounding errors (the entries of G are 0, 1 and 1/2).
+
+An odd output size is rounded up to whole tiles; the missing input rows and
+columns of the last tiles read as zero and the extra outputs are dropped.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._numba import KERNEL, njit, prange
+
+__all__ = ["winograd_filters", "winograd_conv", "suits_winograd"]
+
+#: Filter transform G (4 x 3).
+G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+#: Input transform B^T (4 x 4); the kernels below apply it with additions.
+B_T = np.array([[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0],
+                [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]])
+#: Output transform A^T (2 x 4).
+A_T = np.array([[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]])
+
+#: Fewest input channels for which the transforms pay off (below: im2col + GEMM).
+MIN_CHANNELS = 16
+#: Upper bound on the elements of the transformed input and output of one chunk.
+BUDGET = 1 << 24
+
+
+def suits_winograd(weight, stride, dilation, groups):
+    """Whether a convolution is one F(2x2, 3x3) computes: dense, 3x3, stride 1, dilation 1."""
+    n_out, cin_group, kh, kw = weight.shape
+    return (groups == 1 and (kh, kw) == (3, 3) and tuple(stride) == (1, 1)
+            and tuple(dilation) == (1, 1) and cin_group >= MIN_CHANNELS)
+
+
+def winograd_filters(weight):
+    """``U = G g G^T`` for every filter, as 16 GEMM operands ``(16, C_out, C_in)``.
+
+    Computed in float64 and cast to the weight's dtype.
+    """
+    n_out, n_in = weight.shape[:2]
+    u = np.einsum("ik,ockl,jl->ijoc", G, weight.astype(np.float64), G)
+    return np.ascontiguousarray(u.reshape(16, n_out, n_in).astype(weight.dtype))
+
+
+@njit(**KERNEL)
+def _transform_plane(plane, tiles_h, tiles_w, rows, v, c, t_first):
+    """Input transform of one channel of one window; tiles go to ``v[:, c, t_first:]``.
+
+    ``B^T`` has entries 0 and +-1, so the transform is additions: first
+    combining each tile row's four input rows (``rows = B^T d`` for all the
+    row's tiles at once), then along those rows, tile by tile; both loops run
+    over contiguous memory. Input rows past the window read as zero, and so do
+    columns (``rows`` is zero past the window's width).
+    """
+    win_h = plane.shape[0]
+    width = min(plane.shape[1], rows.shape[1])
+    for ty in range(tiles_h):
+        y = 2 * ty
+        in0, in1, in2 = plane[y], plane[y + 1], plane[y + 2]
+        if y + 3 < win_h:
+            in3 = plane[y + 3]
+            for x in range(width):
+                rows[3, x] = in1[x] - in3[x]
+        else:
+            for x in range(width):
+                rows[3, x] = in1[x]
+        for x in range(width):
+            rows[0, x] = in0[x] - in2[x]
+            rows[1, x] = in1[x] + in2[x]
+            rows[2, x] = in2[x] - in1[x]
+        t0 = t_first + ty * tiles_w
+        for i in range(4):
+            row = rows[i]
+            out0, out1 = v[4 * i, c, t0:t0 + tiles_w], v[4 * i + 1, c, t0:t0 + tiles_w]
+            out2, out3 = v[4 * i + 2, c, t0:t0 + tiles_w], v[4 * i + 3, c, t0:t0 + tiles_w]
+            for tx in range(tiles_w):
+                x = 2 * tx
+                out0[tx] = row[x] - row[x + 2]
+                out1[tx] = row[x + 1] + row[x + 2]
+                out2[tx] = row[x + 2] - row[x + 1]
+                out3[tx] = row[x + 1] - row[x + 3]
+
+
+@njit(parallel=True, **KERNEL)
+def _input_transform(win, tiles_h, tiles_w, v):
+    """``v[xi, c, t] = (B^T d B)[xi]`` for tile ``t = (b, ty, tx)``, ``d = win[b, c, 2ty:, 2tx:][:4, :4]``.
+
+    Reads past the window's last row or column are zero.
+    """
+    n_items, n_channels = win.shape[0], win.shape[1]
+    for c in prange(n_channels):
+        rows = np.zeros((4, 2 * tiles_w + 2), win.dtype)
+        for b in range(n_items):
+            _transform_plane(win[b, c], tiles_h, tiles_w, rows, v, c, b * tiles_h * tiles_w)
+
+
+@njit(**KERNEL)
+def _untransform_plane(m, o, t_first, tiles_h, tiles_w, bias, s, plane):
+    """Output transform of one channel of one window, from ``m[:, o, t_first:]``.
+
+    As for the input, first across the transformed tile's rows for a whole row
+    of tiles (``s = A^T m``, contiguous in the tile index), then along them.
+    """
+    oh, ow = plane.shape
+    for ty in range(tiles_h):
+        t0 = t_first + ty * tiles_w
+        for j in range(4):
+            m0, m1 = m[j, o, t0:t0 + tiles_w], m[4 + j, o, t0:t0 + tiles_w]
+            m2, m3 = m[8 + j, o, t0:t0 + tiles_w], m[12 + j, o, t0:t0 + tiles_w]
+            for tx in range(tiles_w):
+                s[0, j, tx] = m0[tx] + m1[tx] + m2[tx]
+                s[1, j, tx] = m1[tx] - m2[tx] - m3[tx]
+        for i in range(min(2, oh - 2 * ty)):
+            dst = plane[2 * ty + i]
+            s0, s1, s2, s3 = s[i, 0], s[i, 1], s[i, 2], s[i, 3]
+            for tx in range(ow // 2):
+                dst[2 * tx] = s0[tx] + s1[tx] + s2[tx] + bias
+                dst[2 * tx + 1] = s1[tx] - s2[tx] - s3[tx] + bias
+            if ow % 2:
+                last = tiles_w - 1
+                dst[ow - 1] = s0[last] + s1[last] + s2[last] + bias
+
+
+@njit(parallel=True, **KERNEL)
+def _output_transform(m, bias, tiles_h, tiles_w, out):
+    """``out[b, o, 2ty:2ty+2, 2tx:2tx+2] = A^T m[:, o, t] A + bias[o]``, cut at the output's edge."""
+    n_items, n_out = out.shape[0], out.shape[1]
+    for o in prange(n_out):
+        s = np.empty((2, 4, tiles_w), m.dtype)
+        for b in range(n_items):
+            _untransform_plane(m, o, b * tiles_h * tiles_w, tiles_h, tiles_w, bias[o], s,
+                               out[b, o])
+
+
+def winograd_conv(win, filters, bias, out):
+    """3x3, stride-1 valid convolution of ``win`` into ``out`` by F(2x2, 3x3).
+
+    Parameters
+    ----------
+    win : ndarray (B, C_in, Hw, Ww)
+        Windows with their padding; ``Hw >= oh + 2`` and ``Ww >= ow + 2``.
+    filters : ndarray (16, C_out, C_in)
+        :func:`winograd_filters` of the weight.
+    bias : ndarray (C_out,)
+    out : ndarray (B, C_out, oh, ow)
+        Written in place and returned.
+    """
+    n_items, n_channels = win.shape[:2]
+    n_out, oh, ow = out.shape[1:]
+    tiles_h, tiles_w = (oh + 1) // 2, (ow + 1) // 2
+    per_item = 16 * max(n_channels, n_out) * tiles_h * tiles_w
+    step = max(1, BUDGET // per_item)
+    for first in range(0, n_items, step):
+        last = min(first + step, n_items)
+        n_tiles = (last - first) * tiles_h * tiles_w
+        v = np.empty((16, n_channels, n_tiles), win.dtype)
+        _input_transform(win[first:last], tiles_h, tiles_w, v)
+        m = np.matmul(filters, v)
+        _output_transform(m, bias, tiles_h, tiles_w, out[first:last])
+    return out
