@@ -451,7 +451,7 @@ def main(argv=None):
     p.add_argument("--tau", type=float, default=1.0,
                    help="approximate: projective-field threshold in (0, 1] (default 1)")
     _add_drilldown_arguments(p, "approximate: adaptive drill-down (coarse stride, then refine)")
-    p.add_argument("--batch-size", type=int, default=None, help="positions per batch (16)")
+    p.add_argument("--batch-size", type=int, default=None, help="positions per batch (64; 16 with --mode full)")
     p.add_argument("--out", metavar="overlay.png", help="write the heatmap over the image")
     p.add_argument("--save", metavar="heatmap.npy", help="write the raw heatmap")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -72,15 +72,33 @@ def test_filter_transform_is_g_g_gt():
             np.testing.assert_allclose(u[:, o, c].reshape(4, 4), want, rtol=1e-14)
 
 
+def test_documented_matrices_compute_the_convolution():
+    """``A^T [(G g G^T) * (B^T d B)] A`` is the 2x2 valid correlation of a 4x4 tile."""
+    rng = np.random.default_rng(6)
+    d, g = rng.normal(size=(4, 4)), rng.normal(size=(3, 3))
+    product = (winograd.G @ g @ winograd.G.T) * (winograd.B_T @ d @ winograd.B_T.T)
+    want = [[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(2)] for i in range(2)]
+    np.testing.assert_allclose(winograd.A_T @ product @ winograd.A_T.T, want, rtol=1e-12)
+
+
+def test_winograd_can_be_turned_off(monkeypatch):
+    """``KRYPTONREF_WINOGRAD=0`` (read at import into ``ENABLED``) leaves im2col + GEMM."""
+    layer = kr.Conv2d(64, 8, 3, padding=1)
+    params = {"weight": np.ones((8, 64, 3, 3))}
+    assert "winograd" in ops.prepare_params(layer, params, np.float32)
+    monkeypatch.setattr(winograd, "ENABLED", False)
+    assert "winograd" not in ops.prepare_params(layer, params, np.float32)
+
+
 @pytest.mark.parametrize("layer, uses", [
-    (kr.Conv2d(16, 8, 3, padding=1), True),
-    (kr.Conv2d(16, 8, 3, padding=0, bias=False), True),
-    (kr.Conv2d(8, 8, 3, padding=1), False),              # too few input channels
-    (kr.Conv2d(16, 8, 3, stride=2, padding=1), False),
-    (kr.Conv2d(16, 8, 3, dilation=2, padding=2), False),
-    (kr.Conv2d(16, 16, 3, padding=1, groups=2), False),
-    (kr.Conv2d(16, 8, (3, 5), padding=1), False),
-    (kr.Conv2d(16, 8, 1), False),
+    (kr.Conv2d(64, 8, 3, padding=1), True),
+    (kr.Conv2d(128, 8, 3, padding=0, bias=False), True),
+    (kr.Conv2d(32, 8, 3, padding=1), False),             # too few input channels
+    (kr.Conv2d(64, 8, 3, stride=2, padding=1), False),
+    (kr.Conv2d(64, 8, 3, dilation=2, padding=2), False),
+    (kr.Conv2d(128, 128, 3, padding=1, groups=2), False),
+    (kr.Conv2d(64, 8, (3, 5), padding=1), False),
+    (kr.Conv2d(64, 8, 1), False),
 ])
 def test_prepared_params_choose_winograd(layer, uses):
     params = {"weight": np.ones((layer.out_channels, layer.in_channels // layer.groups)
@@ -91,12 +109,12 @@ def test_prepared_params_choose_winograd(layer, uses):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_conv_layer_through_winograd_equals_the_oracle(dtype):
     """Full inference of a Winograd-eligible layer (padding 1) through ``Model.forward``."""
-    layer = kr.Conv2d(16, 5, 3, padding=1)
-    graph = kr.Graph((16, 7, 10))
+    layer = kr.Conv2d(64, 5, 3, padding=1)
+    graph = kr.Graph((64, 7, 10))
     graph.add(layer, name="conv")
     model = kr.Model(graph, seed=1, dtype=dtype)
     assert "winograd" in model.prepared["conv"]
-    x = np.random.default_rng(2).normal(size=(2, 16, 7, 10)).astype(dtype)
+    x = np.random.default_rng(2).normal(size=(2, 64, 7, 10)).astype(dtype)
     params = model.params["conv"]
     want = naive.conv2d(x, params["weight"], params["bias"], padding=1)
     np.testing.assert_allclose(model.forward(x), want, **TOL[dtype])

@@ -14,8 +14,11 @@ section 8), in one of three layouts:
   column window shifted by ``ky*D`` rows, accumulated straight into the NCHW
   output (``beta = 1``). The buffer is ``kh`` times smaller than im2col's;
 * *full im2col* (vertical stride > 1): one GEMM per window into the output;
-* *batched* (many small regions): one im2col and one GEMM for the whole batch,
-  then a copy into NCHW order, since per-window GEMMs would be too thin.
+* *batched* (many small regions, or kernels one row high, where row taps save
+  nothing): one im2col and one GEMM for the whole batch, then a copy into NCHW
+  order, since per-window GEMMs would be too thin;
+* *pointwise* (1x1, stride 1): no im2col at all, one GEMM per window on the
+  window itself.
 
 Dense 3x3 stride-1 convolutions with enough input channels (VGG's and most
 of ResNet's) instead use Winograd's F(2x2, 3x3) (:mod:`.winograd`): 16 GEMMs
@@ -33,7 +36,9 @@ from .winograd import winograd_conv
 __all__ = ["conv2d_valid", "conv_macs"]
 
 #: Upper bound on im2col buffer elements; larger batches are processed in chunks.
-IM2COL_BUDGET = 1 << 24
+#: (16 MB in float32: larger buffers came back from the OS with page faults on
+#: every call, as glibc trims freed memory past twice its mmap threshold.)
+IM2COL_BUDGET = 1 << 22
 #: Regions with fewer outputs than this per window use the batched layout when B > 1.
 SMALL_REGION = 256
 #: Size of the row-tap column buffer, sized to stay in the cache (bytes).
@@ -217,7 +222,9 @@ def conv2d_valid(win, weight, bias, stride, dilation, groups, out_hw, taps=None,
     if groups != 1:
         _conv_direct(win, weight, bias, sh, sw, dh, dw, groups, out)
         return out
-    if n_items > 1 and oh * ow < SMALL_REGION:
+    if (kh, kw) == (1, 1) and (sh, sw) == (1, 1):
+        return _conv_pointwise(win, weight, bias, out)
+    if n_items > 1 and (oh * ow < SMALL_REGION or kh == 1):
         return _conv_batched(win, weight, bias, stride, dilation, out)
     out[...] = bias[None, :, None, None]
     fn = gemm_function(win.dtype)
@@ -240,6 +247,16 @@ def conv2d_valid(win, weight, bias, stride, dilation, groups, out_hw, taps=None,
 def _chunks(n_items, per_item):
     step = max(1, IM2COL_BUDGET // max(per_item, 1))
     return [(first, min(first + step, n_items)) for first in range(0, n_items, step)]
+
+
+def _conv_pointwise(win, weight, bias, out):
+    """1x1, stride-1 convolution: ``out[b] = W @ win[b] + bias``, a GEMM per window."""
+    n_items, n_out, oh, ow = out.shape
+    x = np.ascontiguousarray(win[:, :, :oh, :ow]).reshape(n_items, win.shape[1], oh * ow)
+    flat = out.reshape(n_items, n_out, oh * ow)
+    np.matmul(weight.reshape(n_out, -1), x, out=flat)
+    flat += bias[None, :, None]
+    return out
 
 
 def _conv_batched(win, weight, bias, stride, dilation, out):
