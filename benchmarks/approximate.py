@@ -36,7 +36,7 @@ What is measured
    drill-down evaluates about ``1/drilldown_speedup`` of the fine grid's positions
    (all coarse cells plus the refined fraction ``r``), each at tau's incremental
    cost, so the two factors multiply (it ignores that the refined positions cluster
-   and batch differently from a row-major sweep). "MACs" is the same ratio counted by
+   and batch differently from a full sweep of the grid). "MACs" is the same ratio counted by
    the engine in this run: one full inference's MACs x heatmap positions / the MACs
    the call performed (base inference included). Both ignore the time that is not
    convolution: measured speedups fall below them.

@@ -61,7 +61,9 @@ class IncrementalResult:
     nodes : dict
         ``name -> (P, ...)`` stitched values of the nodes asked for.
     macs : dict
-        ``name -> MACs`` the engine performed per node, summed over positions.
+        ``name -> MACs`` the engine performed per node, summed over positions,
+        counted as direct convolution (the paper's count; a Winograd layer
+        executes fewer multiplications, :mod:`kryptonref.layers.winograd`).
     region_sizes : dict
         ``name -> list of (h, w)``: the region computed per node, one per batch
         (batches in the order of :func:`schedule.batch_order`).

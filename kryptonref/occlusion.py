@@ -59,7 +59,8 @@ class OcclusionResult:
     seconds : float
         Wall time spent.
     macs : int
-        Multiply-accumulates performed (conv and dense layers), base inference included.
+        Multiply-accumulates performed (conv and dense layers), base inference
+        included, counted as direct convolution (the paper's count).
     mode, patch, stride, tau, coarse_stride
         The settings used (``coarse_stride``: drill-down's, else None).
     computed : ndarray of bool (positions_y, positions_x) or None

@@ -169,8 +169,8 @@ def batch_order(graph, positions, patch_hw, tau=1.0):
     region is smaller costs the difference. Row-major order mixes positions of
     different alignment to the pooling grids and to the borders. Geometry,
     clamping and merges all work per axis, so on a stride grid a position's
-    region heights depend only on its ``y`` and its widths only on its ``x``.
-    Each position therefore gets a *y-class* (its region heights over all
+    region heights depend (almost: an empty region is stored empty on both axes)
+    only on its ``y`` and its widths only on its ``x``. Each position gets a *y-class* (its region heights over all
     nodes) and an *x-class* (its widths), each class ranked by its total size
     so that neighbouring ranks have similar regions. The order follows a
     Hilbert curve through the (y-class, x-class) grid, then the original

@@ -164,3 +164,15 @@ def test_batch_order_on_the_vgg16_grid():
     # its own exact regions (the classifier changes at every position).
     assert np.all(report.speedup_map <= paper.speedup_map * (1 + 1e-12))
     assert np.any(report.speedup_map < paper.speedup_map)
+
+
+@pytest.mark.parametrize("side", [1, 2, 4, 8, 16])
+def test_hilbert_index_is_a_curve_through_the_grid(side):
+    """On a 2^k square the indices are 0..n-1, and each step moves to a neighbouring cell."""
+    from kryptonref.schedule import _hilbert_index
+    y, x = (v.ravel() for v in np.meshgrid(np.arange(side), np.arange(side), indexing="ij"))
+    index = _hilbert_index(y, x)
+    np.testing.assert_array_equal(np.sort(index), np.arange(side * side))
+    path = np.argsort(index)
+    steps = np.abs(np.diff(y[path])) + np.abs(np.diff(x[path]))
+    assert np.all(steps == 1)

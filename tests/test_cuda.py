@@ -220,6 +220,22 @@ def test_peak_memory_is_counted():
     assert peak >= live_before + weights + 3 * 2 * 12 * 10 * 8  # and the input batch was there
 
 
+def test_cpu_only_parameters_stay_on_the_host(monkeypatch):
+    """Winograd filters and row taps are neither uploaded nor counted as device weights."""
+    from kryptonref.layers import winograd
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "ENABLED", True)
+    graph = kr.Graph((2, 6, 5))
+    graph.add(kr.Conv2d(2, 3, 3, padding=1), name="conv")
+    model = kr.Model(graph, seed=0)
+    assert {"taps", "winograd"} <= set(model.prepared["conv"])
+    on_device = CUDA.params(model)["conv"]
+    assert not {"taps", "winograd"} & set(on_device)
+    x = np.random.default_rng(0).normal(size=(2, 2, 6, 5)).astype(np.float32)
+    np.testing.assert_allclose(model.forward(x, device="cuda"), model.forward(x), rtol=1e-4,
+                               atol=1e-5)
+
+
 # -- bad input ------------------------------------------------------------------------
 @pytest.mark.parametrize("device", ["gpu", "CUDA", None, 0])
 def test_unknown_device_is_rejected(device):

@@ -204,7 +204,7 @@ def test_conv_im2col_chunking(monkeypatch):
     """A batch split into several im2col chunks gives the same result."""
     from kryptonref.layers import conv
     layer = kr.Conv2d(3, 4, 3, stride=2, padding=1)
-    monkeypatch.setattr(conv, "IM2COL_BUDGET", 3 * 9 * 25)  # one item per chunk
+    monkeypatch.setattr(conv, "IM2COL_BYTES", 3 * 9 * 25 * 8)  # one item per chunk
     check_full(layer, (3, 9, 10), np.float64, n=3)
 
 

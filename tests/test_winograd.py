@@ -1,4 +1,8 @@
 """Winograd F(2x2, 3x3) convolution against the plain oracle, and its use in the engine."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -43,22 +47,31 @@ def test_winograd_equals_the_oracle(n_items, c_in, c_out, oh, ow, dtype, seed):
     np.testing.assert_allclose(got, want, **TOL[dtype])
 
 
-def test_winograd_reads_only_the_window():
-    """Odd sizes read no element past the window: NaN beyond it changes nothing."""
+@pytest.mark.parametrize("oh, ow", [(5, 7), (4, 3), (1, 1)])
+def test_winograd_reads_only_the_window(oh, ow):
+    """Odd sizes read nothing past the window: the transformed input is what an explicitly
+    zero-padded window gives, and finite even where NaN lies beyond the window."""
     rng = np.random.default_rng(3)
-    win, weight, bias = random_conv(rng, 2, 3, 4, 5, 7, np.float64)
-    padded = np.full((2, 3, win.shape[2] + 1, win.shape[3] + 1), np.nan)
-    padded[:, :, :-1, :-1] = win
-    out = np.empty((2, 4, 5, 7))
-    winograd.winograd_conv(padded[:, :, :-1, :-1], winograd.winograd_filters(weight), bias, out)
-    np.testing.assert_allclose(out, naive.conv2d(win, weight, bias), **TOL[np.float64])
+    win = rng.normal(size=(2, 3, oh + 2, ow + 2))
+    tiles_h, tiles_w = (oh + 1) // 2, (ow + 1) // 2
+    nan_beyond = np.full((2, 3, 2 * tiles_h + 3, 2 * tiles_w + 3), np.nan)
+    nan_beyond[:, :, :oh + 2, :ow + 2] = win
+    zero_beyond = np.zeros_like(nan_beyond)
+    zero_beyond[:, :, :oh + 2, :ow + 2] = win
+    got = np.empty((16, 3, 2 * tiles_h * tiles_w))
+    want = np.empty_like(got)
+    winograd._input_transform(nan_beyond[:, :, :oh + 2, :ow + 2], tiles_h, tiles_w, got)
+    winograd._input_transform(zero_beyond[:, :, :2 * tiles_h + 2, :2 * tiles_w + 2],
+                              tiles_h, tiles_w, want)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_array_equal(got, want)
 
 
 def test_winograd_chunks(monkeypatch):
     """A batch split into one-item chunks gives the same result."""
     rng = np.random.default_rng(4)
     win, weight, bias = random_conv(rng, 3, 5, 6, 4, 3, np.float64)
-    monkeypatch.setattr(winograd, "BUDGET", 1)
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
     np.testing.assert_allclose(winograd_output(win, weight, bias),
                                naive.conv2d(win, weight, bias), **TOL[np.float64])
 
@@ -82,12 +95,38 @@ def test_documented_matrices_compute_the_convolution():
 
 
 def test_winograd_can_be_turned_off(monkeypatch):
-    """``KRYPTONREF_WINOGRAD=0`` (read at import into ``ENABLED``) leaves im2col + GEMM."""
+    """``ENABLED`` False leaves im2col + GEMM; ``KRYPTONREF_WINOGRAD=0`` sets it at import."""
     layer = kr.Conv2d(64, 8, 3, padding=1)
     params = {"weight": np.ones((8, 64, 3, 3))}
+    monkeypatch.setattr(winograd, "ENABLED", True)
     assert "winograd" in ops.prepare_params(layer, params, np.float32)
     monkeypatch.setattr(winograd, "ENABLED", False)
     assert "winograd" not in ops.prepare_params(layer, params, np.float32)
+    read = "import kryptonref.layers.winograd as w; print(w.ENABLED)"
+    for value, expected in (("0", "False"), ("1", "True")):
+        env = dict(os.environ, KRYPTONREF_WINOGRAD=value)
+        out = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        assert out == expected
+
+
+@pytest.mark.parametrize("oh, ow, pays", [(1, 1, False), (1, 8, False), (2, 1, False),
+                                          (2, 2, True), (3, 3, True), (7, 7, True),
+                                          (2, 3, True)])
+def test_winograd_only_where_it_saves_multiplications(oh, ow, pays):
+    assert winograd.winograd_pays_off(oh, ow) == pays
+
+
+def test_thin_regions_take_the_gemm_path(monkeypatch):
+    """A one-row output skips Winograd even when its filters are given (same result)."""
+    rng = np.random.default_rng(8)
+    win, weight, bias = random_conv(rng, 3, 4, 5, 1, 6, np.float64)
+    called = []
+    monkeypatch.setattr(conv, "winograd_conv", lambda *a: called.append(a))
+    got = conv.conv2d_valid(win, weight, bias, (1, 1), (1, 1), 1, (1, 6),
+                            winograd=winograd.winograd_filters(weight))
+    assert not called
+    np.testing.assert_allclose(got, naive.conv2d(win, weight, bias), **TOL[np.float64])
 
 
 @pytest.mark.parametrize("layer, uses", [
@@ -100,15 +139,17 @@ def test_winograd_can_be_turned_off(monkeypatch):
     (kr.Conv2d(64, 8, (3, 5), padding=1), False),
     (kr.Conv2d(64, 8, 1), False),
 ])
-def test_prepared_params_choose_winograd(layer, uses):
+def test_prepared_params_choose_winograd(layer, uses, monkeypatch):
+    monkeypatch.setattr(winograd, "ENABLED", True)
     params = {"weight": np.ones((layer.out_channels, layer.in_channels // layer.groups)
                                 + tuple(layer.kernel_size))}
     assert ("winograd" in ops.prepare_params(layer, params, np.float32)) == uses
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_conv_layer_through_winograd_equals_the_oracle(dtype):
+def test_conv_layer_through_winograd_equals_the_oracle(dtype, monkeypatch):
     """Full inference of a Winograd-eligible layer (padding 1) through ``Model.forward``."""
+    monkeypatch.setattr(winograd, "ENABLED", True)
     layer = kr.Conv2d(64, 5, 3, padding=1)
     graph = kr.Graph((64, 7, 10))
     graph.add(layer, name="conv")
@@ -162,5 +203,6 @@ def test_incremental_identity_with_winograd_everywhere(dtype, examples):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(winograd, "MIN_CHANNELS", 1)
+        patch.setattr(winograd, "ENABLED", True)
         run()
     assert winograd_layers, "no drawn architecture had a Winograd convolution"

@@ -7,7 +7,7 @@ window assembled by :func:`kryptonref.layers.window.gather_windows`. The paper's
 FMA count (section 4) is what :func:`conv_macs` returns.
 
 Dense convolutions are GEMMs (direct loops are 20-40x slower, DESIGN.md
-section 8), in one of three layouts:
+section 8), in one of four layouts:
 
 * *row taps* (vertical stride 1): im2col over channels and kernel columns only,
   one row of columns per window row; kernel row ``ky`` is then a GEMM over the
@@ -17,8 +17,8 @@ section 8), in one of three layouts:
 * *batched* (many small regions, or kernels one row high, where row taps save
   nothing): one im2col and one GEMM for the whole batch, then a copy into NCHW
   order, since per-window GEMMs would be too thin;
-* *pointwise* (1x1, stride 1): no im2col at all, one GEMM per window on the
-  window itself.
+* *pointwise* (1x1, stride 1, regions not small): no im2col at all, one GEMM
+  per window on the window itself.
 
 Dense 3x3 stride-1 convolutions with enough input channels (VGG's and most
 of ResNet's) instead use Winograd's F(2x2, 3x3) (:mod:`.winograd`): 16 GEMMs
@@ -31,14 +31,14 @@ import numpy as np
 
 from .._numba import KERNEL, njit, prange
 from .blas import gemm, gemm_function
-from .winograd import winograd_conv
+from .winograd import winograd_conv, winograd_pays_off
 
 __all__ = ["conv2d_valid", "conv_macs"]
 
-#: Upper bound on im2col buffer elements; larger batches are processed in chunks.
-#: (16 MB in float32: larger buffers came back from the OS with page faults on
-#: every call, as glibc trims freed memory past twice its mmap threshold.)
-IM2COL_BUDGET = 1 << 22
+#: Upper bound on an im2col buffer's bytes; larger batches are processed in chunks.
+#: (Larger buffers came back from the OS with page faults on every call, as
+#: glibc trims freed memory past twice its mmap threshold.)
+IM2COL_BYTES = 16 << 20
 #: Regions with fewer outputs than this per window use the batched layout when B > 1.
 SMALL_REGION = 256
 #: Size of the row-tap column buffer, sized to stay in the cache (bytes).
@@ -217,15 +217,15 @@ def conv2d_valid(win, weight, bias, stride, dilation, groups, out_hw, taps=None,
     if bias is None:
         bias = np.zeros(n_out, win.dtype)
     out = np.empty((n_items, n_out, oh, ow), win.dtype)
-    if winograd is not None:
+    if winograd is not None and winograd_pays_off(oh, ow):
         return winograd_conv(win, winograd, bias, out)
     if groups != 1:
         _conv_direct(win, weight, bias, sh, sw, dh, dw, groups, out)
         return out
-    if (kh, kw) == (1, 1) and (sh, sw) == (1, 1):
-        return _conv_pointwise(win, weight, bias, out)
     if n_items > 1 and (oh * ow < SMALL_REGION or kh == 1):
         return _conv_batched(win, weight, bias, stride, dilation, out)
+    if (kh, kw) == (1, 1) and (sh, sw) == (1, 1):
+        return _conv_pointwise(win, weight, bias, out)
     out[...] = bias[None, :, None, None]
     fn = gemm_function(win.dtype)
     if sh == 1:
@@ -237,15 +237,15 @@ def conv2d_valid(win, weight, bias, stride, dilation, groups, out_hw, taps=None,
         _conv_row_taps(fn, win, taps, kw, sw, dw, dh, tile_rows, cols, out)
         return out
     matrix = weight.reshape(1, n_out, -1)
-    for first, last in _chunks(n_items, cin_group * kh * kw * oh * ow):
+    for first, last in _chunks(n_items, cin_group * kh * kw * oh * ow * win.itemsize):
         cols = np.empty((last - first, cin_group * kh * kw, oh * ow), win.dtype)
         _im2col(win[first:last], kh, kw, sh, sw, dh, dw, oh, ow, cols)
         _gemm_taps(fn, matrix, cols, 0, out[first:last])
     return out
 
 
-def _chunks(n_items, per_item):
-    step = max(1, IM2COL_BUDGET // max(per_item, 1))
+def _chunks(n_items, bytes_per_item):
+    step = max(1, IM2COL_BYTES // max(bytes_per_item, 1))
     return [(first, min(first + step, n_items)) for first in range(0, n_items, step)]
 
 
@@ -266,7 +266,7 @@ def _conv_batched(win, weight, bias, stride, dilation, out):
     (sh, sw), (dh, dw) = stride, dilation
     matrix = weight.reshape(n_out, -1)
     rows = cin_group * kh * kw
-    for first, last in _chunks(n_items, rows * oh * ow):
+    for first, last in _chunks(n_items, rows * oh * ow * win.itemsize):
         flat = np.empty((rows, (last - first) * oh * ow), win.dtype)
         _im2col_batched(win[first:last], kh, kw, sh, sw, dh, dw, oh, ow, flat)
         _unpack_gemm(matrix @ flat, bias, out[first:last])

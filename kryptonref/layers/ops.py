@@ -18,7 +18,11 @@ from .winograd import suits_winograd, winograd_filters
 from .pool import avg_pool_divisors, avg_pool_valid, max_pool_valid
 from .window import pad_full
 
-__all__ = ["full", "region", "elementwise", "prepare_params"]
+__all__ = ["full", "region", "elementwise", "prepare_params", "HOST_ONLY"]
+
+#: Prepared parameters only the CPU kernels use (GEMM operands per kernel row,
+#: Winograd filters); the CUDA backend neither uploads nor counts them.
+HOST_ONLY = ("taps", "winograd")
 
 
 def prepare_params(layer, params, dtype):
@@ -26,7 +30,9 @@ def prepare_params(layer, params, dtype):
 
     Batch normalisation is folded into a per-channel ``scale`` and ``shift``;
     dense convolutions also get their weights as per-row GEMM operands (``taps``),
-    and 3x3 stride-1 ones their Winograd transforms (``winograd``).
+    and those :func:`.winograd.suits_winograd` accepts (3x3, stride 1, dilation 1,
+    at least ``MIN_CHANNELS`` input channels, Winograd enabled) their Winograd
+    transforms (``winograd``). Both are CPU-only: :data:`HOST_ONLY`.
     """
     cast = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in params.items()}
     if isinstance(layer, L.BatchNorm2d):

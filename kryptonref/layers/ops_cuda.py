@@ -18,6 +18,7 @@ import numpy as np
 from .._cuda import SIMULATOR, cuda, cuda_error, cupy_or_none, launch, launch_rows, unravel4
 from . import specs as L
 from .conv_cuda import conv2d_valid, gemm
+from .ops import HOST_ONLY
 from .pool import avg_pool_divisors
 from .pool_cuda import avg_pool_valid, max_pool_valid
 from .window_cuda import gather_windows, pad_full, repeat, stitch
@@ -388,10 +389,6 @@ def full(layer, params, inputs, out_shape):
 
 
 # -- the backend ---------------------------------------------------------------------
-#: Parameters only the CPU kernels use (GEMM operands per kernel row, Winograd filters).
-HOST_ONLY = ("taps", "winograd")
-
-
 def _device_params(layer, prepared):
     """Kernel-ready parameters of one layer as device arrays."""
     host = {k: v for k, v in prepared.items() if k not in HOST_ONLY}

@@ -34,7 +34,7 @@ import numpy as np
 
 from .._numba import KERNEL, njit, prange
 
-__all__ = ["winograd_filters", "winograd_conv", "suits_winograd"]
+__all__ = ["winograd_filters", "winograd_conv", "suits_winograd", "winograd_pays_off"]
 
 #: Filter transform G (4 x 3).
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -46,9 +46,9 @@ A_T = np.array([[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]])
 
 #: Fewest input channels for which the transforms pay off (below: im2col + GEMM).
 MIN_CHANNELS = 64
-#: Upper bound on the elements of the transformed input and output of one chunk
-#: (as :data:`.conv.IM2COL_BUDGET`: larger buffers page-fault on every call).
-BUDGET = 1 << 22
+#: Upper bound on the bytes of the transformed input (and output) of one chunk
+#: (as :data:`.conv.IM2COL_BYTES`: larger buffers page-fault on every call).
+CHUNK_BYTES = 16 << 20
 #: ``KRYPTONREF_WINOGRAD=0`` in the environment turns Winograd off (im2col + GEMM only).
 ENABLED = os.environ.get("KRYPTONREF_WINOGRAD", "1") != "0"
 
@@ -62,6 +62,15 @@ def suits_winograd(weight, stride, dilation, groups):
     n_out, cin_group, kh, kw = weight.shape
     return (ENABLED and groups == 1 and (kh, kw) == (3, 3) and tuple(stride) == (1, 1)
             and tuple(dilation) == (1, 1) and cin_group >= MIN_CHANNELS)
+
+
+def winograd_pays_off(oh, ow):
+    """Whether F(2x2, 3x3) needs clearly fewer multiplications than the direct 9 per output.
+
+    Whole 2x2 tiles cost 16 each, so thin outputs (one row or column, or 1x2)
+    cost as much as or more than the direct sum, before the transforms.
+    """
+    return 16 * ((oh + 1) // 2) * ((ow + 1) // 2) < 0.8 * 9 * oh * ow
 
 
 def winograd_filters(weight):
@@ -181,7 +190,7 @@ def winograd_conv(win, filters, bias, out):
     n_out, oh, ow = out.shape[1:]
     tiles_h, tiles_w = (oh + 1) // 2, (ow + 1) // 2
     per_item = 16 * max(n_channels, n_out) * tiles_h * tiles_w
-    step = max(1, BUDGET // per_item)
+    step = max(1, CHUNK_BYTES // (per_item * win.itemsize))
     for first in range(0, n_items, step):
         last = min(first + step, n_items)
         n_tiles = (last - first) * tiles_h * tiles_w
