@@ -154,8 +154,10 @@ def walk_regions(graph, pos, patch_hw, tau=1.0, spread=None):
                 live[name] = live[ins[0]]
             else:
                 exact[name] = exact[ins[0]]
-        elif layer.kind == "merge" and not any(i in live for i in ins):
-            exact[name] = merge_region([exact[i] for i in ins])
+        elif layer.kind == "merge" and not all(i in live for i in ins):
+            # A whole input changed for the batch makes the merge whole; one that did
+            # not is left out of the bounding box (the engine's _plan_merge).
+            exact[name] = merge_region([as_region(i) for i in ins])
         else:
             live[name] = spread(np.any([changed(i) for i in ins], axis=0))
         yield name, exact.get(name), live.get(name)

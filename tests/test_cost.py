@@ -176,3 +176,31 @@ def test_hilbert_index_is_a_curve_through_the_grid(side):
     path = np.argsort(index)
     steps = np.abs(np.diff(y[path])) + np.abs(np.diff(x[path]))
     assert np.all(steps == 1)
+
+
+def global_then_merge():
+    """A merge of a region branch with a branch after a global layer, which a strided
+    1x1 conv leaves unchanged for patches between its samples; then a conv reads it."""
+    g = kr.Graph((1, 12, 12))
+    g.add(kr.Conv2d(1, 2, 3, padding=1), "input", name="near")
+    g.add(kr.Conv2d(1, 2, 1, stride=4), "input", name="sparse")    # samples rows/cols 0, 4, 8
+    g.add(kr.AdaptiveAvgPool2d((12, 12)), "sparse", name="global")  # every output changes
+    g.add(kr.Add(), ["near", "global"], name="merge")
+    g.add(kr.Conv2d(2, 2, 3, padding=1), "merge", name="after")
+    return g
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 4])
+def test_executed_mode_on_a_merge_after_a_global_layer(batch_size):
+    """When the global branch is unchanged for a whole batch, the engine merges only the
+    region branch; the simulator must count the same region, not the whole map."""
+    g = global_then_merge()
+    positions = np.array([(1, 1), (2, 2), (5, 6), (0, 0)])  # the last one hits a sample
+    model = kr.Model(g, seed=0, dtype=np.float64)
+    image = np.random.default_rng(0).normal(size=g.input_shape)
+    result = kr.incremental_inference(model, image, positions, (2, 2), batch_size=batch_size)
+    report = kr.speedup(g, (2, 2), positions=positions, mode="executed", batch_size=batch_size)
+    counted = {c.name: c.incremental_macs for c in report.layers}
+    assert counted == {name: result.macs[name] for name in counted}
+    if batch_size < len(positions):  # some batch leaves the global branch unchanged
+        assert result.macs["after"] < len(positions) * model.graph.macs()["after"]
