@@ -30,7 +30,7 @@ from .geometry import read_window
 from .layers.conv import conv_macs
 from .model import Model, check_image_batch
 from .schedule import (batch_order, batch_region, check_tau, is_empty, merge_region,
-                       spatial_region, unpermute, whole_region)
+                       run_in_order, spatial_region, whole_region)
 
 __all__ = ["incremental_inference", "IncrementalResult", "patch_positions"]
 
@@ -227,16 +227,11 @@ def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch
     runner = IncrementalRunner(model, backend, materialised, patch_hw, fill_patch, tau)
 
     order = batch_order(graph, positions, patch_hw, tau)
-    outputs, extra = [], {name: [] for name in nodes}
-    for first in range(0, len(positions), batch_size):
-        batch_out = runner.run(positions[order[first:first + batch_size]], nodes)
-        outputs.append(batch_out[graph.output])
-        for name in nodes:
-            extra[name].append(batch_out[name])
+    values = run_in_order(order, batch_size, lambda batch: runner.run(positions[batch], nodes))
     return IncrementalResult(
-        output=unpermute(np.concatenate(outputs), order),
+        output=values[graph.output],
         positions=positions,
-        nodes={name: unpermute(np.concatenate(vals), order) for name, vals in extra.items()},
+        nodes={name: values[name] for name in nodes},
         macs=runner.macs,
         region_sizes=runner.sizes,
     )

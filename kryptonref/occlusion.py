@@ -23,7 +23,7 @@ from .backend import get_backend
 from .drilldown import choose_coarse_stride
 from .drilldown import drilldown as drilldown_heatmap
 from .engine import IncrementalRunner, _fill_patch, _pair
-from .schedule import batch_order, check_tau, unpermute
+from .schedule import batch_order, check_tau, run_in_order
 from .layers import Softmax
 from .model import Model, check_image_batch
 
@@ -265,16 +265,16 @@ class _Job:
         order = np.arange(len(positions))
         if self.mode != "full":
             order = batch_order(self.model.graph, positions, patch_hw, self.tau)
-        out = []
-        for first in range(0, len(positions), self.batch_size):
-            chunk = positions[order[first:first + self.batch_size]]
-            scores, chunk_macs = _run_chunk(self.model, self.backend, self.image, self.runners,
-                                            self.base, chunk, tuple(patch_hw), fill,
+
+        def compute(batch):
+            scores, batch_macs = _run_chunk(self.model, self.backend, self.image, self.runners,
+                                            self.base, positions[batch], tuple(patch_hw), fill,
                                             self.mode, self.tau)
-            self.macs += chunk_macs
-            out.append(scores)
-            bar.update(len(chunk))
-        return unpermute(np.concatenate(out), order)
+            self.macs += batch_macs
+            bar.update(len(batch))
+            return {"scores": scores}
+
+        return run_in_order(order, self.batch_size, compute)["scores"]
 
 
 def _window_groups(windows):

@@ -16,7 +16,8 @@ import numpy as np
 from .geometry import changed_output, fit_region, union
 
 __all__ = ["spatial_region", "merge_region", "whole_region", "batch_region", "is_empty",
-           "clamp_region", "check_tau", "walk_regions", "batch_order", "unpermute"]
+           "clamp_region", "check_tau", "walk_regions", "batch_order", "unpermute",
+           "run_in_order"]
 
 
 def check_tau(tau):
@@ -244,3 +245,30 @@ def unpermute(values, order):
     out = np.empty_like(values)
     out[order] = values
     return out
+
+
+def run_in_order(order, batch_size, compute):
+    """Compute consecutive batches of ``order`` and put each row back in its place.
+
+    Parameters
+    ----------
+    order : ndarray of int64 (P,)
+        Indices of the positions in the order to batch them (:func:`batch_order`).
+    batch_size : int
+    compute : callable
+        ``indices -> {name: ndarray (len(indices), ...)}`` for one batch.
+
+    Returns
+    -------
+    dict
+        ``name -> ndarray (P, ...)``, row ``i`` computed for position ``i``; written
+        batch by batch, with no second copy of the results.
+    """
+    results = {}
+    for first in range(0, len(order), batch_size):
+        indices = order[first:first + batch_size]
+        for name, values in compute(indices).items():
+            if name not in results:
+                results[name] = np.empty((len(order),) + values.shape[1:], values.dtype)
+            results[name][indices] = values
+    return results

@@ -204,3 +204,18 @@ def test_executed_mode_on_a_merge_after_a_global_layer(batch_size):
     assert counted == {name: result.macs[name] for name in counted}
     if batch_size < len(positions):  # some batch leaves the global branch unchanged
         assert result.macs["after"] < len(positions) * model.graph.macs()["after"]
+
+
+def test_run_in_order_puts_every_row_back():
+    from kryptonref.schedule import run_in_order
+    order = np.array([3, 0, 4, 1, 2])
+    seen = []
+
+    def compute(batch):
+        seen.append(list(batch))
+        return {"twice": 2 * batch[:, None] * np.ones((1, 2)), "id": batch.copy()}
+
+    out = run_in_order(order, 2, compute)
+    assert seen == [[3, 0], [4, 1], [2]]
+    np.testing.assert_array_equal(out["id"], np.arange(5))
+    np.testing.assert_array_equal(out["twice"], 2 * np.arange(5)[:, None] * np.ones((1, 2)))
