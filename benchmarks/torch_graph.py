@@ -98,8 +98,8 @@ class TorchGraph:
             pad = _symmetric(layer.padding)
             if pad is None:
                 if not layer.count_include_pad:
-                    raise NotImplementedError(f"{name}: asymmetric padding without "
-                                              f"count_include_pad")
+                    raise ValueError(f"{name}: the PyTorch baseline has no asymmetric "
+                                     f"padding without count_include_pad")
                 x, pad = _padded(x, layer.padding), 0
             y = F.avg_pool2d(x, layer.kernel_size, layer.stride, pad, layer.ceil_mode,
                              layer.count_include_pad)
@@ -130,4 +130,4 @@ class TorchGraph:
             return out
         if isinstance(layer, kr.Concat):
             return torch.cat(xs, dim=1)
-        raise NotImplementedError(f"no torch op for {type(layer).__name__} ({name})")
+        raise ValueError(f"{name}: the PyTorch baseline has no op for {type(layer).__name__}")
