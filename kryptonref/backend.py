@@ -56,6 +56,10 @@ class CPUBackend:
         """Context around one batch's arithmetic (nothing to do on the CPU)."""
         return contextlib.nullcontext()
 
+    def empty(self, shape, dtype):
+        """An uninitialised array."""
+        return np.empty(shape, dtype)
+
     def repeat(self, array, n_items):
         """``(n_items,) + array.shape``: ``array`` repeated along a new batch axis."""
         return np.ascontiguousarray(np.broadcast_to(array, (n_items,) + array.shape))

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._memory import retained_memory
 from .backend import get_backend
 from .geometry import read_window
+from .layers import Add, Concat, Dropout
 from .layers.conv import conv_macs
 from .model import Model, check_image_batch
 from .schedule import (batch_order, batch_region, check_tau, is_empty, merge_region,
@@ -153,7 +155,7 @@ def _check_positions(positions, image_hw, patch_hw):
     return pos
 
 
-
+@retained_memory()
 def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch_size=64,
                           nodes=(), base=None, device="cpu", tau=1.0):
     """Network output for the image occluded at each position, computed incrementally.
@@ -408,17 +410,31 @@ def _execute(backend, graph, params, base, geos, windows, fill, n_items, keep=()
     offsets = _pack_offsets(backend, graph, geos, windows, n_items)
     data = {graph.input_name: backend.repeat(fill, n_items)}
     remaining = {name: len(users) for name, users in graph.consumers().items()}
+    fresh = set()  # nodes whose data is an array of their own (not a view of another's)
     for name in graph.order:
-        _compute_node(backend, graph, params, base, geos, windows, offsets, data, name, n_items)
-        for src in graph.nodes[name].inputs:  # free what no later node reads
+        node = graph.nodes[name]
+        src = node.inputs[0]
+        reuse = (node.layer.kind == "elementwise" and src in fresh and remaining[src] == 1
+                 and src not in keep)
+        _compute_node(backend, graph, params, base, geos, windows, offsets, data, name, n_items,
+                      reuse)
+        if node.layer.kind in ("spatial", "merge") or (
+                node.layer.kind == "elementwise" and not isinstance(node.layer, Dropout)
+                and (reuse or src in fresh)):
+            fresh.add(name)
+        for src in node.inputs:  # free what no later node reads
             remaining[src] -= 1
             if remaining[src] == 0 and src not in keep:
                 data[src] = None
     return data, offsets
 
 
-def _compute_node(backend, graph, params, base, geos, windows, offsets, data, name, n_items):
-    """The data of one node of a planned batch (``None`` when it is unchanged)."""
+def _compute_node(backend, graph, params, base, geos, windows, offsets, data, name, n_items,
+                  reuse=False):
+    """The data of one node of a planned batch (``None`` when it is unchanged).
+
+    ``reuse``: an element-wise layer may overwrite its input, which nothing else reads.
+    """
     node = graph.nodes[name]
     layer, geo = node.layer, geos[name]
     if geo is None:
@@ -435,18 +451,37 @@ def _compute_node(backend, graph, params, base, geos, windows, offsets, data, na
         data[name] = backend.region(layer, params[name], win, graph.shapes[src][1:],
                                     graph.shapes[name][1:], y0, x0, (geo.h, geo.w))
     elif layer.kind == "elementwise":
-        data[name] = backend.elementwise(layer, params[name], data[src])
+        x = data[src]
+        data[name] = backend.elementwise(layer, params[name], x, out=x if reuse else None)
     elif layer.kind == "merge" and geo is not _WHOLE:
-        y0, x0 = offsets[name]
-        pieces = [backend.gather_windows(base[i], data[i],
-                                         *(offsets[i] if data[i] is not None else (None, None)),
-                                         y0, x0, geo.h, geo.w)
-                  for i in node.inputs]
-        data[name] = backend.full(layer, params[name], pieces, graph.shapes[name])
+        data[name] = _merge_windows(backend, layer, node.inputs, base, data, offsets,
+                                    offsets[name], geo, graph.shapes[name][0])
     else:
         wholes = [_to_whole(backend, data[i], geos[i], offsets.get(i), base[i], n_items)
                   for i in node.inputs]
         data[name] = backend.full(layer, params[name], wholes, graph.shapes[name])
+
+
+def _merge_windows(backend, layer, inputs, base, data, offsets, out_offsets, geo, channels):
+    """A merge's region, assembled in one array by gathering its inputs' windows.
+
+    ``Add`` gathers the first input's window and accumulates the others' into
+    it (in input order, as :func:`ops.full` sums); ``Concat`` gathers each
+    input's window into its own channels.
+    """
+    y0, x0 = out_offsets
+    concat = isinstance(layer, Concat)
+    if not concat and not isinstance(layer, Add):
+        raise TypeError(f"no region computation for merge layer {type(layer).__name__}")
+    out = backend.empty((len(y0), channels, geo.h, geo.w), base[inputs[0]].dtype)
+    c_offset = 0
+    for k, name in enumerate(inputs):
+        patch_y0, patch_x0 = offsets[name] if data[name] is not None else (None, None)
+        backend.gather_windows(base[name], data[name], patch_y0, patch_x0, y0, x0, geo.h, geo.w,
+                               out=out, c_offset=c_offset, accumulate=not concat and k > 0)
+        if concat:
+            c_offset += base[name].shape[0]
+    return out
 
 
 def _to_whole(backend, data, geo, offsets, base, n_items):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .analysis.quality import check_r_drill
+from ._memory import retained_memory
 from .backend import get_backend
 from .drilldown import choose_coarse_stride
 from .drilldown import drilldown as drilldown_heatmap
@@ -109,6 +110,7 @@ def captum_windows(size, window, stride):
     return starts, np.minimum(window, size - starts)
 
 
+@retained_memory()
 def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="incremental",
               batch_size=None, progress=False, device="cpu", tau=1.0, drilldown=False,
               r_drill=0.25, target_speedup=3.0, coarse_stride=None):

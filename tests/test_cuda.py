@@ -24,7 +24,8 @@ from kryptonref.backend import get_backend
 
 from .naive import naive_forward
 from .strategies import architectures, occlusions
-from .test_incremental import SETTINGS, check_identity, small_net
+from .test_incremental import (SETTINGS, aliasing_net, check_identity, check_output_only,
+                               small_net)
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 CUDA = get_backend("cuda")
@@ -404,3 +405,29 @@ def test_approximate_occlusion_on_cuda_equals_the_cpu():
     np.testing.assert_array_equal(gpu.computed, cpu.computed)
     np.testing.assert_allclose(gpu.heatmap, cpu.heatmap, rtol=1e-12, atol=1e-14)
     assert gpu.macs == cpu.macs
+
+
+def test_in_place_layers_on_cuda_never_overwrite_what_is_read_later():
+    check_output_only(aliasing_net(), device="cuda")
+
+
+def test_gather_accumulate_and_in_place_elementwise_on_cuda():
+    """The CUDA twins of ``accumulate=True`` and ``elementwise(..., out=x)``."""
+    from kryptonref.layers.window import gather_windows as cpu_gather
+    rng = np.random.default_rng(21)
+    base, patch = rng.normal(size=(2, 5, 4)), rng.normal(size=(3, 2, 2, 2))
+    offsets = [np.array(v, np.int64) for v in ([0, 3, 1], [2, 0, 1], [-1, 2, 4], [-2, 1, 3])]
+    start = rng.normal(size=(3, 2, 4, 3))
+    want = cpu_gather(base, patch, *offsets, 4, 3, 0.5, out=start.copy(), accumulate=True)
+    out = CUDA.to_device(start)
+    got = CUDA.gather_windows(CUDA.to_device(base), CUDA.to_device(patch),
+                              *(CUDA.to_device(v) for v in offsets), 4, 3, 0.5, out=out,
+                              accumulate=True)
+    np.testing.assert_array_equal(CUDA.to_host(got), want)
+    model = kr.Model(one_layer(kr.BatchNorm2d(3)), seed=2, dtype=np.float64)
+    x = rng.normal(size=(2, 3, 7, 6))
+    params = CUDA.params(model)["layer"]
+    x_device = CUDA.to_device(x)
+    same = CUDA.elementwise(model.graph.nodes["layer"].layer, params, x_device, out=x_device)
+    assert same is x_device
+    np.testing.assert_allclose(CUDA.to_host(same), model.forward(x), rtol=1e-12)

@@ -92,6 +92,42 @@ def small_net():
     return g
 
 
+def aliasing_net():
+    """Element-wise layers that may overwrite their input in place, and ones that must not.
+
+    ``c1`` is read by four nodes; ``drop`` (Dropout) returns its input, so ``r1``
+    reading it must not overwrite ``c1`` either. ``r2`` and ``r3`` may work in place.
+    """
+    g = kr.Graph((2, 10, 9))
+    g.add(kr.Conv2d(2, 3, 3, padding=1), name="c1")
+    g.add(kr.Dropout(), name="drop")
+    g.add(kr.ReLU(), name="r1")
+    g.add(kr.BatchNorm2d(3), inputs=["c1"], name="bn")
+    g.add(kr.ReLU(), name="r2")
+    g.add(kr.ReLU6(), name="r3")
+    g.add(kr.Add(), inputs=["r1", "r3", "c1"], name="add")
+    g.add(kr.Concat(), inputs=["add", "c1", "r1"], name="cat")
+    g.add(kr.MaxPool2d(2), name="pool")
+    g.add(kr.Flatten(), name="flat")
+    g.add(kr.Linear(9 * 5 * 4, 4), name="fc")
+    return g
+
+
+def check_output_only(graph, device="cpu", patch=3, stride=2):
+    """Incremental output, with no other node kept (in-place layers allowed), equals full."""
+    model = kr.Model(graph, seed=5, dtype=np.float64)
+    image = np.random.default_rng(5).normal(size=graph.input_shape)
+    positions = kr.patch_positions(graph.input_shape[1:], patch, stride)
+    result = kr.incremental_inference(model, image, positions, patch, fill=0.5, batch_size=4,
+                                      device=device)
+    expected = model.forward(occlude(image, positions, (patch, patch), 0.5))
+    np.testing.assert_allclose(result.output, expected, **TOLERANCES[np.float64])
+
+
+def test_in_place_layers_never_overwrite_what_is_read_later():
+    check_output_only(aliasing_net())
+
+
 @pytest.mark.parametrize("patch", [(1, 1), (12, 10), (3, 7), (12, 1)])
 def test_whole_image_one_pixel_and_strips(patch):
     graph = small_net()

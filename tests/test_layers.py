@@ -288,6 +288,24 @@ def test_avg_pool_divisors(geom):
         np.testing.assert_array_equal(np.outer(*axes), want, err_msg=f"input {in_hw}")
 
 
+@pytest.mark.parametrize("with_patch", [True, False])
+def test_gather_windows_accumulate_adds_to_out(with_patch):
+    """``accumulate=True`` adds each window to ``out``, padding included (residual adds)."""
+    rng = np.random.default_rng(13)
+    base = rng.normal(size=(2, 5, 4))
+    patch = rng.normal(size=(3, 2, 2, 2)) if with_patch else None
+    py, px = np.array([0, 3, 1]), np.array([2, 0, 1])
+    wy, wx = np.array([-1, 2, 4]), np.array([-2, 1, 3])
+    start = rng.normal(size=(3, 3, 4, 3))
+    out = start.copy()
+    got = gather_windows(base, patch, py, px, wy, wx, 4, 3, 0.5, out=out, c_offset=1,
+                         accumulate=True)
+    assert got is out
+    want = reference_windows(base, patch, py, px, wy, wx, 4, 3, 0.5)
+    np.testing.assert_array_equal(out[:, 1:], start[:, 1:] + want)
+    np.testing.assert_array_equal(out[:, :1], start[:, :1])
+
+
 @settings(max_examples=60, deadline=None, database=None)
 @given(data=st.data())
 def test_pool_random_geometry(data):
@@ -321,6 +339,19 @@ def test_pool_random_geometry(data):
 ], ids=str)
 def test_feature_map_layers(layer, dtype):
     check_full(layer, (3, 7, 9), dtype, scale=5.0)  # scale: ReLU6 must clip at 6
+
+
+@pytest.mark.parametrize("layer", [kr.ReLU(), kr.ReLU6(), kr.BatchNorm2d(3)], ids=str)
+def test_elementwise_in_place_equals_a_new_array(layer):
+    """``out=x`` (the engine's in-place path) gives bitwise what a fresh array does."""
+    model, name = one_layer(layer, (3, 5, 6), np.float32, seed=4)
+    params = model.prepared[name]
+    x = (np.random.default_rng(5).normal(size=(2, 3, 5, 6)) * 5).astype(np.float32)
+    fresh = ops.elementwise(layer, params, x)
+    inplace = x.copy()
+    got = ops.elementwise(layer, params, inplace, out=inplace)
+    assert got is inplace and fresh is not x
+    np.testing.assert_array_equal(got, fresh)
 
 
 def test_pool_default_stride_is_kernel():

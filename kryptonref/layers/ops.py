@@ -47,20 +47,24 @@ def prepare_params(layer, params, dtype):
     return cast
 
 
-def elementwise(layer, params, x):
+def elementwise(layer, params, x, out=None):
     """Apply a region-preserving layer (ReLU, ReLU6, BatchNorm, Dropout) to ``x``.
 
-    ``x`` has the channel axis at position 1 (``(B, C, ...)``).
+    ``x`` has the channel axis at position 1 (``(B, C, ...)``). ``out``: where
+    to write the result (``x`` itself computes in place); a new array by default.
+    Dropout (inference) returns ``x``.
     """
     if isinstance(layer, L.ReLU):
-        return np.maximum(x, 0)
+        return np.maximum(x, 0, out=out)
     if isinstance(layer, L.ReLU6):
-        return np.clip(x, 0, 6)
+        return np.clip(x, 0, 6, out=out)
     if isinstance(layer, L.Dropout):
         return x
     if isinstance(layer, L.BatchNorm2d):
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        return x * params["scale"].reshape(shape) + params["shift"].reshape(shape)
+        result = np.multiply(x, params["scale"].reshape(shape), out=out)
+        result += params["shift"].reshape(shape)
+        return result
     raise TypeError(f"{type(layer).__name__} is not an element-wise layer")
 
 

@@ -281,24 +281,29 @@ def _flat(x):
     return x.reshape((x.size,))
 
 
-def _map(kernel, x, *args):
-    out = empty(x.shape, x.dtype)
+def _map(kernel, x, *args, out=None):
+    if out is None:
+        out = empty(x.shape, x.dtype)
     launch(kernel, x.size, _flat(x), *args, _flat(out))
     return out
 
 
-def elementwise(layer, params, x):
-    """Apply a region-preserving layer (ReLU, ReLU6, BatchNorm, Dropout) on the device."""
+def elementwise(layer, params, x, out=None):
+    """Apply a region-preserving layer (ReLU, ReLU6, BatchNorm, Dropout) on the device.
+
+    ``out``: where to write (``x`` itself computes in place); new by default.
+    """
     if isinstance(layer, L.ReLU):
-        return _map(_relu, x)
+        return _map(_relu, x, out=out)
     if isinstance(layer, L.ReLU6):
-        return _map(_relu6, x)
+        return _map(_relu6, x, out=out)
     if isinstance(layer, L.Dropout):
         return x
     if isinstance(layer, L.BatchNorm2d):
         plane = int(np.prod(x.shape[2:], dtype=np.int64))
         rows = x.size // max(plane, 1)
-        out = empty(x.shape, x.dtype)
+        if out is None:
+            out = empty(x.shape, x.dtype)
         launch_rows(_affine, rows, plane, x.reshape((rows, plane)), params["scale"],
                     params["shift"], out.reshape((rows, plane)))
         return out
@@ -415,6 +420,7 @@ class CUDABackend:
     full = staticmethod(full)
     elementwise = staticmethod(elementwise)
     repeat = staticmethod(repeat)
+    empty = staticmethod(empty)
 
     def __init__(self):
         problem = cuda_error()

@@ -16,7 +16,8 @@ __all__ = ["gather_windows", "pad_full", "stitch"]
 
 
 @njit(parallel=True, **KERNEL)
-def _gather_kernel(base, patch, patch_y0, patch_x0, win_y0, win_x0, pad_value, out, c_offset):
+def _gather_kernel(base, patch, patch_y0, patch_x0, win_y0, win_x0, pad_value, out, c_offset,
+                   accumulate):
     n_items, n_channels = patch.shape[0], base.shape[0]
     height, width = base.shape[1], base.shape[2]
     patch_h, patch_w = patch.shape[2], patch.shape[3]
@@ -30,21 +31,28 @@ def _gather_kernel(base, patch, patch_y0, patch_x0, win_y0, win_x0, pad_value, o
             y = win_y0[b] + i
             row = out[b, c_offset + c, i]
             if y < 0 or y >= height:
-                row[:] = pad_value
+                if accumulate:
+                    row[:] += pad_value
+                else:
+                    row[:] = pad_value
                 continue
             in_patch_rows = py0 <= y < py0 + patch_h
             for j in range(win_w):
                 x = win_x0[b] + j
                 if x < 0 or x >= width:
-                    row[j] = pad_value
+                    value = pad_value
                 elif in_patch_rows and px0 <= x < px0 + patch_w:
-                    row[j] = patch[b, c, y - py0, x - px0]
+                    value = patch[b, c, y - py0, x - px0]
                 else:
-                    row[j] = base[c, y, x]
+                    value = base[c, y, x]
+                if accumulate:
+                    row[j] += value
+                else:
+                    row[j] = value
 
 
 def gather_windows(base, patch, patch_y0, patch_x0, win_y0, win_x0, win_h, win_w,
-                   pad_value=0.0, out=None, c_offset=0):
+                   pad_value=0.0, out=None, c_offset=0, accumulate=False):
     """Assemble one read window per occlusion position.
 
     Parameters
@@ -64,6 +72,9 @@ def gather_windows(base, patch, patch_y0, patch_x0, win_y0, win_x0, win_h, win_w
         Value read outside the tensor (0, or -inf for max pooling).
     out : ndarray (B, C_out, win_h, win_w), optional
         Destination; channels ``c_offset : c_offset + C`` are written.
+    accumulate : bool
+        Add the windows to what ``out`` holds instead of overwriting it (a
+        residual ``Add`` gathers its inputs into one array this way).
 
     Returns
     -------
@@ -77,7 +88,7 @@ def gather_windows(base, patch, patch_y0, patch_x0, win_y0, win_x0, win_h, win_w
         out = np.empty((n_items, base.shape[0], win_h, win_w), base.dtype)
     _gather_kernel(base, patch, np.asarray(patch_y0, np.int64), np.asarray(patch_x0, np.int64),
                    np.asarray(win_y0, np.int64), np.asarray(win_x0, np.int64),
-                   base.dtype.type(pad_value), out, c_offset)
+                   base.dtype.type(pad_value), out, c_offset, accumulate)
     return out
 
 

@@ -14,7 +14,7 @@ __all__ = ["gather_windows", "stitch", "pad_full", "repeat", "KERNELS"]
 
 @cuda.jit(cache=True)
 def _gather(base, patch, patch_h, patch_w, patch_y0, patch_x0, win_y0, win_x0, pad_value,
-            out, c_offset):
+            out, c_offset, accumulate):
     # one row per (item b, channel c, window row i): decoded once per row
     n_channels, height, width = base.shape[0], base.shape[1], base.shape[2]
     win_h, win_w = out.shape[2], out.shape[3]
@@ -36,7 +36,10 @@ def _gather(base, patch, patch_h, patch_w, patch_y0, patch_x0, win_y0, win_x0, p
                     value = patch[b, c, py, px]
                 else:
                     value = base[c, y, x]
-            out[b, c_offset + c, i, j] = value
+            if accumulate:
+                out[b, c_offset + c, i, j] += value
+            else:
+                out[b, c_offset + c, i, j] = value
 
 
 @cuda.jit(cache=True)
@@ -48,7 +51,7 @@ def _repeat(src, out):
 
 
 def gather_windows(base, patch, patch_y0, patch_x0, win_y0, win_x0, win_h, win_w,
-                   pad_value=0.0, out=None, c_offset=0):
+                   pad_value=0.0, out=None, c_offset=0, accumulate=False):
     """Assemble one read window per occlusion position on the device.
 
     Same contract as :func:`kryptonref.layers.window.gather_windows`, with
@@ -65,7 +68,8 @@ def gather_windows(base, patch, patch_y0, patch_x0, win_y0, win_x0, win_h, win_w
     else:
         patch_h, patch_w = patch.shape[2], patch.shape[3]
     launch_rows(_gather, n_items * base.shape[0] * win_h, win_w, base, patch, patch_h, patch_w,
-                patch_y0, patch_x0, win_y0, win_x0, base.dtype.type(pad_value), out, c_offset)
+                patch_y0, patch_x0, win_y0, win_x0, base.dtype.type(pad_value), out, c_offset,
+                bool(accumulate))
     return out
 
 
@@ -111,6 +115,6 @@ def repeat(array, n_items):
 #: Kernels and their signatures (``{T}``: the float type) for the PTX compile test.
 KERNELS = [
     (_gather, "void({T}[:,:,::1], {T}[:,:,:,::1], int64, int64, int64[::1], int64[::1], "
-              "int64[::1], int64[::1], {T}, {T}[:,:,:,::1], int64)"),
+              "int64[::1], int64[::1], {T}, {T}[:,:,:,::1], int64, boolean)"),
     (_repeat, "void({T}[::1], {T}[::1])"),
 ]
