@@ -114,7 +114,14 @@ def test_winograd_can_be_turned_off(monkeypatch):
                                           (2, 2, True), (3, 3, True), (7, 7, True),
                                           (2, 3, True)])
 def test_winograd_only_where_it_saves_multiplications(oh, ow, pays):
-    assert winograd.winograd_pays_off(oh, ow) == pays
+    assert winograd.winograd_pays_off(oh, ow, winograd.WIDE_CHANNELS) == pays
+
+
+@pytest.mark.parametrize("oh, ow, channels, pays", [
+    (10, 10, 64, False), (15, 17, 64, False), (16, 16, 64, True), (30, 9, 64, True),
+    (10, 10, 128, True), (4, 4, 512, True), (1, 40, 64, False)])
+def test_narrow_layers_use_winograd_only_on_large_regions(oh, ow, channels, pays):
+    assert winograd.winograd_pays_off(oh, ow, channels) == pays
 
 
 def test_thin_regions_take_the_gemm_path(monkeypatch):
@@ -203,6 +210,7 @@ def test_incremental_identity_with_winograd_everywhere(dtype, examples):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(winograd, "MIN_CHANNELS", 1)
+        patch.setattr(winograd, "WIDE_CHANNELS", 1)
         patch.setattr(winograd, "ENABLED", True)
         run()
     assert winograd_layers, "no drawn architecture had a Winograd convolution"

@@ -22,7 +22,8 @@ section 8), in one of four layouts:
 
 Dense 3x3 stride-1 convolutions with enough input channels (VGG's and most
 of ResNet's) instead use Winograd's F(2x2, 3x3) (:mod:`.winograd`): 16 GEMMs
-with 2.25x fewer multiply-accumulates. Grouped and depthwise convolutions, whose
+with 2.25x fewer multiply-accumulates, where the region is large enough
+(:func:`.winograd.winograd_pays_off`). Grouped and depthwise convolutions, whose
 GEMMs are too thin for BLAS, use a direct kernel.
 """
 from __future__ import annotations
@@ -217,7 +218,7 @@ def conv2d_valid(win, weight, bias, stride, dilation, groups, out_hw, taps=None,
     if bias is None:
         bias = np.zeros(n_out, win.dtype)
     out = np.empty((n_items, n_out, oh, ow), win.dtype)
-    if winograd is not None and winograd_pays_off(oh, ow):
+    if winograd is not None and winograd_pays_off(oh, ow, cin_group):
         return winograd_conv(win, winograd, bias, out)
     if groups != 1:
         _conv_direct(win, weight, bias, sh, sw, dh, dw, groups, out)

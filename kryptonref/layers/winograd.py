@@ -46,6 +46,11 @@ A_T = np.array([[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]])
 
 #: Fewest input channels for which the transforms pay off (below: im2col + GEMM).
 MIN_CHANNELS = 64
+#: Input channels from which Winograd pays off on regions of any size (below:
+#: only on regions of at least :data:`SMALL_AREA` outputs).
+WIDE_CHANNELS = 128
+#: Outputs per window from which Winograd pays off with fewer than :data:`WIDE_CHANNELS`.
+SMALL_AREA = 256
 #: Upper bound on the bytes of the transformed input (and output) of one chunk
 #: (as :data:`.conv.IM2COL_BYTES`: larger buffers page-fault on every call).
 CHUNK_BYTES = 16 << 20
@@ -64,13 +69,17 @@ def suits_winograd(weight, stride, dilation, groups):
             and tuple(dilation) == (1, 1) and cin_group >= MIN_CHANNELS)
 
 
-def winograd_pays_off(oh, ow):
-    """Whether F(2x2, 3x3) needs clearly fewer multiplications than the direct 9 per output.
+def winograd_pays_off(oh, ow, n_channels):
+    """Whether F(2x2, 3x3) is worth it for ``oh x ow`` outputs from ``n_channels`` inputs.
 
     Whole 2x2 tiles cost 16 each, so thin outputs (one row or column, or 1x2)
-    cost as much as or more than the direct sum, before the transforms.
+    cost as much as or more than the direct sum, before the transforms. And
+    with fewer than :data:`WIDE_CHANNELS` input channels, the transforms of a
+    region smaller than :data:`SMALL_AREA` outputs cost more than the GEMMs save.
     """
-    return 16 * ((oh + 1) // 2) * ((ow + 1) // 2) < 0.8 * 9 * oh * ow
+    if 16 * ((oh + 1) // 2) * ((ow + 1) // 2) >= 0.8 * 9 * oh * ow:
+        return False
+    return n_channels >= WIDE_CHANNELS or oh * ow >= SMALL_AREA
 
 
 def winograd_filters(weight):
