@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._memory import retained_memory
+from ._numba import exclusive
 from .backend import get_backend
 from .geometry import read_window
 from .layers import Add, Concat, Dropout
@@ -155,6 +156,7 @@ def _check_positions(positions, image_hw, patch_hw):
     return pos
 
 
+@exclusive
 @retained_memory()
 def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch_size=64,
                           nodes=(), base=None, device="cpu", tau=1.0):

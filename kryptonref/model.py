@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from . import layers as L
+from ._numba import exclusive
 from .graph import Graph
 from .backend import get_backend
 from .layers.ops import prepare_params
@@ -185,6 +186,7 @@ class Model:
         backend = get_backend(device)
         return backend.to_host(self.run_on(backend, x, keep_all=False)[self.graph.output])
 
+    @exclusive
     def run_on(self, backend, x, keep_all):
         """Full inference on a backend (:mod:`kryptonref.backend`), returning its arrays.
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from .analysis.quality import check_r_drill
 from ._memory import retained_memory
+from ._numba import exclusive
 from .backend import get_backend
 from .drilldown import choose_coarse_stride
 from .drilldown import drilldown as drilldown_heatmap
@@ -110,6 +111,7 @@ def captum_windows(size, window, stride):
     return starts, np.minimum(window, size - starts)
 
 
+@exclusive
 @retained_memory()
 def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="incremental",
               batch_size=None, progress=False, device="cpu", tau=1.0, drilldown=False,
