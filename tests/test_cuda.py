@@ -431,3 +431,22 @@ def test_gather_accumulate_and_in_place_elementwise_on_cuda():
     same = CUDA.elementwise(model.graph.nodes["layer"].layer, params, x_device, out=x_device)
     assert same is x_device
     np.testing.assert_allclose(CUDA.to_host(same), model.forward(x), rtol=1e-12)
+
+
+@pytest.mark.parametrize("layer", [
+    kr.ReLU(), kr.ReLU6(), kr.AvgPool2d(3, 1, 1), kr.AvgPool2d(2), kr.AdaptiveAvgPool2d((2, 3)),
+    kr.MaxPool2d(3, 1, 1), kr.Conv2d(3, 4, 3, padding=1, bias=False)], ids=str)
+def test_non_finite_values_on_cuda_as_on_the_cpu(layer, conv_method):
+    """inf and NaN arising inside a network: no typed zero made as ``x * 0`` (inf * 0 = NaN)."""
+    x = np.random.default_rng(8).normal(size=(2, 3, 7, 8))
+    x[0, 0, 0, 0] = x[1, 2, 3, 3] = np.inf
+    x[0, 1, 0, 0] = x[1, 0, 4, 4] = -np.inf
+    x[1, 1, 6, 7] = np.nan
+    graph = one_layer(layer, (3, 7, 8))
+    model = kr.Model(graph, seed=1, dtype=np.float64)
+    shape = graph.shapes["layer"]
+    with np.errstate(invalid="ignore"):  # inf - inf in the CPU reference
+        want = kr.layers.ops.full(layer, model.prepared["layer"], [x], shape)
+    got = CUDA.to_host(CUDA.full(layer, CUDA.params(model)["layer"], [CUDA.to_device(x)], shape))
+    assert np.isinf(want).any() or np.isnan(want).any()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

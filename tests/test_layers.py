@@ -354,6 +354,26 @@ def test_elementwise_in_place_equals_a_new_array(layer):
     np.testing.assert_array_equal(got, fresh)
 
 
+@pytest.mark.parametrize("layer", [kr.MaxPool2d(3, 1, 1), kr.MaxPool2d(2), kr.AvgPool2d(3, 1, 1),
+                                   kr.AvgPool2d(2), kr.AvgPool2d(3, 2, 1, count_include_pad=False)],
+                         ids=str)
+def test_pools_propagate_nan_and_inf_as_pytorch(layer):
+    """A NaN in a window gives NaN; +inf gives +inf (max and average), +inf with -inf NaN.
+
+    (Model inputs must be finite; non-finite values can still arise inside a network.)
+    """
+    x = np.random.default_rng(6).normal(size=(2, 3, 7, 8))
+    x[0, 0, 0, 0] = x[0, 1, 3, 4] = np.nan
+    x[1, 0, 2, 2] = x[1, 2, 5, 6] = x[0, 2, 0, 0] = np.inf
+    x[1, 2, 5, 5] = -np.inf
+    model, name = one_layer(layer, (3, 7, 8), np.float64)
+    with np.errstate(invalid="ignore"):  # inf - inf in the oracle's sums
+        want = naive.naive_layer(layer, {}, [x])
+    assert np.isnan(want).any() and np.isinf(want).any()
+    got = ops.full(layer, model.prepared[name], [x], model.graph.shapes[name])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+
+
 def test_pool_default_stride_is_kernel():
     assert kr.MaxPool2d(3).stride == (3, 3)
     assert kr.AvgPool2d((2, 3)).stride == (2, 3)

@@ -45,7 +45,7 @@ def _conv_direct(win, weight, bias, has_bias, sh, sw, dh, dw, out):
     for idx in range(cuda.grid(1), total, cuda.gridsize(1)):
         b, co, oy, ox = unravel4(idx, n_out, oh, ow)
         c0 = (co // cout_group) * cin_group
-        acc = bias[co] if has_bias else bias[co] * 0
+        acc = bias[co] if has_bias else 0.0
         for ci in range(cin_group):
             for ky in range(kh):
                 y = oy * sh + ky * dh
@@ -84,7 +84,7 @@ def _scatter_bias(product, bias, has_bias, first_item, out):
     for row in range(first_row, n_out * n_items, row_step):
         co = row // n_items
         b = row - co * n_items
-        shift = bias[co] if has_bias else bias[co] * 0
+        shift = bias[co] if has_bias else 0.0
         for p in range(first, plane, step):
             out[first_item + b, co, p] = product[co, b * plane + p] + shift
 
@@ -96,7 +96,7 @@ def _simple_gemm(a, b, out):
     for idx in range(cuda.grid(1), out.shape[0] * n_cols, cuda.gridsize(1)):
         row = idx // n_cols
         col = idx % n_cols
-        acc = a[row, 0] * 0
+        acc = 0.0
         for k in range(depth):
             acc += a[row, k] * b[k, col]
         out[row, col] = acc

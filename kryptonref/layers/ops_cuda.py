@@ -191,7 +191,7 @@ def zeros_int(n_items):
 def _relu(x, out):
     for idx in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
         value = x[idx]
-        out[idx] = value if value > 0 or value != value else value * 0
+        out[idx] = value if value > 0 or value != value else 0.0
 
 
 @cuda.jit(cache=True)
@@ -199,9 +199,9 @@ def _relu6(x, out):
     for idx in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
         value = x[idx]
         if value < 0:
-            value = value * 0
+            value = 0.0
         elif value > 6:
-            value = value * 0 + 6
+            value = 6.0
         out[idx] = value
 
 
@@ -246,7 +246,7 @@ def _adaptive_avg(x, out):
         b, c, i, j = unravel4(idx, n_channels, oh, ow)
         y0, y1 = (i * height) // oh, -((-(i + 1) * height) // oh)
         x0, x1 = (j * width) // ow, -((-(j + 1) * width) // ow)
-        acc = x[b, c, y0, x0] * 0
+        acc = 0.0
         for y in range(y0, y1):
             for xx in range(x0, x1):
                 acc += x[b, c, y, xx]
@@ -268,7 +268,7 @@ def _softmax(x, out):
         for j in range(n_cols):
             if x[row, j] > top:
                 top = x[row, j]
-        total = x[row, 0] * 0
+        total = 0.0
         for j in range(n_cols):
             value = math.exp(x[row, j] - top)
             out[row, j] = value

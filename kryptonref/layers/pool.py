@@ -17,37 +17,53 @@ __all__ = ["max_pool_valid", "avg_pool_valid", "avg_pool_divisors"]
 
 @njit(parallel=True, **KERNEL)
 def _max_pool(win, kh, kw, sh, sw, dh, dw, out):
+    # Row by row: each kernel tap updates a whole output row (vectorisable),
+    # in the same tap order as a per-output loop, so the result is identical.
+    # (``best`` is a buffer of its own, which lets the compiler vectorise.)
     n_items, n_channels, oh, ow = out.shape
     for item_channel in prange(n_items * n_channels):
         b = item_channel // n_channels
         c = item_channel % n_channels
         plane = win[b, c]
+        best = np.empty(ow, win.dtype)
         for oy in range(oh):
+            first = plane[oy * sh]
             for ox in range(ow):
-                best = plane[oy * sh, ox * sw]
-                for ky in range(kh):
-                    for kx in range(kw):
-                        v = plane[oy * sh + ky * dh, ox * sw + kx * dw]
-                        if v > best or v != v:  # NaN propagates, as in PyTorch
-                            best = v
-                out[b, c, oy, ox] = best
+                best[ox] = first[ox * sw]
+            for ky in range(kh):
+                row = plane[oy * sh + ky * dh]
+                for kx in range(kw):
+                    x0 = kx * dw
+                    for ox in range(ow):
+                        v = row[x0 + ox * sw]
+                        keep = best[ox]
+                        # NaN propagates, as in PyTorch; no branch, so it vectorises
+                        best[ox] = v if (v > keep) | (v != v) else keep
+            out[b, c, oy, :] = best
 
 
 @njit(parallel=True, **KERNEL)
 def _avg_pool(win, kh, kw, sh, sw, div_y, div_x, out_y0, out_x0, out):
+    # Row by row, summing the taps in float64 (as PyTorch's CPU kernel does) in a
+    # per-output loop's order, so the result is that loop's.
     n_items, n_channels, oh, ow = out.shape
     for item_channel in prange(n_items * n_channels):
         b = item_channel // n_channels
         c = item_channel % n_channels
         plane = win[b, c]
+        dx = div_x[out_x0[b]:out_x0[b] + ow]
+        total = np.empty(ow, np.float64)
         for oy in range(oh):
+            total[:] = 0.0
+            for ky in range(kh):
+                row = plane[oy * sh + ky]
+                for kx in range(kw):
+                    for ox in range(ow):
+                        total[ox] += row[ox * sw + kx]
             dy = div_y[out_y0[b] + oy]
+            dst = out[b, c, oy]
             for ox in range(ow):
-                total = plane[oy * sh, ox * sw] * 0
-                for ky in range(kh):
-                    for kx in range(kw):
-                        total += plane[oy * sh + ky, ox * sw + kx]
-                out[b, c, oy, ox] = total / (dy * div_x[out_x0[b] + ox])
+                dst[ox] = total[ox] / (dy * dx[ox])
 
 
 def max_pool_valid(win, kernel, stride, dilation, out_hw):

@@ -32,7 +32,7 @@ def _avg_pool(win, kh, kw, sh, sw, div_y, div_x, out_y0, out_x0, out):
     total = out.shape[0] * n_channels * oh * ow
     for idx in range(cuda.grid(1), total, cuda.gridsize(1)):
         b, c, oy, ox = unravel4(idx, n_channels, oh, ow)
-        acc = win[b, c, oy * sh, ox * sw] * 0
+        acc = 0.0  # (not x * 0: inf * 0 is NaN)
         for ky in range(kh):
             for kx in range(kw):
                 acc += win[b, c, oy * sh + ky, ox * sw + kx]
