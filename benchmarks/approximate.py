@@ -7,7 +7,8 @@ What is measured
    images (8 by default, 3 with ``--quick``) of ``kryptonref.datasets.shapes`` with
    ``--seed`` (2026 by default: not a training, validation or test seed of the
    demo models; the CLI demo's image is sample 7 of that seed), a 16 x 16 zero patch,
-   stride ``--stride`` (4 by default: a 53 x 53 heatmap), batches of 16, the target
+   stride ``--stride`` (4 by default: a 53 x 53 heatmap), batches of ``--batch-size``
+   (64 by default, as ``kr.occlusion``), the target
    class = the image's true label. Per image:
 
    * exact: ``kr.occlusion(mode="incremental")``, wall time of the call;
@@ -23,14 +24,14 @@ What is measured
      box.
 
    onnxruntime full re-inference (``benchmarks/occlusion.py``'s ONNX export and
-   session, default threading, occluded images in batches of 16): timed on a subset
+   session, default threading, occluded images in the same batches): timed on a subset
    of ``--positions`` heatmap positions of the first image (stratified over the grid,
    best of 2), and **extrapolated** to the whole heatmap grid (ms per position x
    positions). "vs ORT" = that extrapolated time / the setting's measured wall time;
    "vs exact" = our exact incremental time / the setting's time (sums over images).
 
    "predicted" is the speedup over full re-inference the cost model predicts:
-   ``kr.speedup(model, 16, stride, tau=tau, mode="executed", batch_size=16).speedup``
+   ``kr.speedup(model, 16, stride, tau=tau, mode="executed", batch_size=64).speedup``
    (incremental inference with threshold tau, batched as the engine runs it), times,
    with drill-down, ``drilldown_speedup(S1, S2, r_drill) = S1^2 / (S2^2 + r S1^2)``:
    drill-down evaluates about ``1/drilldown_speedup`` of the fine grid's positions
@@ -436,7 +437,8 @@ def parse_args(argv):
                         help="demo images (default 8, 3 with --quick)")
     parser.add_argument("--seed", type=int, default=2026, help="datasets.shapes seed")
     parser.add_argument("--stride", type=int, default=4, help="demo models' stride (default 4)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="positions per batch, ours and onnxruntime's (default 64)")
     parser.add_argument("--positions", type=int, default=64,
                         help="positions ORT is timed on, demo models (default 64)")
     parser.add_argument("--zoo-stride", type=int, default=8,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import platform
+import threading
 
 __all__ = ["retained_memory", "ENABLED", "MMAP_THRESHOLD", "TRIM_THRESHOLD"]
 
@@ -34,36 +34,47 @@ MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 1 << 30
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_STATE = {"libc": None, "checked": False}
+_STATE = {"libc": None, "checked": False, "jobs": 0}
+_LOCK = threading.Lock()
+
+
+def _glibc():
+    """The C library when it is glibc (``None`` otherwise)."""
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+            return None
+        return ctypes.CDLL("libc.so.6")
+    except (AttributeError, ValueError, OSError):  # no confstr, no such name, no such file
+        return None
 
 
 def _tuned_libc():
     """glibc, after raising its thresholds once; ``None`` when not applicable."""
-    if not _STATE["checked"]:
-        _STATE["checked"] = True
-        if ENABLED and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-            try:
-                libc = ctypes.CDLL("libc.so.6")
-                ok = (libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-                      and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-            except (OSError, AttributeError):
-                ok = False
-            _STATE["libc"] = libc if ok else None
-    return _STATE["libc"]
+    with _LOCK:
+        if not _STATE["checked"]:
+            _STATE["checked"] = True
+            libc = _glibc() if ENABLED else None
+            if libc is not None and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) \
+                    and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD):
+                _STATE["libc"] = libc
+        return _STATE["libc"]
 
 
 @contextlib.contextmanager
 def retained_memory():
     """Context of one job: freed memory is reused while it runs, released after.
 
-    Re-entrant: only the outermost context releases the memory.
+    Jobs may nest or overlap (from several threads); the memory is released
+    when the last one running ends.
     """
     libc = _tuned_libc()
-    depth = _STATE.get("depth", 0)
-    _STATE["depth"] = depth + 1
+    with _LOCK:
+        _STATE["jobs"] += 1
     try:
         yield
     finally:
-        _STATE["depth"] = depth
-        if libc is not None and depth == 0:
+        with _LOCK:
+            _STATE["jobs"] -= 1
+            last = _STATE["jobs"] == 0
+        if libc is not None and last:
             libc.malloc_trim(0)

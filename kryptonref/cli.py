@@ -27,6 +27,7 @@ def demo(args):
     from . import datasets, occlusion, speedup
     from .analysis.localisation import energy_in_box, pointing_game
     from .models.zoo import zoo
+    from .occlusion import DEFAULT_BATCH
 
     model = zoo(args.model, weights="pretrained")
     seed, index = DEMO_SAMPLE
@@ -45,11 +46,15 @@ def demo(args):
                      batch_size=args.batch_size, progress=_show_progress(None),
                      device=args.device)
     diff = float(np.max(np.abs(exact.heatmap - full.heatmap)))
-    theory = speedup(model, args.patch, args.stride, mode="executed", batch_size=args.batch_size)
+    batches = {mode: DEFAULT_BATCH[mode] if args.batch_size is None else args.batch_size
+               for mode in ("incremental", "full")}
+    theory = speedup(model, args.patch, args.stride, mode="executed",
+                     batch_size=batches["incremental"])
     predicted = sample.class_names[exact.label]
     print(f"prediction: {predicted} (class {exact.label}), probability {exact.probability:.4f}")
     print(f"occlusion: patch {args.patch}, stride {args.stride}, {len(exact.positions)} positions, "
-          f"batches of {args.batch_size}, device {args.device}")
+          f"batches of {batches['incremental']} (incremental) and {batches['full']} (full), "
+          f"device {args.device}")
     print(f"full re-inference:     {full.seconds:7.2f} s  {full.macs / 1e9:8.2f} G MACs")
     print(f"incremental inference: {exact.seconds:7.2f} s  {exact.macs / 1e9:8.2f} G MACs")
     print(f"speedup: {full.seconds / exact.seconds:.2f}x measured, {theory.speedup:.2f}x "
@@ -405,7 +410,8 @@ def main(argv=None):
                    help="a shipped demo model (default demo_vgg)")
     p.add_argument("--patch", type=int, default=16)
     p.add_argument("--stride", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="positions per batch (default: 64 incremental, 16 full)")
     p.add_argument("--out", default="kryptonref-demo.png", metavar="FILE.png",
                    help="overlay PNG (default kryptonref-demo.png; '' to skip)")
     p.add_argument("--device", choices=DEVICES, default="cpu",
@@ -471,7 +477,8 @@ def main(argv=None):
     p.add_argument("--target-ssim", type=float, default=0.9)
     p.add_argument("--patch", type=_pair_arg, default=16, help="N or HxW (default 16)")
     p.add_argument("--stride", type=_pair_arg, default=8, help="N or HxW (default 8)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="positions per batch (default 64)")
     p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

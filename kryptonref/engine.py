@@ -412,7 +412,7 @@ def _execute(backend, graph, params, base, geos, windows, fill, n_items, keep=()
     offsets = _pack_offsets(backend, graph, geos, windows, n_items)
     data = {graph.input_name: backend.repeat(fill, n_items)}
     remaining = {name: len(users) for name, users in graph.consumers().items()}
-    fresh = set()  # nodes whose data is an array of their own (not a view of another's)
+    fresh = set()  # nodes whose data is an array no other node's data shares
     for name in graph.order:
         node = graph.nodes[name]
         src = node.inputs[0]
@@ -420,10 +420,12 @@ def _execute(backend, graph, params, base, geos, windows, fill, n_items, keep=()
                  and src not in keep)
         _compute_node(backend, graph, params, base, geos, windows, offsets, data, name, n_items,
                       reuse)
-        if node.layer.kind in ("spatial", "merge") or (
-                node.layer.kind == "elementwise" and not isinstance(node.layer, Dropout)
-                and (reuse or src in fresh)):
-            fresh.add(name)
+        kind = node.layer.kind
+        if kind == "spatial" or (kind == "merge" and geos[name] is not _WHOLE) or (
+                kind == "elementwise" and not isinstance(node.layer, Dropout)):
+            fresh.add(name)  # a new array, or (in place) one that nothing else reads
+        else:  # Dropout, Flatten, ... may return their input or a view of it
+            fresh.difference_update(node.inputs)
         for src in node.inputs:  # free what no later node reads
             remaining[src] -= 1
             if remaining[src] == 0 and src not in keep:

@@ -95,7 +95,7 @@ def _heatmap_pair_ssim(model, image, taus, settings, bar):
 
 
 def tune_tau(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0, grid=DEFAULT_GRID,
-             held_out=None, batch_size=16, device="cpu", progress=False):
+             held_out=None, batch_size=None, device="cpu", progress=False):
     """Tune tau so that approximate heatmaps reach ``target_ssim`` against exact ones.
 
     Parameters
@@ -106,8 +106,8 @@ def tune_tau(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0, grid=
         predicted class.
     target_ssim : float in (0, 1]
     patch, stride, fill, batch_size, device
-        As for :func:`kryptonref.occlusion`; the heatmap must be at least 11 x 11
-        for SSIM.
+        As for :func:`kryptonref.occlusion` (``batch_size=None``: its defaults);
+        the heatmap must be at least 11 x 11 for SSIM.
     grid : sequence of float
         The taus to try, in (0, 1]; the paper's 1.0 .. 0.4 by default.
     held_out : array or sequence of images, optional

@@ -124,8 +124,45 @@ def check_output_only(graph, device="cpu", patch=3, stride=2):
     np.testing.assert_allclose(result.output, expected, **TOLERANCES[np.float64])
 
 
-def test_in_place_layers_never_overwrite_what_is_read_later():
-    check_output_only(aliasing_net())
+def dropout_alias_net():
+    """``d`` (Dropout) returns ``c``'s array; ``r``, ``c``'s last direct reader, must not
+    overwrite it."""
+    g = kr.Graph((2, 8, 8))
+    g.add(kr.Conv2d(2, 3, 3, padding=1), name="c")
+    g.add(kr.Dropout(), inputs=["c"], name="d")
+    g.add(kr.ReLU(), inputs=["c"], name="r")
+    g.add(kr.Add(), inputs=["d", "r"], name="add")
+    g.add(kr.Flatten(), name="flat")
+    g.add(kr.Linear(3 * 8 * 8, 4), name="fc")
+    return g
+
+
+def flatten_alias_net():
+    """``f`` (Flatten of a whole tensor) is a view of ``a``; ``bn`` must not overwrite ``a``."""
+    g = kr.Graph((2, 8, 8))
+    g.add(kr.Conv2d(2, 3, 3, padding=1), name="conv")
+    g.add(kr.GlobalAvgPool2d(), name="gap")
+    g.add(kr.Add(), inputs=["gap", "gap"], name="a")
+    g.add(kr.Flatten(), inputs=["a"], name="f")
+    g.add(kr.BatchNorm2d(3), inputs=["a"], name="bn")
+    g.add(kr.Flatten(), inputs=["bn"], name="fr")
+    g.add(kr.Add(), inputs=["f", "fr"], name="out")
+    return g
+
+
+@pytest.mark.parametrize("net", [aliasing_net, dropout_alias_net, flatten_alias_net])
+def test_in_place_layers_never_overwrite_what_is_read_later(net):
+    check_output_only(net())
+
+
+def test_a_kept_alias_is_not_overwritten():
+    graph = dropout_alias_net()
+    model = kr.Model(graph, seed=5, dtype=np.float64)
+    image = np.random.default_rng(5).normal(size=graph.input_shape)
+    positions = kr.patch_positions(graph.input_shape[1:], 3, 2)
+    result = kr.incremental_inference(model, image, positions, 3, nodes=["d"])
+    expected = model.forward_all(occlude(image, positions, (3, 3), 0.0))
+    np.testing.assert_allclose(result.nodes["d"], expected["d"], **TOLERANCES[np.float64])
 
 
 @pytest.mark.parametrize("patch", [(1, 1), (12, 10), (3, 7), (12, 1)])

@@ -56,3 +56,25 @@ def test_the_public_functions_keep_their_signature_and_docs():
     assert "positions" in inspect.signature(kr.incremental_inference).parameters
     assert "stride" in inspect.signature(kr.occlusion).parameters
     assert kr.occlusion.__doc__.startswith("Occlusion heatmap")
+
+
+def test_overlapping_jobs_release_the_memory_when_the_last_one_ends(monkeypatch):
+    """Jobs from several threads (a thread-safe Numba layer, no lock) end in any order."""
+    from kryptonref import _memory
+
+    trims = []
+
+    class FakeLibc:
+        def malloc_trim(self, pad):
+            trims.append(pad)
+
+    monkeypatch.setitem(_memory._STATE, "checked", True)
+    monkeypatch.setitem(_memory._STATE, "libc", FakeLibc())
+    monkeypatch.setitem(_memory._STATE, "jobs", 0)
+    first, second = _memory.retained_memory(), _memory.retained_memory()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)   # the first job ends while the second runs
+    assert trims == []
+    second.__exit__(None, None, None)
+    assert trims == [0] and _memory._STATE["jobs"] == 0

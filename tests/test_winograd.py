@@ -157,19 +157,23 @@ def test_prepared_params_choose_winograd(layer, uses, monkeypatch):
 def test_conv_layer_through_winograd_equals_the_oracle(dtype, monkeypatch):
     """Full inference of a Winograd-eligible layer (padding 1) through ``Model.forward``."""
     monkeypatch.setattr(winograd, "ENABLED", True)
+    calls = []
+    monkeypatch.setattr(conv, "winograd_conv",
+                        lambda *args: calls.append(1) or winograd.winograd_conv(*args))
     layer = kr.Conv2d(64, 5, 3, padding=1)
-    graph = kr.Graph((64, 7, 10))
+    graph = kr.Graph((64, 15, 18))  # 270 outputs: Winograd pays off with 64 channels
     graph.add(layer, name="conv")
     model = kr.Model(graph, seed=1, dtype=dtype)
     assert "winograd" in model.prepared["conv"]
-    x = np.random.default_rng(2).normal(size=(2, 64, 7, 10)).astype(dtype)
+    x = np.random.default_rng(2).normal(size=(2, 64, 15, 18)).astype(dtype)
     params = model.params["conv"]
     want = naive.conv2d(x, params["weight"], params["bias"], padding=1)
     np.testing.assert_allclose(model.forward(x), want, **TOL[dtype])
     direct = conv.conv2d_valid(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))),
                                model.prepared["conv"]["weight"], model.prepared["conv"]["bias"],
-                               (1, 1), (1, 1), 1, (7, 10))
+                               (1, 1), (1, 1), 1, (15, 18), None, model.prepared["conv"]["winograd"])
     np.testing.assert_allclose(direct, want, **TOL[dtype])
+    assert len(calls) == 2
 
 
 @st.composite
