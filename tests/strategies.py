@@ -35,6 +35,10 @@ def _pool(draw):
                         count_include_pad=draw(st.booleans()))
 
 
+def _elementwise(draw, channels):
+    return draw(st.sampled_from([kr.ReLU(), kr.ReLU6(), kr.Dropout(), kr.BatchNorm2d(channels)]))
+
+
 def _same_conv(draw, c_in, c_out, stride=1):
     """A conv whose output size is ceil(W / stride) (odd kernel, 'same' padding)."""
     k = draw(st.sampled_from([1, 3, 5]))
@@ -54,7 +58,8 @@ def architectures(draw, dag=True, head=True, max_blocks=5, max_size=64):
     graph = kr.Graph((channels, height, width))
     current = graph.input_name
     n_blocks = draw(st.integers(1, max_blocks))
-    kinds = ["conv", "pool", "bn", "relu", "relu6", "dropout"] + (["res", "proj", "cat"] if dag else [])
+    kinds = ["conv", "pool", "bn", "relu", "relu6", "dropout"] + (
+        ["res", "proj", "cat", "fork", "global"] if dag else [])
     for _ in range(n_blocks):
         kind = draw(st.sampled_from(kinds))
         c, h, w = graph.shapes[current]
@@ -87,6 +92,13 @@ def architectures(draw, dag=True, head=True, max_blocks=5, max_size=64):
                 b = graph.add(_same_conv(draw, c, draw(st.integers(1, 3))), current)
                 p = graph.add(kr.MaxPool2d(3, 1, 1), current)
                 current = graph.add(kr.Concat(), [a, b, p])
+            elif kind == "fork":  # two element-wise readers, one maybe an alias (Dropout)
+                first, second = (graph.add(_elementwise(draw, c), current) for _ in range(2))
+                current = graph.add(kr.Add(), [first, second])
+            elif kind == "global":  # a whole-tensor layer, then a merge after it (1x1 from here)
+                pooled = graph.add(draw(st.sampled_from([kr.GlobalAvgPool2d(),
+                                                         kr.AdaptiveAvgPool2d(1)])), current)
+                current = graph.add(kr.Add(), [pooled, graph.add(_elementwise(draw, c), pooled)])
         except ValueError:
             continue  # the feature map became too small for this layer: skip it
     if current == graph.input_name:

@@ -145,6 +145,14 @@ def test_dags_float64_on_cuda(data):
 
 @settings(max_examples=EXAMPLES, **SETTINGS)
 @given(st.data())
+def test_dags_output_only_on_cuda(data):
+    graph = data.draw(architectures(dag=True, max_blocks=3, max_size=MAX_SIZE))
+    check_identity(graph, data.draw(occlusions(graph)), np.float64, device="cuda",
+                   every_node=False)
+
+
+@settings(max_examples=EXAMPLES, **SETTINGS)
+@given(st.data())
 def test_dags_float32_on_cuda(data):
     graph = data.draw(architectures(dag=True, max_blocks=3, max_size=MAX_SIZE))
     check_identity(graph, data.draw(occlusions(graph)), np.float32, device="cuda")
