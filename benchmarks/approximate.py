@@ -87,10 +87,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import kryptonref as kr  # noqa: E402
+import kryptonref as kr  # noqa: E402  (before NumPy: see kryptonref/_openblas.py)
+import numpy as np  # noqa: E402
 from common import machine_info  # noqa: E402
 from kryptonref import datasets  # noqa: E402
 from kryptonref.analysis import (drilldown_speedup, energy_in_box,  # noqa: E402

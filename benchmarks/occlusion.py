@@ -87,10 +87,9 @@ import tempfile
 import time
 import tracemalloc
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import kryptonref as kr  # noqa: E402
+import kryptonref as kr  # noqa: E402  (before NumPy: see kryptonref/_openblas.py)
+import numpy as np  # noqa: E402
 from common import best_of, machine_info  # noqa: E402
 from kryptonref.models.zoo import zoo_entry  # noqa: E402
 from kryptonref.occlusion import captum_windows  # noqa: E402

@@ -15,6 +15,7 @@ tune_tau               pick tau for a target heatmap SSIM (the paper's quadratic
 images                 load_image: PNG/JPEG -> normalised (3, H, W) array (needs Pillow)
 speedup                the cost simulator: theoretical speedup per layer and position
 """
+from . import _openblas  # noqa: F401  (first: before NumPy loads OpenBLAS)
 from . import geometry, images
 from .engine import IncrementalResult, incremental_inference, patch_positions
 from .graph import Graph, Node

@@ -1,0 +1,26 @@
+"""kryptonref shortens OpenBLAS's busy-wait only when it can: imported before NumPy,
+and never over a value the user set. Each case runs in a fresh interpreter."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPORT = ("import os, kryptonref; "
+          "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), kryptonref._openblas.APPLIED)")
+
+
+def run(code, **env):
+    clean = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    done = subprocess.run([sys.executable, "-c", code], env={**clean, **env},
+                          capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
+@pytest.mark.parametrize("code, env, expected", [
+    (REPORT, {}, ["18", "True"]),
+    ("import numpy; " + REPORT, {}, ["None", "False"]),      # too late: OpenBLAS is loaded
+    (REPORT, {"OPENBLAS_THREAD_TIMEOUT": "7"}, ["7", "False"]),
+])
+def test_thread_timeout(code, env, expected):
+    assert run(code, **env) == expected
