@@ -415,22 +415,32 @@ def _execute(backend, graph, params, base, geos, windows, fill, n_items, keep=()
     fresh = set()  # nodes whose data is an array no other node's data shares
     for name in graph.order:
         node = graph.nodes[name]
-        src = node.inputs[0]
-        reuse = (node.layer.kind == "elementwise" and src in fresh and remaining[src] == 1
-                 and src not in keep)
+        first = node.inputs[0]
+        reuse = (node.layer.kind == "elementwise" and first in fresh and remaining[first] == 1
+                 and first not in keep)
         _compute_node(backend, graph, params, base, geos, windows, offsets, data, name, n_items,
                       reuse)
-        kind = node.layer.kind
-        if kind == "spatial" or (kind == "merge" and geos[name] is not _WHOLE) or (
-                kind == "elementwise" and not isinstance(node.layer, Dropout)):
-            fresh.add(name)  # a new array, or (in place) one that nothing else reads
-        else:  # Dropout, Flatten, ... may return their input or a view of it
+        if _owns_its_data(node.layer, geos[name]):
+            fresh.add(name)
+        else:
             fresh.difference_update(node.inputs)
         for src in node.inputs:  # free what no later node reads
             remaining[src] -= 1
             if remaining[src] == 0 and src not in keep:
                 data[src] = None
     return data, offsets
+
+
+def _owns_its_data(layer, geo):
+    """Whether a node's computed data is an array no other node's data shares.
+
+    Conv, pool and region merges write new arrays; element-wise layers write a
+    new array or, in place, one that nothing else reads any more. Dropout returns
+    its input, and whole-tensor layers may return it or a view of it (Flatten).
+    """
+    if layer.kind == "elementwise":
+        return not isinstance(layer, Dropout)
+    return layer.kind == "spatial" or (layer.kind == "merge" and geo is not _WHOLE)
 
 
 def _compute_node(backend, graph, params, base, geos, windows, offsets, data, name, n_items,

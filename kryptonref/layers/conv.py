@@ -36,9 +36,9 @@ from .winograd import winograd_conv, winograd_pays_off
 
 __all__ = ["conv2d_valid", "conv_macs"]
 
-#: Upper bound on an im2col buffer's bytes; larger batches are processed in chunks.
-#: (Larger buffers came back from the OS with page faults on every call, as
-#: glibc trims freed memory past twice its mmap threshold.)
+#: Upper bound on an im2col buffer's bytes; larger batches are processed in chunks
+#: (a bounded buffer stays reusable and mostly in the cache; see also
+#: :mod:`kryptonref._memory` on reusing freed memory).
 IM2COL_BYTES = 16 << 20
 #: Regions with fewer outputs than this per window use the batched layout when B > 1.
 SMALL_REGION = 256

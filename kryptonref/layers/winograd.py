@@ -52,7 +52,7 @@ WIDE_CHANNELS = 128
 #: Outputs per window from which Winograd pays off with fewer than :data:`WIDE_CHANNELS`.
 SMALL_AREA = 256
 #: Upper bound on the bytes of the transformed input (and output) of one chunk
-#: (as :data:`.conv.IM2COL_BYTES`: larger buffers page-fault on every call).
+#: (as :data:`.conv.IM2COL_BYTES`).
 CHUNK_BYTES = 16 << 20
 #: ``KRYPTONREF_WINOGRAD=0`` in the environment turns Winograd off (im2col + GEMM only).
 ENABLED = os.environ.get("KRYPTONREF_WINOGRAD", "1") != "0"
