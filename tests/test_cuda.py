@@ -8,7 +8,6 @@ which type-checks it without a GPU.
 """
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -23,6 +22,7 @@ from kryptonref import backend as backend_module
 from kryptonref.backend import get_backend
 
 from .naive import naive_forward
+from .processes import run_python
 from .strategies import architectures, occlusions
 from .test_incremental import (SETTINGS, aliasing_net, check_identity, check_output_only,
                                dropout_alias_net, flatten_alias_net, small_net)
@@ -315,11 +315,8 @@ PTX_SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def ptx_results():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
-    done = subprocess.run([sys.executable, "-c", PTX_SCRIPT], capture_output=True, text=True,
-                          env=env, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_python(PTX_SCRIPT, env={"NUMBA_ENABLE_CUDASIM": "0"}, timeout=900)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_every_kernel_compiles_to_ptx(ptx_results):

@@ -3,15 +3,13 @@
 Each case runs in a fresh interpreter: the allocator's thresholds are process-wide
 and, once raised, stay raised.
 """
-import os
 import platform
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 import kryptonref as kr
+from .processes import run_python
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -38,10 +36,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def page_faults(tuning):
-    env = dict(os.environ, KRYPTONREF_MALLOC_TUNING=tuning)
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, check=True)
-    return int(done.stdout.split()[-1])
+    return int(run_python(SCRIPT, env={"KRYPTONREF_MALLOC_TUNING": tuning}).split()[-1])
 
 
 @pytest.mark.skipif(not GLIBC, reason="the tuning applies to glibc's malloc only")

@@ -18,9 +18,6 @@ protobuf (``run_ort_exported``); the import checks the serialised weights exactl
 """
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -30,6 +27,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import kryptonref as kr  # noqa: E402
 from kryptonref.models.zoo import build_graph  # noqa: E402
+from .processes import run_python
 
 RTOL, ATOL = 1e-4, 1e-5
 #: Smallest input size per zoo model (32 px otherwise).
@@ -714,6 +712,4 @@ def test_import_without_onnx_installed():
         "    else:\n"
         "        raise SystemExit('no ImportError')\n"
         "print('ok')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    assert run_python(code, timeout=120).strip() == "ok"

@@ -1,20 +1,15 @@
 """kryptonref shortens OpenBLAS's busy-wait only when it can: imported before NumPy,
 and never over a value the user set. Each case runs in a fresh interpreter."""
-import os
-import subprocess
-import sys
-
 import pytest
+
+from .processes import run_python
 
 REPORT = ("import os, kryptonref; "
           "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), kryptonref._openblas.APPLIED)")
 
 
 def run(code, **env):
-    clean = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    done = subprocess.run([sys.executable, "-c", code], env={**clean, **env},
-                          capture_output=True, text=True, check=True)
-    return done.stdout.split()
+    return run_python(code, env=env, drop=("OPENBLAS_THREAD_TIMEOUT",)).split()
 
 
 @pytest.mark.parametrize("code, env, expected", [

@@ -4,9 +4,9 @@ Numba's ``workqueue`` threading layer (kryptonref's default) aborts the process
 when parallel kernels are launched from two threads at once, so the check runs
 in a subprocess.
 """
-import subprocess
-import sys
 import textwrap
+
+from .processes import run_python
 
 SCRIPT = textwrap.dedent("""
     import threading
@@ -36,7 +36,4 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_occlusion_from_several_threads_at_once():
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "different results: []" in done.stdout
+    assert "different results: []" in run_python(SCRIPT)

@@ -1,7 +1,4 @@
 """Winograd F(2x2, 3x3) convolution against the plain oracle, and its use in the engine."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +9,7 @@ import kryptonref as kr
 from kryptonref.layers import conv, ops, winograd
 
 from . import naive
+from .processes import run_python
 from .strategies import occlusions
 from .test_incremental import check_identity
 
@@ -104,10 +102,7 @@ def test_winograd_can_be_turned_off(monkeypatch):
     assert "winograd" not in ops.prepare_params(layer, params, np.float32)
     read = "import kryptonref.layers.winograd as w; print(w.ENABLED)"
     for value, expected in (("0", "False"), ("1", "True")):
-        env = dict(os.environ, KRYPTONREF_WINOGRAD=value)
-        out = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        assert out == expected
+        assert run_python(read, env={"KRYPTONREF_WINOGRAD": value}).strip() == expected
 
 
 @pytest.mark.parametrize("oh, ow, pays", [(1, 1, False), (1, 8, False), (2, 1, False),
