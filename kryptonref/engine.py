@@ -456,11 +456,14 @@ def _compute_node(backend, graph, params, base, geos, windows, offsets, data, na
         return
     src = node.inputs[0]
     if layer.kind == "spatial":
-        ry0, rx0, rh, rw = windows[name]
-        wy0, wx0 = offsets[(name, "window")]
-        py0, px0 = offsets[src]
-        win = backend.gather_windows(base[src], data[src], py0, px0, wy0, wx0, rh, rw,
-                                     layer.pad_value)
+        if _reads_its_input_as_is(windows[name], geos[src], graph.shapes[src], n_items):
+            win = data[src]
+        else:
+            _, _, rh, rw = windows[name]
+            wy0, wx0 = offsets[(name, "window")]
+            py0, px0 = offsets[src]
+            win = backend.gather_windows(base[src], data[src], py0, px0, wy0, wx0, rh, rw,
+                                         layer.pad_value)
         y0, x0 = offsets[name]
         data[name] = backend.region(layer, params[name], win, graph.shapes[src][1:],
                                     graph.shapes[name][1:], y0, x0, (geo.h, geo.w))
@@ -474,6 +477,21 @@ def _compute_node(backend, graph, params, base, geos, windows, offsets, data, na
         wholes = [_to_whole(backend, data[i], geos[i], offsets.get(i), base[i], n_items)
                   for i in node.inputs]
         data[name] = backend.full(layer, params[name], wholes, graph.shapes[name])
+
+
+def _reads_its_input_as_is(window, geo_in, in_shape, n_items):
+    """Whether a read window is exactly the input's computed region, for every position.
+
+    Then the input's data is the window (no padding, nothing from ``M``): a 1x1
+    convolution with stride 1 and no padding reads what its input computed, and
+    gathering it would only copy it.
+    """
+    if geo_in is None:
+        return False
+    geo_in = _as_geo(geo_in, in_shape, n_items)
+    ry0, rx0, rh, rw = window
+    return ((rh, rw) == (geo_in.h, geo_in.w) and np.array_equal(ry0, geo_in.y0)
+            and np.array_equal(rx0, geo_in.x0))
 
 
 def _merge_windows(backend, layer, inputs, base, data, offsets, out_offsets, geo, channels):

@@ -66,8 +66,8 @@ class OcclusionResult:
     mode, patch, stride, tau, coarse_stride
         The settings used (``coarse_stride``: drill-down's, else None).
     computed : ndarray of bool (positions_y, positions_x) or None
-        With drill-down, the cells actually occluded (the others copy their
-        coarse cell's value).
+        With drill-down, the cells actually occluded (the others are
+        interpolated bilinearly between the coarse positions).
     """
 
     heatmap: np.ndarray

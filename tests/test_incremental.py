@@ -163,6 +163,57 @@ def flatten_alias_net():
     return g
 
 
+def pointwise_net():
+    """1x1 convolutions (stride 1, no padding) reading a conv, a concat and a whole tensor.
+
+    Their read window is their input's computed region, so the engine reads the
+    input's data as is (no gather). So does ``padded`` (its padding shifts its
+    output, not its read window); ``strided`` (stride 2) reads a different window.
+    """
+    g = kr.Graph((2, 10, 9))
+    g.add(kr.Conv2d(2, 3, 3, padding=1), name="c1")
+    g.add(kr.ReLU(), name="r1")
+    g.add(kr.Conv2d(3, 4, 1), name="p1")
+    g.add(kr.Conv2d(3, 2, 1), inputs=["r1"], name="p2")
+    g.add(kr.Concat(), inputs=["p1", "p2", "r1"], name="cat")
+    g.add(kr.Conv2d(9, 3, 1), name="p3")
+    g.add(kr.ReLU(), inputs=["cat"], name="r2")  # may work in place after p3 read "cat"
+    g.add(kr.Conv2d(9, 3, 1, stride=2), inputs=["r2"], name="strided")
+    g.add(kr.Conv2d(3, 3, 1, padding=1), inputs=["p3"], name="padded")
+    g.add(kr.AdaptiveAvgPool2d((2, 2)), inputs=["p3"], name="gap")
+    g.add(kr.Conv2d(3, 2, 1), name="p4")
+    for k, src in enumerate(["strided", "padded", "p4"]):
+        g.add(kr.Flatten(), inputs=[src], name=f"f{k}")
+        g.add(kr.Linear(int(np.prod(g.shapes[f"f{k}"])), 4), name=f"fc{k}")
+    g.add(kr.Add(), inputs=["fc0", "fc1", "fc2"], name="out")
+    return g
+
+
+@pytest.mark.parametrize("every_node", [True, False])
+def test_pointwise_convolutions_read_their_input_as_is(monkeypatch, every_node):
+    """A 1x1 convolution whose window is its input's region skips the gather, same results."""
+    from kryptonref import backend as backend_module
+
+    gathered = []
+    gather = backend_module.CPUBackend.gather_windows
+
+    def counting_gather(base, *args, **kwargs):
+        gathered.append(base.shape)
+        return gather(base, *args, **kwargs)
+
+    monkeypatch.setattr(backend_module.CPUBackend, "gather_windows", staticmethod(counting_gather))
+    graph = pointwise_net()
+    positions = kr.patch_positions(graph.input_shape[1:], 3, 2)
+    if every_node:
+        check_identity(graph, ((3, 3), positions, 0.5, 4, 3), np.float64)
+    else:
+        check_output_only(graph)
+    n_batches = -(-len(positions) // 4)
+    # per batch: c1, strided and the concat's three inputs gather; the 1x1 convolutions
+    # p1, p2, p3, p4 and padded do not
+    assert len(gathered) == 5 * n_batches
+
+
 @pytest.mark.parametrize("net", [aliasing_net, dropout_alias_net, flatten_alias_net])
 def test_in_place_layers_never_overwrite_what_is_read_later(net):
     check_output_only(net())

@@ -200,6 +200,23 @@ def test_conv_cases(layer, in_shape, dtype):
     check_full(layer, in_shape, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 3)])
+@pytest.mark.parametrize("out_hw, n_items", [((2, 3), 5), ((5, 5), 4), ((7, 8), 3), ((2, 2), 1)])
+def test_conv_1x1_per_window_and_batched_gemms(out_hw, n_items, stride, dtype):
+    """A 1x1 convolution's two GEMM layouts (per window from POINTWISE_AREA outputs, else
+    one over the batch) equal the oracle, on windows longer than the samples they use."""
+    from kryptonref.layers import conv
+    rng = np.random.default_rng(8)
+    (oh, ow), (sh, sw) = out_hw, stride
+    win = rng.normal(size=(n_items, 6, (oh - 1) * sh + 2, (ow - 1) * sw + 3)).astype(dtype)
+    weight, bias = rng.normal(size=(4, 6, 1, 1)).astype(dtype), rng.normal(size=4).astype(dtype)
+    got = conv.conv2d_valid(win, weight, bias, stride, (1, 1), 1, out_hw)
+    want = naive.conv2d(win.astype(np.float64), weight.astype(np.float64),
+                        bias.astype(np.float64), stride=stride)[:, :, :oh, :ow]
+    assert_close(got, want, dtype, f"1x1 {out_hw} stride {stride}")
+
+
 def test_conv_im2col_chunking(monkeypatch):
     """A batch split into several im2col chunks gives the same result."""
     from kryptonref.layers import conv

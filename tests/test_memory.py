@@ -14,6 +14,7 @@ from .processes import run_python
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 SCRIPT = textwrap.dedent("""
+    import os
     import resource
     import numpy as np
     from kryptonref._memory import retained_memory
@@ -21,13 +22,14 @@ SCRIPT = textwrap.dedent("""
     def faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
+    size = int(os.environ["BLOCK_MB"]) << 20
     with retained_memory():
-        first = np.empty(8 << 20, np.uint8)
+        first = np.empty(size, np.uint8)
         first[:] = 1
         del first
         before = faults()
         for _ in range(20):  # what every batch does: allocate, touch, free
-            blocks = [np.empty(8 << 20, np.uint8) for _ in range(3)]
+            blocks = [np.empty(size, np.uint8) for _ in range(3)]
             for block in blocks:
                 block[:] = 1
             del blocks, block
@@ -35,13 +37,16 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def page_faults(tuning):
-    return int(run_python(SCRIPT, env={"KRYPTONREF_MALLOC_TUNING": tuning}).split()[-1])
+def page_faults(tuning, megabytes):
+    output = run_python(SCRIPT, env={"KRYPTONREF_MALLOC_TUNING": tuning,
+                                     "BLOCK_MB": str(megabytes)})
+    return int(output.split()[-1])
 
 
 @pytest.mark.skipif(not GLIBC, reason="the tuning applies to glibc's malloc only")
-def test_batches_reuse_freed_memory_instead_of_faulting_it_in_again():
-    untuned, tuned = page_faults("0"), page_faults("1")
+@pytest.mark.parametrize("megabytes", [8, 48])  # below and above glibc's largest mmap threshold
+def test_batches_reuse_freed_memory_instead_of_faulting_it_in_again(megabytes):
+    untuned, tuned = page_faults("0", megabytes), page_faults("1", megabytes)
     assert untuned > 10_000  # freed blocks handed back, then faulted in again
     assert tuned < untuned / 10
 
@@ -59,9 +64,15 @@ def test_overlapping_jobs_release_the_memory_when_the_last_one_ends(monkeypatch)
 
     trims = []
 
+    mmap_max = []
+
     class FakeLibc:
         def malloc_trim(self, pad):
             trims.append(pad)
+
+        def mallopt(self, option, value):
+            assert option == -4  # M_MMAP_MAX
+            mmap_max.append(value)
 
     monkeypatch.setitem(_memory._STATE, "checked", True)
     monkeypatch.setitem(_memory._STATE, "libc", FakeLibc())
@@ -73,3 +84,4 @@ def test_overlapping_jobs_release_the_memory_when_the_last_one_ends(monkeypatch)
     assert trims == []
     second.__exit__(None, None, None)
     assert trims == [0] and _memory._STATE["jobs"] == 0
+    assert mmap_max == [0, _memory.DEFAULT_MMAP_MAX]  # mapping off while any job runs

@@ -15,6 +15,36 @@ from .._numba import KERNEL, njit, prange
 __all__ = ["max_pool_valid", "avg_pool_valid", "avg_pool_divisors"]
 
 
+@njit(inline="always", **KERNEL)
+def _max_into(best, row, x0, sw):
+    """``best[ox] = max(best[ox], row[x0 + ox*sw])``, NaN propagating (as PyTorch).
+
+    Branch-free, so it vectorises; a unit stride reads a contiguous slice,
+    which vectorises far better than the run-time stride (2x on 17 x 17 maps).
+    """
+    if sw == 1:
+        taps = row[x0:x0 + best.shape[0]]
+        for ox in range(best.shape[0]):
+            v, keep = taps[ox], best[ox]
+            best[ox] = v if (v > keep) | (v != v) else keep
+    else:
+        for ox in range(best.shape[0]):
+            v, keep = row[x0 + ox * sw], best[ox]
+            best[ox] = v if (v > keep) | (v != v) else keep
+
+
+@njit(inline="always", **KERNEL)
+def _add_into(total, row, x0, sw):
+    """``total[ox] += row[x0 + ox*sw]`` (a contiguous slice for a unit stride, as above)."""
+    if sw == 1:
+        taps = row[x0:x0 + total.shape[0]]
+        for ox in range(total.shape[0]):
+            total[ox] += taps[ox]
+    else:
+        for ox in range(total.shape[0]):
+            total[ox] += row[x0 + ox * sw]
+
+
 @njit(parallel=True, **KERNEL)
 def _max_pool(win, kh, kw, sh, sw, dh, dw, out):
     # Row by row: each kernel tap updates a whole output row (vectorisable),
@@ -33,12 +63,7 @@ def _max_pool(win, kh, kw, sh, sw, dh, dw, out):
             for ky in range(kh):
                 row = plane[oy * sh + ky * dh]
                 for kx in range(kw):
-                    x0 = kx * dw
-                    for ox in range(ow):
-                        v = row[x0 + ox * sw]
-                        keep = best[ox]
-                        # NaN propagates, as in PyTorch; no branch, so it vectorises
-                        best[ox] = v if (v > keep) | (v != v) else keep
+                    _max_into(best, row, kx * dw, sw)
             out[b, c, oy, :] = best
 
 
@@ -58,8 +83,7 @@ def _avg_pool(win, kh, kw, sh, sw, div_y, div_x, out_y0, out_x0, out):
             for ky in range(kh):
                 row = plane[oy * sh + ky]
                 for kx in range(kw):
-                    for ox in range(ow):
-                        total[ox] += row[ox * sw + kx]
+                    _add_into(total, row, kx, sw)
             dy = div_y[out_y0[b] + oy]
             dst = out[b, c, oy]
             for ox in range(ow):
