@@ -17,6 +17,10 @@ What is measured
      drill-down (``r_drill`` 0.25, ``target_speedup`` 3: coarse stride 16 at stride 4,
      32 at stride 8) with tau in (1.0, 0.9, 0.7, 0.5). tau = 1 without drill-down is
      the exact run, so it is not repeated;
+   * drill-down tuned by ``kr.tune_drilldown`` for SSIM >= 0.9 (95% lower bound of the
+     mean) on ``--tune-images`` images of their own (seed ``--seed + 1``; 8 by default, 3 with ``--quick``): the
+     coarse stride and ``r_drill`` that occlude the fewest positions at that quality.
+     The benchmark images are held out from that tuning;
    * quality of each approximate heatmap against the exact one: SSIM
      (``kryptonref.analysis.ssim``, data range = the exact map's), mean absolute
      error, and for both heatmaps the pointing game (is the cell with the largest
@@ -46,9 +50,11 @@ What is measured
    (``kr.zoo(name, seed=0)``): **speed only**, since the heatmap of a random network
    is noise and SSIM against exact would mean nothing. One image (``synthetic_image``
    of ``benchmarks/occlusion.py``), the same approximate settings, target = the
-   predicted class, at stride ``--zoo-stride`` (8 by default: 27 x 27 positions at
-   224 px, 36 x 36 at 299 px; exact incremental VGG16 takes ~110 s at stride 4 and
-   Inception ~10 min on 2 cores), the exact run only with ``--zoo-exact``; onnxruntime
+   predicted class, and the demo models' tuned drill-down settings (the same coarse
+   stride in multiples of the fine stride), at stride ``--zoo-stride`` (8 by default:
+   27 x 27 positions at 224 px, 36 x 36 at 299 px; exact incremental VGG16 takes ~55 s
+   at stride 4 and Inception ~5 min on 2 cores), the exact run only with
+   ``--zoo-exact``; onnxruntime
    timed on ``--zoo-positions`` positions and extrapolated. ``--quick`` leaves out
    Inception v3. ``--budget`` seconds bound the zoo part: once its wall time exceeds
    the budget, the remaining zoo settings and models are skipped with a message (a
@@ -85,7 +91,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kryptonref as kr  # noqa: E402  (before NumPy: see kryptonref/_openblas.py)
@@ -109,25 +115,39 @@ SSIM_TARGET = 0.9
 ORT_TARGET = {"demo_vgg": 25.0, "demo_resnet": 8.0}
 PAPER = {"demo_vgg": "paper VGG16: 19.9x ImageNet, 34.5x OCT",
          "demo_resnet": "paper ResNet18: 8.5x ImageNet"}
+#: The full-size zoo model each demo model is a 1/8-width copy of.
+ZOO_TWIN = {"demo_vgg": "vgg16", "demo_resnet": "resnet18"}
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One way of computing the heatmap."""
+    """One way of computing the heatmap.
+
+    Drill-down takes ``coarse_stride`` when it is set (a multiple of the fine
+    stride, ``coarse_steps`` times it), else the paper's formula for
+    ``TARGET_SPEEDUP``.
+    """
 
     label: str
     tau: float
     drilldown: bool
+    r_drill: float = R_DRILL
+    coarse_steps: int = None
 
     @property
     def exact(self):
         return self.tau == 1.0 and not self.drilldown
 
-    def kwargs(self):
+    def kwargs(self, stride):
         if self.exact:
             return dict(mode="incremental")
-        return dict(mode="approximate", tau=self.tau, drilldown=self.drilldown,
-                    r_drill=R_DRILL, target_speedup=TARGET_SPEEDUP)
+        if not self.drilldown:
+            return dict(mode="approximate", tau=self.tau)
+        if self.coarse_steps is not None:
+            return dict(mode="approximate", tau=self.tau, drilldown=True, r_drill=self.r_drill,
+                        coarse_stride=self.coarse_steps * stride)
+        return dict(mode="approximate", tau=self.tau, drilldown=True, r_drill=self.r_drill,
+                    target_speedup=TARGET_SPEEDUP)
 
 
 EXACT = Setting("exact", 1.0, False)
@@ -148,7 +168,7 @@ def occlude(model, image, stride, setting, batch, target=None, **extra):
     """``kr.occlusion`` for one setting: (result, wall seconds of the call)."""
     t0 = time.perf_counter()
     res = kr.occlusion(model, image, PATCH, stride, fill=FILL, target=target,
-                       batch_size=batch, **{**setting.kwargs(), **extra})
+                       batch_size=batch, **{**setting.kwargs(stride), **extra})
     return res, time.perf_counter() - t0
 
 
@@ -210,7 +230,7 @@ class Predictor:
     def __call__(self, setting, coarse_stride=None):
         value = self.executed(setting.tau)
         if setting.drilldown:
-            value *= drilldown_speedup(coarse_stride, self.stride, R_DRILL)
+            value *= drilldown_speedup(coarse_stride, self.stride, setting.r_drill)
         return value
 
 
@@ -256,7 +276,8 @@ def bench_demo(name, data, args, workdir):
           f"of image 0 (best of 2) -> {t_ort:.2f} s for {n_pos} positions (EXTRAPOLATED); "
           f"onnx: {note}")
     predict = Predictor(model, args.stride, args.batch_size)
-    settings = [EXACT] + approximate_settings()
+    tuned = tuned_setting(model, args)
+    settings = [EXACT] + approximate_settings() + ([tuned] if tuned else [])
     runs = {s.label: [] for s in settings}
     for i in range(len(data)):
         image, label = data.images[i], int(data.labels[i])
@@ -284,7 +305,34 @@ def bench_demo(name, data, args, workdir):
     print_demo_table(name, rows, ms, n_sub, t_ort, args.stride)
     return dict(model=name, size=size, stride=args.stride, positions=n_pos,
                 ort_ms_per_position=ms, ort_positions_timed=n_sub, ort_seconds_extrapolated=t_ort,
-                rows=rows, runs=runs)
+                rows=rows, runs=runs, tuned=tuned)
+
+
+def tuned_setting(model, args):
+    """Drill-down tuned for SSIM >= 0.9 on images of their own (``kr.tune_drilldown``).
+
+    The tuning images are ``datasets.shapes`` with seed ``--seed + 1``, so the
+    benchmark images measure the tuned setting as held-out ones. None with
+    ``--tune-images 0`` or when no setting reaches the target.
+    """
+    if args.tune_images == 0:
+        return None
+    size = model.graph.input_shape[1]
+    images = datasets.shapes(args.tune_images, image_size=size, seed=args.seed + 1).images
+    t0 = time.perf_counter()
+    tuned = kr.tune_drilldown(model, images, target_ssim=SSIM_TARGET, patch=PATCH,
+                              stride=args.stride, fill=FILL, held_out=[],
+                              batch_size=args.batch_size)
+    steps = tuned.coarse_stride[0] // args.stride
+    print(f"kr.tune_drilldown on {tuned.n_fit} images of seed {args.seed + 1} "
+          f"({time.perf_counter() - t0:.0f} s): coarse stride {steps} x {args.stride}, r_drill "
+          f"{tuned.r_drill}, mean SSIM {tuned.mean_ssim:.3f} (95% lower bound "
+          f"{tuned.lower_ssim:.3f}), {tuned.speedup:.2f}x fewer positions"
+          f"{'' if tuned.reached else ': target not reached, not used'}")
+    if not tuned.reached:
+        return None
+    return Setting(f"tuned {steps}x/{tuned.r_drill:g}", 1.0, True, r_drill=tuned.r_drill,
+                   coarse_steps=steps)
 
 
 def summarise(setting, runs, exact_runs, t_ort):
@@ -329,8 +377,12 @@ def print_demo_table(name, rows, ms, n_sub, t_ort, stride):
 # Part 2: zoo models, speed only
 # --------------------------------------------------------------------------------------
 
-def bench_zoo(name, args, workdir, deadline):
-    """Approximate settings (and exact with --zoo-exact) on one synthetic image."""
+def bench_zoo(name, args, workdir, deadline, tuned=()):
+    """Approximate settings (and exact with --zoo-exact) on one synthetic image.
+
+    ``tuned``: the drill-down settings tuned on the demo models, with the same
+    coarse stride in multiples of the (zoo) fine stride.
+    """
     size = zoo_entry(name).default_size
     stride = args.zoo_stride
     positions, n_grid = heatmap_positions(size, stride)
@@ -349,7 +401,7 @@ def bench_zoo(name, args, workdir, deadline):
           f"ms/position on {n_sub} positions -> {t_ort:.1f} s for {n_pos} positions "
           f"(EXTRAPOLATED); onnx: {note}")
     predict = Predictor(model, stride, args.batch_size)
-    settings = ([EXACT] if args.zoo_exact else []) + approximate_settings()
+    settings = ([EXACT] if args.zoo_exact else []) + approximate_settings() + list(tuned)
     rows = []
     print(f"{'setting':16}{'time s':>8}{'vs ORT':>9}{'predicted':>10}{'MACs':>8}")
     for s in settings:
@@ -358,7 +410,7 @@ def bench_zoo(name, args, workdir, deadline):
             rows.append(dict(setting=s.label, skipped=True))
             continue
         res, t = occlude(model, image, stride, s, args.batch_size)
-        row = dict(setting=s.label, tau=s.tau, drilldown=s.drilldown, time=t,
+        row = dict(setting=s.label, tau=s.tau, drilldown=s.drilldown, time=t, stride=stride,
                    vs_ort=t_ort / t, predicted=predict(s, res.coarse_stride),
                    macs=mac_ratio(model, n_pos, res), coarse_stride=res.coarse_stride)
         rows.append(row)
@@ -372,9 +424,12 @@ def bench_zoo(name, args, workdir, deadline):
 # Targets, plot
 # --------------------------------------------------------------------------------------
 
-def print_targets(demo_results):
+def print_targets(demo_results, zoo_results=()):
+    """Per demo model: the fastest setting at the target SSIM, and its tuned drill-down's
+    speed on the full-size zoo twin (quality measured on the demo model)."""
     print(f"\n== targets (at mean SSIM >= {SSIM_TARGET} against exact; vs onnxruntime full "
           f"re-inference, extrapolated; printed, not asserted) ==")
+    zoo_rows = {r["model"]: r.get("rows", []) for r in zoo_results}
     for result in demo_results:
         name = result["model"]
         target = ORT_TARGET.get(name)
@@ -385,6 +440,15 @@ def print_targets(demo_results):
               f"SSIM >= {SSIM_TARGET} is '{best['setting']}': {best['vs_ort']:.1f}x vs ORT, "
               f"{best['vs_exact']:.2f}x vs exact, SSIM {best['ssim']:.3f} (min "
               f"{best['ssim_min']:.3f})  {verdict}")
+        tuned, twin = result.get("tuned"), ZOO_TWIN.get(name)
+        row = [r for r in zoo_rows.get(twin, []) if tuned and r.get("setting") == tuned.label]
+        if row and not row[0].get("skipped") and target is not None:
+            quality = [r for r in result["rows"] if r["setting"] == tuned.label][0]
+            verdict = "PASS" if row[0]["vs_ort"] >= target and quality["ssim"] >= SSIM_TARGET \
+                else "MISS"
+            print(f"{'':12} the same setting '{tuned.label}' on zoo {twin} (full width, stride "
+                  f"{row[0].get('stride', '?')}): {row[0]['vs_ort']:.1f}x vs ORT; its SSIM on "
+                  f"{name}'s benchmark images {quality['ssim']:.3f}  {verdict}")
 
 
 def plot(demo_results, path):
@@ -440,6 +504,9 @@ def parse_args(argv):
                         help="positions per batch, ours and onnxruntime's (default 64)")
     parser.add_argument("--positions", type=int, default=64,
                         help="positions ORT is timed on, demo models (default 64)")
+    parser.add_argument("--tune-images", type=int, default=None,
+                        help="images kr.tune_drilldown tunes drill-down on, per demo model "
+                             "(default 8, 3 with --quick; 0: no tuned setting)")
     parser.add_argument("--zoo-stride", type=int, default=8,
                         help="zoo models' stride (default 8: 27 x 27 at 224 px)")
     parser.add_argument("--zoo-positions", type=int, default=None,
@@ -458,6 +525,10 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.images is None:
         args.images = 3 if args.quick else 8
+    if args.tune_images is None:
+        args.tune_images = 3 if args.quick else 8
+    if args.tune_images < 0:
+        parser.error("--tune-images must be 0 or more")
     if args.zoo_positions is None:
         args.zoo_positions = 16 if args.quick else 36
     if args.zoo_models is None:
@@ -503,11 +574,12 @@ def main(argv=None):
                 print(f"\n== {name}: skipped, zoo time budget of {args.budget:.0f} s exceeded ==")
                 out["zoo"].append(dict(model=name, skipped=True))
                 continue
-            out["zoo"].append(bench_zoo(name, args, workdir, deadline))
+            tuned = [r["tuned"] for r in out["demo"] if r.get("tuned")]
+            out["zoo"].append(bench_zoo(name, args, workdir, deadline, tuned))
         if args.zoo:
             print(f"(zoo part: {time.perf_counter() - zoo_start:.0f} s)")
 
-    print_targets(out["demo"])
+    print_targets(out["demo"], out["zoo"])
     if args.plot:
         plot(out["demo"], args.plot)
     wall = time.perf_counter() - started
@@ -524,6 +596,8 @@ def main(argv=None):
 
 
 def _jsonable(value):
+    if isinstance(value, Setting):
+        return asdict(value)
     if isinstance(value, (np.integer, np.bool_)):
         return value.item()
     if isinstance(value, np.floating):

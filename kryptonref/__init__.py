@@ -12,6 +12,7 @@ zoo, zoo_names         torchvision-identical architectures (AlexNet ... Inceptio
 occlusion              heatmaps and Captum-compatible attributions (Algorithm 2);
                        mode="approximate": tau and adaptive drill-down
 tune_tau               pick tau for a target heatmap SSIM (the paper's quadratic fit)
+tune_drilldown         pick drill-down's coarse stride and r_drill for a target SSIM
 images                 load_image: PNG/JPEG -> normalised (3, H, W) array (needs Pillow)
 speedup                the cost simulator: theoretical speedup per layer and position
 """
@@ -26,14 +27,14 @@ from .analysis import SpeedupReport, speedup
 from .models.zoo import zoo, zoo_names
 from .models.onnx_io import from_onnx, to_onnx
 from .occlusion import OcclusionResult, occlusion
-from .tuning import TauTuning, tune_tau
+from .tuning import DrilldownTuning, TauTuning, tune_drilldown, tune_tau
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Graph", "Node", "Model", "incremental_inference", "IncrementalResult", "patch_positions",
     "geometry", "images", "occlusion", "OcclusionResult", "zoo", "zoo_names", "speedup", "SpeedupReport",
-    "from_onnx", "to_onnx", "tune_tau", "TauTuning",
+    "from_onnx", "to_onnx", "tune_tau", "TauTuning", "tune_drilldown", "DrilldownTuning",
     "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "AdaptiveAvgPool2d",
     "ReLU", "ReLU6", "BatchNorm2d", "Dropout", "Flatten", "Linear", "Softmax", "Add", "Concat",
 ]

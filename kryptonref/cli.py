@@ -348,7 +348,7 @@ def _tune_images(source, count, model):
 
 
 def tune(args):
-    """Tune tau on sample images for a target SSIM (the paper's quadratic fit)."""
+    """Tune tau (the paper's quadratic fit) or drill-down on sample images for a target SSIM."""
     from .models.zoo import zoo
     from .tuning import tune_tau
 
@@ -359,6 +359,10 @@ def tune(args):
         weights = "pretrained"
     model = zoo(args.model, weights=weights)
     images = _tune_images(args.images, args.count, model)
+    if args.drilldown:
+        return _tune_drilldown(args, model, images)
+    if args.tau is not None:
+        raise ValueError("--tau goes with --drilldown (tune without it chooses tau)")
     tuned = tune_tau(model, images, target_ssim=args.target_ssim, patch=args.patch,
                      stride=args.stride, batch_size=args.batch_size, device=args.device,
                      progress=_show_progress(args.progress))
@@ -373,6 +377,34 @@ def tune(args):
         print(f"  {tau:4.2f}   {value:8.4f}   {float(tuned.fitted(tau)):7.4f}")
     verdict = "" if tuned.reached else " (the fit does not reach the target below 1: exact)"
     print(f"tau = {tuned.tau:.3f} for SSIM >= {tuned.target_ssim}{verdict}")
+    if tuned.held_out_ssim is not None:
+        print(f"held-out check on {tuned.n_held_out} images: mean SSIM {tuned.held_out_ssim:.4f}")
+    return 0
+
+
+def _tune_drilldown(args, model, images):
+    """``kryptonref tune --drilldown``: coarse stride and r_drill for the target SSIM."""
+    from .tuning import tune_drilldown
+
+    tau = 1.0 if args.tau is None else args.tau
+    tuned = tune_drilldown(model, images, target_ssim=args.target_ssim, patch=args.patch,
+                           stride=args.stride, tau=tau, batch_size=args.batch_size,
+                           device=args.device, progress=_show_progress(args.progress))
+    if args.json:
+        print(json.dumps(dict(tuned.to_dict(), model=args.model, images=args.images,
+                              patch=list(_pair(args.patch)), stride=list(_pair(args.stride))),
+                         indent=2))
+        return 0
+    print(f"{args.model}: drill-down on {tuned.n_fit} images, patch {args.patch}, "
+          f"stride {args.stride}, tau {tau}")
+    print("  S1/S2  r_drill  mean SSIM  lower 95%  min SSIM  speedup (cells / cells occluded)")
+    for row in sorted(tuned.table, key=lambda row: -row["speedup"]):
+        print(f"  {row['steps']:5d}  {row['r_drill']:7.2f}  {row['mean_ssim']:9.4f}  "
+              f"{row['lower_ssim']:9.4f}  {row['min_ssim']:8.4f}  {row['speedup']:6.2f}x")
+    verdict = "" if tuned.reached else " (no setting reaches the target: the best SSIM)"
+    print(f"coarse stride {tuned.coarse_stride}, r_drill {tuned.r_drill} for SSIM >= "
+          f"{tuned.target_ssim} (95% lower bound {tuned.lower_ssim:.4f}, mean "
+          f"{tuned.mean_ssim:.4f}): {tuned.speedup:.2f}x fewer positions{verdict}")
     if tuned.held_out_ssim is not None:
         print(f"held-out check on {tuned.n_held_out} images: mean SSIM {tuned.held_out_ssim:.4f}")
     return 0
@@ -471,7 +503,8 @@ def main(argv=None):
                    help="where to compute (cuda: numba-cuda on a GPU, extra kryptonref[cuda])")
     p.set_defaults(func=occlude)
 
-    p = sub.add_parser("tune", help="choose tau for a target heatmap SSIM (approximate mode)")
+    p = sub.add_parser("tune", help="choose tau, or drill-down's settings, for a target heatmap "
+                                    "SSIM (approximate mode)")
     p.add_argument("model", help="a zoo model (see `kryptonref models`)")
     p.add_argument("--images", required=True,
                    help="a folder of PNG/JPEG images, or 'demo' for generated shapes images")
@@ -484,6 +517,10 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=None,
                    help="positions per batch (default 64)")
     p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.add_argument("--drilldown", action="store_true",
+                   help="choose drill-down's coarse stride and r_drill instead of tau")
+    p.add_argument("--tau", type=float, default=None,
+                   help="with --drilldown: the tau to combine it with (default 1: exact)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when tqdm is installed and stderr is a terminal)")

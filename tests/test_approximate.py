@@ -253,6 +253,78 @@ def test_tune_tau_bad_arguments(kwargs, match):
         kr.tune_tau(model, [], patch=4, stride=1)
 
 
+# -- tune_drilldown ------------------------------------------------------------------------
+@pytest.mark.parametrize("tau", [1.0, 0.6])
+def test_tune_drilldown_keeps_the_cheapest_setting_at_the_target(tau):
+    """The search's SSIM and cell counts are what kr.occlusion's drill-down gives."""
+    graph = small_classifier(shape=(3, 40, 36))
+    model = kr.Model(graph, seed=7, dtype=np.float64)
+    images = [image_for(graph, seed=s) for s in range(4)]
+    steps, fractions = (2, 3), (0.1, 0.3)
+    tuned = kr.tune_drilldown(model, images, target_ssim=0.8, patch=4, stride=2, tau=tau,
+                              steps=steps, fractions=fractions)
+    assert tuned.n_fit == 3 and tuned.n_held_out == 1 and tuned.tau == tau
+    assert [(row["steps"], row["r_drill"]) for row in tuned.table] == [
+        (2, 0.1), (2, 0.3), (3, 0.1), (3, 0.3)]
+    for row in tuned.table:  # each row: kr.occlusion with that setting, on the fitting images
+        runs = []
+        for image in images[:3]:
+            exact = kr.occlusion(model, image, 4, 2)
+            drill = kr.occlusion(model, image, 4, 2, mode="approximate", tau=tau, drilldown=True,
+                                 r_drill=row["r_drill"], coarse_stride=2 * row["steps"],
+                                 target=exact.label)
+            runs.append((ssim(exact.heatmap, drill.heatmap), drill.computed.sum(),
+                         drill.computed.size))
+        values = np.array([v for v, _, _ in runs])
+        assert row["mean_ssim"] == pytest.approx(values.mean(), rel=1e-9)
+        assert row["min_ssim"] == pytest.approx(values.min(), rel=1e-9)
+        assert row["lower_ssim"] == pytest.approx(
+            values.mean() - 1.645 * values.std(ddof=1) / np.sqrt(3), rel=1e-9)
+        assert row["speedup"] == pytest.approx(sum(n for _, _, n in runs)
+                                               / sum(c for _, c, _ in runs))
+    passing = [row for row in tuned.table if row["lower_ssim"] >= 0.8]
+    assert tuned.reached == bool(passing)
+    if passing:
+        assert tuned.speedup == max(row["speedup"] for row in passing)
+    chosen = [row for row in tuned.table if (2 * row["steps"], row["r_drill"])
+              == (tuned.coarse_stride[0], tuned.r_drill)]
+    assert len(chosen) == 1 and chosen[0]["mean_ssim"] == tuned.mean_ssim
+    assert chosen[0]["lower_ssim"] == tuned.lower_ssim
+    exact = kr.occlusion(model, images[3], 4, 2)
+    drill = kr.occlusion(model, images[3], 4, 2, mode="approximate", tau=tau, drilldown=True,
+                         r_drill=tuned.r_drill, coarse_stride=tuned.coarse_stride,
+                         target=exact.label)
+    assert tuned.held_out_ssim == pytest.approx(ssim(exact.heatmap, drill.heatmap))
+    assert json.loads(json.dumps(tuned.to_dict()))["coarse_stride"] == list(tuned.coarse_stride)
+
+
+def test_tune_drilldown_without_a_passing_setting_keeps_the_best_ssim():
+    graph = small_classifier(shape=(3, 40, 36))
+    model = kr.Model(graph, seed=7, dtype=np.float64)
+    images = [image_for(graph, seed=s) for s in range(2)]
+    tuned = kr.tune_drilldown(model, images, target_ssim=1.0, patch=4, stride=2, steps=(4, 6),
+                              fractions=(0.05,))
+    assert not tuned.reached and tuned.held_out_ssim is None and tuned.n_held_out == 0
+    assert tuned.lower_ssim == max(row["lower_ssim"] for row in tuned.table) < 1.0
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(target_ssim=0.0), r"target_ssim must lie in \(0, 1\]"),
+    (dict(steps=(1, 2)), "steps must be integers >= 2"),
+    (dict(fractions=(0.2, 1.0)), r"r_drill must lie in \(0, 1\)"),
+    (dict(fractions=()), "at least one r_drill"),
+    (dict(tau=0.0), r"tau must lie in \(0, 1\]"),
+])
+def test_tune_drilldown_bad_arguments(kwargs, match):
+    graph = small_classifier()
+    model = kr.Model(graph, seed=0)
+    with pytest.raises(ValueError, match=match):
+        kr.tune_drilldown(model, [image_for(graph, dtype=np.float32)], patch=4, stride=1,
+                          **kwargs)
+    with pytest.raises(ValueError, match="at least one image"):
+        kr.tune_drilldown(model, [], patch=4, stride=1)
+
+
 # -- command line -------------------------------------------------------------------------
 def _cli(capsys, *argv):
     from kryptonref.cli import main
@@ -298,6 +370,24 @@ def test_cli_tune_on_generated_images(capsys):
     assert summary["mean_ssim"][0] == 1.0 and summary["n_held_out"] == 0
     code, _, err = _cli(capsys, "tune", "demo_vgg", "--images", "/no/such/folder")
     assert code == 2 and "neither a folder nor 'demo'" in err
+
+
+def test_cli_tune_drilldown(capsys):
+    argv = ("tune", "demo_vgg", "--images", "demo", "--count", "1", "--patch", "32",
+            "--stride", "8", "--drilldown", "--no-progress")
+    code, out, _ = _cli(capsys, *argv, "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["tau"] == 1.0 and summary["n_held_out"] == 0
+    assert len(summary["table"]) == 5 * 7   # DRILL_STEPS x DRILL_FRACTIONS
+    assert summary["coarse_stride"][0] % 8 == 0 and summary["coarse_stride"][0] >= 16
+    if summary["reached"]:
+        assert summary["lower_ssim"] == summary["mean_ssim"] >= 0.9   # one image: the mean
+    code, out, _ = _cli(capsys, *argv, "--tau", "0.7")
+    assert code == 0 and "tau 0.7" in out and "coarse stride" in out
+    code, _, err = _cli(capsys, "tune", "demo_vgg", "--images", "demo", "--count", "1",
+                        "--tau", "0.7")
+    assert code == 2 and "--tau goes with --drilldown" in err
 
 
 def test_cli_analyze_predicts_drilldown(capsys):
