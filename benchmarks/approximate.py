@@ -18,9 +18,9 @@ What is measured
      32 at stride 8) with tau in (1.0, 0.9, 0.7, 0.5). tau = 1 without drill-down is
      the exact run, so it is not repeated;
    * drill-down tuned by ``kr.tune_drilldown`` for SSIM >= 0.9 (95% lower bound of the
-     mean) on ``--tune-images`` images of their own (seed ``--seed + 1``; 8 by default, 3 with ``--quick``): the
-     coarse stride and ``r_drill`` that occlude the fewest positions at that quality.
-     The benchmark images are held out from that tuning;
+     mean) on ``--tune-images`` images of their own (seed ``--seed + 1``; 24 by default,
+     6 with ``--quick``): the coarse stride and ``r_drill`` that occlude the fewest
+     positions at that quality. The benchmark images are held out from that tuning;
    * quality of each approximate heatmap against the exact one: SSIM
      (``kryptonref.analysis.ssim``, data range = the exact map's), mean absolute
      error, and for both heatmaps the pointing game (is the cell with the largest
@@ -506,7 +506,7 @@ def parse_args(argv):
                         help="positions ORT is timed on, demo models (default 64)")
     parser.add_argument("--tune-images", type=int, default=None,
                         help="images kr.tune_drilldown tunes drill-down on, per demo model "
-                             "(default 8, 3 with --quick; 0: no tuned setting)")
+                             "(default 24, 6 with --quick; 0: no tuned setting)")
     parser.add_argument("--zoo-stride", type=int, default=8,
                         help="zoo models' stride (default 8: 27 x 27 at 224 px)")
     parser.add_argument("--zoo-positions", type=int, default=None,
@@ -526,7 +526,7 @@ def parse_args(argv):
     if args.images is None:
         args.images = 3 if args.quick else 8
     if args.tune_images is None:
-        args.tune_images = 3 if args.quick else 8
+        args.tune_images = 6 if args.quick else 24
     if args.tune_images < 0:
         parser.error("--tune-images must be 0 or more")
     if args.zoo_positions is None:
