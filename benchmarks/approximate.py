@@ -556,7 +556,8 @@ def main(argv=None):
     print(f"onnxruntime {ort.__version__} (default threading); ORT times are extrapolated "
           f"from a subset of positions")
     print(f"settings: exact, tau in {TAUS}, drill-down (r_drill {R_DRILL}, target_speedup "
-          f"{TARGET_SPEEDUP}) with tau in (1.0,) + {TAUS}")
+          f"{TARGET_SPEEDUP}) with tau in (1.0,) + {TAUS}, and drill-down tuned per demo model "
+          f"by kr.tune_drilldown on {args.tune_images} images of seed {args.seed + 1}")
 
     data = datasets.shapes(args.images, image_size=224, seed=args.seed)
     out = dict(args={k: v for k, v in vars(args).items()}, demo=[], zoo=[])
@@ -574,8 +575,8 @@ def main(argv=None):
                 print(f"\n== {name}: skipped, zoo time budget of {args.budget:.0f} s exceeded ==")
                 out["zoo"].append(dict(model=name, skipped=True))
                 continue
-            tuned = [r["tuned"] for r in out["demo"] if r.get("tuned")]
-            out["zoo"].append(bench_zoo(name, args, workdir, deadline, tuned))
+            tuned = {r["tuned"].label: r["tuned"] for r in out["demo"] if r.get("tuned")}
+            out["zoo"].append(bench_zoo(name, args, workdir, deadline, tuned.values()))
         if args.zoo:
             print(f"(zoo part: {time.perf_counter() - zoo_start:.0f} s)")
 

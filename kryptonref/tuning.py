@@ -137,6 +137,7 @@ def tune_tau(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0, grid=
     taus = np.array(sorted({float(t) for t in grid}, reverse=True))
     if len(taus) < 3 or taus.min() <= 0 or taus.max() > 1:
         raise ValueError(f"grid needs at least 3 distinct taus in (0, 1], got {tuple(grid)}")
+    _check_heatmap_size(model, patch, stride)
     settings = dict(patch=patch, stride=stride, fill=fill, batch_size=batch_size, device=device)
 
     bar = _progress_bar(len(images) * len(taus) + len(held_out) * 2, progress)
@@ -232,6 +233,17 @@ def _check_target_ssim(target_ssim):
     return target_ssim
 
 
+def _check_heatmap_size(model, patch, stride):
+    """Raise ValueError before any occlusion if the heatmap is too small for SSIM."""
+    (ph, pw), (sh, sw) = _pair(patch, "patch"), _pair(stride, "stride")
+    height, width = model.graph.input_shape[1:]
+    cells = ((height - ph) // sh + 1, (width - pw) // sw + 1)
+    if min(cells) < 11:
+        raise ValueError(f"patch {(ph, pw)} at stride {(sh, sw)} gives a {cells[0]} x {cells[1]} "
+                         f"heatmap on {height} x {width} images; SSIM needs at least 11 x 11 "
+                         f"(use a smaller stride)")
+
+
 def _drilldown_quality(exact, source, steps, r_drill):
     """SSIM against ``exact`` and the cells occluded, of drill-down reading ``source``.
 
@@ -302,14 +314,16 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
     images, held_out = _split_held_out(images, held_out)
     if not images:
         raise ValueError("tune_drilldown needs at least one image")
-    steps = sorted({int(k) for k in steps})
-    if not steps or steps[0] < 2:
+    if not steps or any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer))
+                        or k < 2 for k in steps):
         raise ValueError(f"steps must be integers >= 2 (coarse stride / fine stride), "
                          f"got {tuple(steps)}")
+    steps = sorted({int(k) for k in steps})
     fractions = sorted({check_r_drill(r) for r in fractions})
     if not fractions:
         raise ValueError("fractions needs at least one r_drill value")
     stride_hw = _pair(stride, "stride")
+    _check_heatmap_size(model, patch, stride_hw)
     settings = dict(patch=patch, stride=stride_hw, fill=fill, batch_size=batch_size,
                     device=device)
 

@@ -243,12 +243,14 @@ def test_tune_tau_follows_the_papers_procedure():
     (dict(target_ssim=1.5), r"target_ssim must lie in \(0, 1\]"),
     (dict(grid=(1.0, 0.5)), "at least 3 distinct taus"),
     (dict(grid=(1.0, 0.5, 0.0)), r"in \(0, 1\]"),
+    (dict(stride=4), r"5 x 4 heatmap .* SSIM needs at least 11 x 11"),
 ])
 def test_tune_tau_bad_arguments(kwargs, match):
     graph = small_classifier()
     model = kr.Model(graph, seed=0)
     with pytest.raises(ValueError, match=match):
-        kr.tune_tau(model, [image_for(graph, dtype=np.float32)], patch=4, stride=1, **kwargs)
+        kr.tune_tau(model, [image_for(graph, dtype=np.float32)],
+                    **{"patch": 4, "stride": 1, **kwargs})
     with pytest.raises(ValueError, match="at least one image"):
         kr.tune_tau(model, [], patch=4, stride=1)
 
@@ -311,6 +313,8 @@ def test_tune_drilldown_without_a_passing_setting_keeps_the_best_ssim():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(target_ssim=0.0), r"target_ssim must lie in \(0, 1\]"),
     (dict(steps=(1, 2)), "steps must be integers >= 2"),
+    (dict(steps=(2.5,)), "steps must be integers >= 2"),
+    (dict(stride=4), r"5 x 4 heatmap .* SSIM needs at least 11 x 11"),
     (dict(fractions=(0.2, 1.0)), r"r_drill must lie in \(0, 1\)"),
     (dict(fractions=()), "at least one r_drill"),
     (dict(tau=0.0), r"tau must lie in \(0, 1\]"),
@@ -319,8 +323,8 @@ def test_tune_drilldown_bad_arguments(kwargs, match):
     graph = small_classifier()
     model = kr.Model(graph, seed=0)
     with pytest.raises(ValueError, match=match):
-        kr.tune_drilldown(model, [image_for(graph, dtype=np.float32)], patch=4, stride=1,
-                          **kwargs)
+        kr.tune_drilldown(model, [image_for(graph, dtype=np.float32)],
+                          **{"patch": 4, "stride": 1, **kwargs})
     with pytest.raises(ValueError, match="at least one image"):
         kr.tune_drilldown(model, [], patch=4, stride=1)
 

@@ -217,6 +217,22 @@ def test_conv_1x1_per_window_and_batched_gemms(out_hw, n_items, stride, dtype):
     assert_close(got, want, dtype, f"1x1 {out_hw} stride {stride}")
 
 
+@pytest.mark.parametrize("out_hw", [(2, 3), (7, 8)])   # one GEMM over the batch; per window
+def test_conv_1x1_chunking(monkeypatch, out_hw):
+    """A batch split into several chunks of samples gives the same result."""
+    from kryptonref.layers import conv
+    rng = np.random.default_rng(9)
+    (oh, ow) = out_hw
+    win = rng.normal(size=(5, 6, 2 * oh, 2 * ow))
+    weight, bias = rng.normal(size=(4, 6, 1, 1)), rng.normal(size=4)
+    whole = conv.conv2d_valid(win, weight, bias, (2, 2), (1, 1), 1, out_hw)
+    monkeypatch.setattr(conv, "IM2COL_BYTES", 2 * 6 * oh * ow * 8)  # two items per chunk
+    chunked = conv.conv2d_valid(win, weight, bias, (2, 2), (1, 1), 1, out_hw)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12)
+    want = naive.conv2d(win, weight, bias, stride=2)[:, :, :oh, :ow]
+    np.testing.assert_allclose(chunked, want, rtol=1e-10, atol=1e-10)
+
+
 def test_conv_im2col_chunking(monkeypatch):
     """A batch split into several im2col chunks gives the same result."""
     from kryptonref.layers import conv

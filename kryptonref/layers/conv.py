@@ -267,13 +267,18 @@ def _conv_1x1(win, weight, bias, stride, out):
     (sh, sw), n_in = stride, win.shape[1]
     samples = win[:, :, :(oh - 1) * sh + 1:sh, :(ow - 1) * sw + 1:sw]
     matrix = weight.reshape(n_out, n_in)
-    if n_items == 1 or oh * ow >= POINTWISE_AREA:
-        flat = out.reshape(n_items, n_out, oh * ow)
-        np.matmul(matrix, np.ascontiguousarray(samples).reshape(n_items, n_in, oh * ow), out=flat)
-        flat += bias[None, :, None]
-    else:
-        by_channel = np.ascontiguousarray(samples.transpose(1, 0, 2, 3)).reshape(n_in, -1)
-        _unpack_gemm(matrix @ by_channel, bias, out)
+    per_window = n_items == 1 or oh * ow >= POINTWISE_AREA
+    # chunks bound the copies of the samples (none when they are the window itself)
+    for first, last in _chunks(n_items, n_in * oh * ow * win.itemsize):
+        part = samples[first:last]
+        if per_window:
+            flat = out[first:last].reshape(last - first, n_out, oh * ow)
+            np.matmul(matrix, np.ascontiguousarray(part).reshape(last - first, n_in, oh * ow),
+                      out=flat)
+            flat += bias[None, :, None]
+        else:
+            by_channel = np.ascontiguousarray(part.transpose(1, 0, 2, 3)).reshape(n_in, -1)
+            _unpack_gemm(matrix @ by_channel, bias, out[first:last])
     return out
 
 
