@@ -20,7 +20,7 @@ import numpy as np
 
 from .analysis.quality import check_r_drill, ssim
 from .drilldown import drilldown
-from .engine import _pair
+from .engine import _pair, patch_positions
 from .occlusion import _progress_bar, occlusion
 from .schedule import check_tau
 
@@ -213,8 +213,8 @@ class DrilldownTuning:
         return {"coarse_stride": list(self.coarse_stride), "r_drill": self.r_drill,
                 "tau": self.tau, "target_ssim": self.target_ssim, "reached": bool(self.reached),
                 "speedup": self.speedup, "mean_ssim": self.mean_ssim,
-                "lower_ssim": self.lower_ssim, "held_out_ssim": self.held_out_ssim, "n_fit": self.n_fit,
-                "n_held_out": self.n_held_out, "table": self.table}
+                "lower_ssim": self.lower_ssim, "held_out_ssim": self.held_out_ssim,
+                "n_fit": self.n_fit, "n_held_out": self.n_held_out, "table": self.table}
 
 
 def _split_held_out(images, held_out):
@@ -235,13 +235,14 @@ def _check_target_ssim(target_ssim):
 
 def _check_heatmap_size(model, patch, stride):
     """Raise ValueError before any occlusion if the heatmap is too small for SSIM."""
-    (ph, pw), (sh, sw) = _pair(patch, "patch"), _pair(stride, "stride")
-    height, width = model.graph.input_shape[1:]
-    cells = ((height - ph) // sh + 1, (width - pw) // sw + 1)
+    image_hw = tuple(model.graph.input_shape[1:])
+    positions = patch_positions(image_hw, patch, stride)
+    cells = tuple(len(np.unique(positions[:, axis])) for axis in (0, 1))
     if min(cells) < 11:
-        raise ValueError(f"patch {(ph, pw)} at stride {(sh, sw)} gives a {cells[0]} x {cells[1]} "
-                         f"heatmap on {height} x {width} images; SSIM needs at least 11 x 11 "
-                         f"(use a smaller stride)")
+        raise ValueError(f"patch {_pair(patch, 'patch')} at stride {_pair(stride, 'stride')} "
+                         f"gives a {cells[0]} x {cells[1]} heatmap on {image_hw[0]} x "
+                         f"{image_hw[1]} images; SSIM needs at least 11 x 11 (use a smaller "
+                         f"stride)")
 
 
 def _drilldown_quality(exact, source, steps, r_drill):

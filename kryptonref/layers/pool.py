@@ -16,6 +16,12 @@ __all__ = ["max_pool_valid", "avg_pool_valid", "avg_pool_divisors"]
 
 
 @njit(inline="always", **KERNEL)
+def _nan_max(v, keep):
+    """``max(v, keep)``, NaN in ``v`` propagating; a select, not a branch."""
+    return v if (v > keep) | (v != v) else keep
+
+
+@njit(inline="always", **KERNEL)
 def _max_into(best, row, x0, sw):
     """``best[ox] = max(best[ox], row[x0 + ox*sw])``, NaN propagating (as PyTorch).
 
@@ -25,12 +31,10 @@ def _max_into(best, row, x0, sw):
     if sw == 1:
         taps = row[x0:x0 + best.shape[0]]
         for ox in range(best.shape[0]):
-            v, keep = taps[ox], best[ox]
-            best[ox] = v if (v > keep) | (v != v) else keep
+            best[ox] = _nan_max(taps[ox], best[ox])
     else:
         for ox in range(best.shape[0]):
-            v, keep = row[x0 + ox * sw], best[ox]
-            best[ox] = v if (v > keep) | (v != v) else keep
+            best[ox] = _nan_max(row[x0 + ox * sw], best[ox])
 
 
 @njit(inline="always", **KERNEL)
