@@ -17,10 +17,11 @@ What is measured
      drill-down (``r_drill`` 0.25, ``target_speedup`` 3: coarse stride 16 at stride 4,
      32 at stride 8) with tau in (1.0, 0.9, 0.7, 0.5). tau = 1 without drill-down is
      the exact run, so it is not repeated;
-   * drill-down tuned by ``kr.tune_drilldown`` for SSIM >= 0.9 (95% lower bound of the
+   * tau and drill-down tuned jointly by ``kr.tune_drilldown`` (tau in ``TUNE_TAUS`` =
+     (1.0, 0.9, 0.7, 0.5)) for SSIM >= 0.9 (95% lower bound of the
      mean) on ``--tune-images`` images of their own (seed ``--seed + 1``; 24 by default,
-     6 with ``--quick``): the coarse stride and ``r_drill`` that occlude the fewest
-     positions at that quality. The benchmark images are held out from that tuning;
+     6 with ``--quick``): the tau, coarse stride and ``r_drill`` the cost model predicts
+     fastest at that quality. The benchmark images are held out from that tuning;
    * quality of each approximate heatmap against the exact one: SSIM
      (``kryptonref.analysis.ssim``, data range = the exact map's), mean absolute
      error, and for both heatmaps the pointing game (is the cell with the largest
@@ -109,6 +110,8 @@ FILL = 0.0
 R_DRILL = 0.25
 TARGET_SPEEDUP = 3.0
 TAUS = (0.9, 0.7, 0.5)
+#: The taus kr.tune_drilldown chooses among, with drill-down's coarse stride and r_drill.
+TUNE_TAUS = (1.0, 0.9, 0.7, 0.5)
 DEMO_MODELS = ("demo_vgg", "demo_resnet")
 ZOO_MODELS = ("vgg16", "resnet18", "inception_v3")
 SSIM_TARGET = 0.9
@@ -308,7 +311,8 @@ def bench_demo(name, data, args, workdir):
 
 
 def tuned_setting(model, args):
-    """Drill-down tuned for SSIM >= 0.9 on images of their own (``kr.tune_drilldown``).
+    """tau and drill-down tuned for SSIM >= 0.9 on images of their own (``kr.tune_drilldown``
+    over ``TUNE_TAUS``: the setting the cost model predicts fastest).
 
     The tuning images are ``datasets.shapes`` with seed ``--seed + 1``, so the
     benchmark images measure the tuned setting as held-out ones. None with
@@ -320,18 +324,19 @@ def tuned_setting(model, args):
     images = datasets.shapes(args.tune_images, image_size=size, seed=args.seed + 1).images
     t0 = time.perf_counter()
     tuned = kr.tune_drilldown(model, images, target_ssim=SSIM_TARGET, patch=PATCH,
-                              stride=args.stride, fill=FILL, held_out=[],
+                              stride=args.stride, fill=FILL, tau=TUNE_TAUS, held_out=[],
                               batch_size=args.batch_size)
     steps = tuned.coarse_stride[0] // args.stride
-    print(f"kr.tune_drilldown on {tuned.n_fit} images of seed {args.seed + 1} "
-          f"({time.perf_counter() - t0:.0f} s): coarse stride {steps} x {args.stride}, r_drill "
-          f"{tuned.r_drill}, mean SSIM {tuned.mean_ssim:.3f} (95% lower bound "
-          f"{tuned.lower_ssim:.3f}), {tuned.speedup:.2f}x fewer positions"
+    print(f"kr.tune_drilldown on {tuned.n_fit} images of seed {args.seed + 1}, tau in "
+          f"{TUNE_TAUS} ({time.perf_counter() - t0:.0f} s): tau {tuned.tau:g}, coarse stride "
+          f"{steps} x {args.stride}, r_drill {tuned.r_drill}, mean SSIM {tuned.mean_ssim:.3f} "
+          f"(95% lower bound {tuned.lower_ssim:.3f}), {tuned.speedup:.2f}x fewer positions, "
+          f"{tuned.predicted_speedup:.2f}x predicted over exact"
           f"{'' if tuned.reached else ': target not reached, not used'}")
     if not tuned.reached:
         return None
-    return Setting(f"tuned {steps}x/{tuned.r_drill:g}", 1.0, True, r_drill=tuned.r_drill,
-                   coarse_steps=steps)
+    return Setting(f"tuned {tuned.tau:g} {steps}x/{tuned.r_drill:g}", tuned.tau, True,
+                   r_drill=tuned.r_drill, coarse_steps=steps)
 
 
 def summarise(setting, runs, exact_runs, t_ort):
@@ -555,8 +560,8 @@ def main(argv=None):
     print(f"onnxruntime {ort.__version__} (default threading); ORT times are extrapolated "
           f"from a subset of positions")
     print(f"settings: exact, tau in {TAUS}, drill-down (r_drill {R_DRILL}, target_speedup "
-          f"{TARGET_SPEEDUP}) with tau in (1.0,) + {TAUS}, and drill-down tuned per demo model "
-          f"by kr.tune_drilldown on {args.tune_images} images of seed {args.seed + 1}")
+          f"{TARGET_SPEEDUP}) with tau in (1.0,) + {TAUS}, and tau with drill-down tuned per demo "
+          f"model by kr.tune_drilldown on {args.tune_images} images of seed {args.seed + 1}")
 
     data = datasets.shapes(args.images, image_size=224, seed=args.seed)
     out = dict(args={k: v for k, v in vars(args).items()}, demo=[], zoo=[])

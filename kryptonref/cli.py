@@ -133,6 +133,14 @@ def _pair_arg(text):
     raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
 
 
+def _taus_arg(text):
+    """``0.7`` or ``1,0.8,0.6`` -> a tuple of floats (checked by the tuner)."""
+    try:
+        return tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected T or T,T,..., got {text!r}") from None
+
+
 def analyze(args):
     """Theoretical speedup of one zoo model (or, with --all, of the whole zoo)."""
     from .analysis import speedup
@@ -386,9 +394,9 @@ def _tune_drilldown(args, model, images):
     """``kryptonref tune --drilldown``: coarse stride and r_drill for the target SSIM."""
     from .tuning import tune_drilldown
 
-    tau = 1.0 if args.tau is None else args.tau
+    taus = (1.0,) if args.tau is None else args.tau
     tuned = tune_drilldown(model, images, target_ssim=args.target_ssim, patch=args.patch,
-                           stride=args.stride, tau=tau, batch_size=args.batch_size,
+                           stride=args.stride, tau=taus, batch_size=args.batch_size,
                            device=args.device, progress=_show_progress(args.progress))
     if args.json:
         print(json.dumps(dict(tuned.to_dict(), model=args.model, images=args.images,
@@ -396,15 +404,19 @@ def _tune_drilldown(args, model, images):
                          indent=2))
         return 0
     print(f"{args.model}: drill-down on {tuned.n_fit} images, patch {args.patch}, "
-          f"stride {args.stride}, tau {tau}")
-    print("  S1/S2  r_drill  mean SSIM  lower 95%  min SSIM  speedup (cells / cells occluded)")
-    for row in sorted(tuned.table, key=lambda row: -row["speedup"]):
-        print(f"  {row['steps']:5d}  {row['r_drill']:7.2f}  {row['mean_ssim']:9.4f}  "
-              f"{row['lower_ssim']:9.4f}  {row['min_ssim']:8.4f}  {row['speedup']:6.2f}x")
+          f"stride {args.stride}, tau {', '.join(f'{t:g}' for t in taus)}")
+    print("   tau  S1/S2  r_drill  mean SSIM  lower 95%  min SSIM  cells ratio  predicted")
+    for row in sorted(tuned.table, key=lambda row: -row["predicted_speedup"]):
+        print(f"  {row['tau']:4.2f}  {row['steps']:5d}  {row['r_drill']:7.2f}  "
+              f"{row['mean_ssim']:9.4f}  {row['lower_ssim']:9.4f}  {row['min_ssim']:8.4f}  "
+              f"{row['speedup']:10.2f}x  {row['predicted_speedup']:8.2f}x")
+    print("(cells ratio: heatmap cells / cells occluded; predicted: that times tau's MAC "
+          "saving, over exact incremental inference)")
     verdict = "" if tuned.reached else " (no setting reaches the target: the best SSIM)"
-    print(f"coarse stride {tuned.coarse_stride}, r_drill {tuned.r_drill} for SSIM >= "
-          f"{tuned.target_ssim} (95% lower bound {tuned.lower_ssim:.4f}, mean "
-          f"{tuned.mean_ssim:.4f}): {tuned.speedup:.2f}x fewer positions{verdict}")
+    print(f"tau {tuned.tau:g}, coarse stride {tuned.coarse_stride}, r_drill {tuned.r_drill} for "
+          f"SSIM >= {tuned.target_ssim} (95% lower bound {tuned.lower_ssim:.4f}, mean "
+          f"{tuned.mean_ssim:.4f}): {tuned.speedup:.2f}x fewer positions, "
+          f"{tuned.predicted_speedup:.2f}x predicted{verdict}")
     if tuned.held_out_ssim is not None:
         print(f"held-out check on {tuned.n_held_out} images: mean SSIM {tuned.held_out_ssim:.4f}")
     return 0
@@ -519,8 +531,9 @@ def main(argv=None):
     p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--drilldown", action="store_true",
                    help="choose drill-down's coarse stride and r_drill instead of tau")
-    p.add_argument("--tau", type=float, default=None,
-                   help="with --drilldown: the tau to combine it with (default 1: exact)")
+    p.add_argument("--tau", type=_taus_arg, default=None, metavar="T[,T...]",
+                   help="with --drilldown: the tau to combine it with, or several to choose "
+                        "among (default 1: exact)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when tqdm is installed and stderr is a terminal)")

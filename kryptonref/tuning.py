@@ -10,7 +10,9 @@ target SSIM.
 ``r_drill`` the same way, by a search instead of a fit: a drill-down heatmap
 takes its values from the heatmap at the fine stride (exact, or at ``tau``),
 so one such heatmap per image gives the drill-down heatmap of every setting
-without occluding again. Both check their choice on held-out images.
+without occluding again. Given several taus, it searches them jointly with
+drill-down's knobs, ranking settings by the cost model's predicted work.
+Both check their choice on held-out images.
 """
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .analysis.cost import speedup as cost_model_speedup
 from .analysis.quality import check_r_drill, ssim
 from .drilldown import drilldown
 from .engine import _pair, patch_positions
-from .occlusion import _progress_bar, occlusion
+from .occlusion import DEFAULT_BATCH, _progress_bar, occlusion
 from .schedule import check_tau
 
 __all__ = ["tune_tau", "TauTuning", "DEFAULT_GRID", "tune_drilldown", "DrilldownTuning",
@@ -173,7 +176,8 @@ class DrilldownTuning:
         :func:`kryptonref.occlusion`).
     r_drill : float
     tau : float
-        The projective-field threshold the search ran with (1: exact).
+        The chosen projective-field threshold (1: exact), the only one when the
+        search was given one.
     target_ssim : float
     reached : bool
         Whether some setting reaches the target (its lower bound, below); if none
@@ -181,6 +185,11 @@ class DrilldownTuning:
     speedup : float
         Heatmap cells over the cells drill-down occludes, over the fitting images
         (the measured count; :func:`kryptonref.analysis.drilldown_speedup` predicts it).
+    predicted_speedup : float
+        The chosen setting's predicted speedup over exact incremental inference:
+        ``speedup`` times the MACs of exact incremental inference over those at
+        ``tau`` (:func:`kryptonref.speedup`, ``mode="executed"``, over the whole grid).
+        The search keeps the passing setting with the largest.
     mean_ssim : float
         Mean SSIM of the chosen setting against exact heatmaps, fitting images.
     lower_ssim : float
@@ -191,8 +200,8 @@ class DrilldownTuning:
         held-out images (None without any).
     n_fit, n_held_out : int
     table : list of dict
-        Every setting tried: ``steps`` (S1 / S2), ``r_drill``, ``mean_ssim``,
-        ``lower_ssim``, ``min_ssim``, ``speedup``.
+        Every setting tried: ``tau``, ``steps`` (S1 / S2), ``r_drill``,
+        ``mean_ssim``, ``lower_ssim``, ``min_ssim``, ``speedup``, ``predicted_speedup``.
     """
 
     coarse_stride: tuple
@@ -201,6 +210,7 @@ class DrilldownTuning:
     target_ssim: float
     reached: bool
     speedup: float
+    predicted_speedup: float
     mean_ssim: float
     lower_ssim: float
     held_out_ssim: float
@@ -212,7 +222,8 @@ class DrilldownTuning:
         """A JSON-ready summary."""
         return {"coarse_stride": list(self.coarse_stride), "r_drill": self.r_drill,
                 "tau": self.tau, "target_ssim": self.target_ssim, "reached": bool(self.reached),
-                "speedup": self.speedup, "mean_ssim": self.mean_ssim,
+                "speedup": self.speedup, "predicted_speedup": self.predicted_speedup,
+                "mean_ssim": self.mean_ssim,
                 "lower_ssim": self.lower_ssim, "held_out_ssim": self.held_out_ssim,
                 "n_fit": self.n_fit, "n_held_out": self.n_held_out, "table": self.table}
 
@@ -266,10 +277,46 @@ def _lower_bound(values):
     return float(np.mean(values) - CONFIDENCE_Z * np.std(values, ddof=1) / np.sqrt(len(values)))
 
 
+def _check_taus(tau):
+    """tau as a tuple of distinct values in (0, 1], largest first."""
+    taus = tau if isinstance(tau, (tuple, list, np.ndarray)) else (tau,)
+    taus = sorted({check_tau(t) for t in taus}, reverse=True)
+    if not taus:
+        raise ValueError("tau needs at least one value in (0, 1]")
+    return taus
+
+
+def _mac_ratios(model, patch, stride, taus, batch_size):
+    """Exact incremental inference's MACs over those at each tau (cost model, executed)."""
+    batch_size = DEFAULT_BATCH["approximate"] if batch_size is None else batch_size
+    macs = {tau: cost_model_speedup(model, patch, stride, tau=tau, mode="executed",
+                                    batch_size=batch_size).incremental_macs
+            for tau in {1.0, *taus}}
+    return {tau: macs[1.0] / macs[tau] for tau in taus}
+
+
+def _drilldown_table(pairs, taus, steps, fractions, mac_ratios):
+    """One row per (tau, coarse step, r_drill): SSIM statistics and speedups."""
+    n_cells = sum(exact.heatmap.size for exact, _ in pairs)
+    table = []
+    for tau in taus:
+        for k in steps:
+            for r_drill in fractions:
+                scores = [_drilldown_quality(exact, sources[tau], (k, k), r_drill)
+                          for exact, sources in pairs]
+                values = np.array([v for v, _ in scores])
+                cells = n_cells / sum(n for _, n in scores)
+                table.append(dict(tau=tau, steps=k, r_drill=r_drill,
+                                  mean_ssim=float(values.mean()),
+                                  lower_ssim=_lower_bound(values), min_ssim=float(values.min()),
+                                  speedup=cells, predicted_speedup=cells * mac_ratios[tau]))
+    return table
+
+
 def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0, tau=1.0,
                    steps=DRILL_STEPS, fractions=DRILL_FRACTIONS, held_out=None,
                    batch_size=None, device="cpu", progress=False):
-    """Choose drill-down's coarse stride and ``r_drill`` for a target heatmap SSIM.
+    """Choose drill-down's coarse stride and ``r_drill`` (and tau) for a target heatmap SSIM.
 
     Adaptive drill-down (SIGMOD 2019, DESIGN.md section 6) has two knobs, and
     the paper's formula picks the coarse stride from a target speedup. Which
@@ -277,15 +324,20 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
     the model and the images (on the trained demo models, small coarse strides
     with a small ``r_drill`` beat the default ``r_drill = 0.25``). This search
     tries every coarse stride ``k * stride`` (``k`` in ``steps``) with every
-    ``r_drill`` in ``fractions`` and keeps the one that occludes the fewest
-    cells whose mean SSIM against exact heatmaps reaches ``target_ssim`` with
-    95% confidence: the mean less 1.645 standard errors. (The SSIM of a
-    setting varies widely between images, and the plain mean of the best of
-    35 settings on 8 images overstated it on new images by up to 0.1.)
+    ``r_drill`` in ``fractions``, and with every tau given, and keeps the
+    setting with the largest predicted speedup whose mean SSIM against exact
+    heatmaps reaches ``target_ssim`` with 95% confidence: the mean less 1.645
+    standard errors. (The SSIM of a setting varies widely between images, and
+    the plain mean of the best of 35 settings on 8 images overstated it on new
+    images by up to 0.1.) The predicted speedup over exact incremental inference
+    is the heatmap's cells over the cells occluded, times the MACs exact
+    incremental inference performs over those it performs at tau (the cost
+    model, :func:`kryptonref.speedup` with ``mode="executed"``): tau and
+    drill-down's savings multiply.
 
     Drill-down takes each value it occludes from the fine-stride heatmap (exact,
-    or approximate at ``tau``), so the search occludes each image only once or
-    twice; the held-out check runs :func:`kryptonref.occlusion` itself.
+    or approximate at ``tau``), so the search occludes each image once per tau;
+    the held-out check runs :func:`kryptonref.occlusion` itself.
 
     Parameters
     ----------
@@ -295,8 +347,9 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
     target_ssim : float in (0, 1]
     patch, stride, fill, batch_size, device
         As for :func:`kryptonref.occlusion`; ``stride`` is the fine stride ``S2``.
-    tau : float in (0, 1]
-        Projective-field threshold combined with drill-down (1: exact).
+    tau : float or sequence of float, each in (0, 1]
+        Projective-field threshold(s) combined with drill-down (1: exact); with
+        several, the search chooses among them too.
     steps : sequence of int
         Coarse strides to try, as multiples (at least 2) of the fine stride.
     fractions : sequence of float
@@ -311,7 +364,7 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
     DrilldownTuning
     """
     target_ssim = _check_target_ssim(target_ssim)
-    tau = check_tau(tau)
+    taus = _check_taus(tau)
     images, held_out = _split_held_out(images, held_out)
     if not images:
         raise ValueError("tune_drilldown needs at least one image")
@@ -327,44 +380,39 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
     _check_heatmap_size(model, patch, stride_hw)
     settings = dict(patch=patch, stride=stride_hw, fill=fill, batch_size=batch_size,
                     device=device)
+    approximate_taus = [t for t in taus if t < 1.0]
 
-    bar = _progress_bar(len(images) * (1 + (tau < 1.0)) + len(held_out) * 2, progress)
+    bar = _progress_bar(len(images) * (1 + len(approximate_taus)) + len(held_out) * 2,
+                        progress)
     pairs = []
     for image in images:
         exact = occlusion(model, image, **settings)
         bar.update(1)
-        source = exact
-        if tau < 1.0:
-            source = occlusion(model, image, target=exact.label, mode="approximate", tau=tau,
-                               **settings)
+        sources = {1.0: exact}
+        for t in approximate_taus:
+            sources[t] = occlusion(model, image, target=exact.label, mode="approximate", tau=t,
+                                   **settings)
             bar.update(1)
-        pairs.append((exact, source))
-    n_cells = sum(exact.heatmap.size for exact, _ in pairs)
-    table = []
-    for k in steps:
-        for r_drill in fractions:
-            scores = [_drilldown_quality(exact, source, (k, k), r_drill)
-                      for exact, source in pairs]
-            values = np.array([v for v, _ in scores])
-            table.append(dict(steps=k, r_drill=r_drill, mean_ssim=float(values.mean()),
-                              lower_ssim=_lower_bound(values), min_ssim=float(values.min()),
-                              speedup=n_cells / sum(n for _, n in scores)))
+        pairs.append((exact, sources))
+    table = _drilldown_table(pairs, taus, steps, fractions,
+                             _mac_ratios(model, patch, stride_hw, taus, batch_size))
     passing = [row for row in table if row["lower_ssim"] >= target_ssim]
-    best = (max(passing, key=lambda row: (row["speedup"], row["lower_ssim"])) if passing
-            else max(table, key=lambda row: row["lower_ssim"]))
+    best = (max(passing, key=lambda row: (row["predicted_speedup"], row["lower_ssim"]))
+            if passing else max(table, key=lambda row: row["lower_ssim"]))
     coarse_stride = (best["steps"] * stride_hw[0], best["steps"] * stride_hw[1])
     checks = []
     for image in held_out:
         exact = occlusion(model, image, **settings)
         bar.update(1)
-        chosen = occlusion(model, image, target=exact.label, mode="approximate", tau=tau,
-                           drilldown=True, r_drill=best["r_drill"], coarse_stride=coarse_stride,
-                           **settings)
+        chosen = occlusion(model, image, target=exact.label, mode="approximate",
+                           tau=best["tau"], drilldown=True, r_drill=best["r_drill"],
+                           coarse_stride=coarse_stride, **settings)
         bar.update(1)
         checks.append(ssim(exact.heatmap, chosen.heatmap))
     bar.close()
-    return DrilldownTuning(coarse_stride=coarse_stride, r_drill=best["r_drill"], tau=float(tau),
-                           target_ssim=target_ssim, reached=bool(passing),
-                           speedup=best["speedup"], mean_ssim=best["mean_ssim"],
-                           lower_ssim=best["lower_ssim"], held_out_ssim=float(np.mean(checks)) if checks else None,
+    return DrilldownTuning(coarse_stride=coarse_stride, r_drill=best["r_drill"],
+                           tau=best["tau"], target_ssim=target_ssim, reached=bool(passing),
+                           speedup=best["speedup"], predicted_speedup=best["predicted_speedup"],
+                           mean_ssim=best["mean_ssim"], lower_ssim=best["lower_ssim"],
+                           held_out_ssim=float(np.mean(checks)) if checks else None,
                            n_fit=len(images), n_held_out=len(held_out), table=table)

@@ -256,25 +256,28 @@ def test_tune_tau_bad_arguments(kwargs, match):
 
 
 # -- tune_drilldown ------------------------------------------------------------------------
-@pytest.mark.parametrize("tau", [1.0, 0.6])
+@pytest.mark.parametrize("tau", [1.0, 0.6, (0.6, 1.0, 0.6)])
 def test_tune_drilldown_keeps_the_cheapest_setting_at_the_target(tau):
-    """The search's SSIM and cell counts are what kr.occlusion's drill-down gives."""
+    """The search's SSIM and cell counts are what kr.occlusion's drill-down gives, and it
+    keeps the passing setting the cost model predicts fastest."""
     graph = small_classifier(shape=(3, 40, 36))
     model = kr.Model(graph, seed=7, dtype=np.float64)
     images = [image_for(graph, seed=s) for s in range(4)]
     steps, fractions = (2, 3), (0.1, 0.3)
+    taus = sorted(set(tau if isinstance(tau, tuple) else (tau,)), reverse=True)
     tuned = kr.tune_drilldown(model, images, target_ssim=0.8, patch=4, stride=2, tau=tau,
                               steps=steps, fractions=fractions)
-    assert tuned.n_fit == 3 and tuned.n_held_out == 1 and tuned.tau == tau
-    assert [(row["steps"], row["r_drill"]) for row in tuned.table] == [
-        (2, 0.1), (2, 0.3), (3, 0.1), (3, 0.3)]
+    assert tuned.n_fit == 3 and tuned.n_held_out == 1 and tuned.tau in taus
+    assert [(row["tau"], row["steps"], row["r_drill"]) for row in tuned.table] == [
+        (t, k, r) for t in taus for k in steps for r in fractions]
+    exact_macs = kr.speedup(model, 4, 2, mode="executed").incremental_macs
     for row in tuned.table:  # each row: kr.occlusion with that setting, on the fitting images
         runs = []
         for image in images[:3]:
             exact = kr.occlusion(model, image, 4, 2)
-            drill = kr.occlusion(model, image, 4, 2, mode="approximate", tau=tau, drilldown=True,
-                                 r_drill=row["r_drill"], coarse_stride=2 * row["steps"],
-                                 target=exact.label)
+            drill = kr.occlusion(model, image, 4, 2, mode="approximate", tau=row["tau"],
+                                 drilldown=True, r_drill=row["r_drill"],
+                                 coarse_stride=2 * row["steps"], target=exact.label)
             runs.append((ssim(exact.heatmap, drill.heatmap), drill.computed.sum(),
                          drill.computed.size))
         values = np.array([v for v, _, _ in runs])
@@ -284,20 +287,39 @@ def test_tune_drilldown_keeps_the_cheapest_setting_at_the_target(tau):
             values.mean() - 1.645 * values.std(ddof=1) / np.sqrt(3), rel=1e-9)
         assert row["speedup"] == pytest.approx(sum(n for _, _, n in runs)
                                                / sum(c for _, c, _ in runs))
+        tau_macs = kr.speedup(model, 4, 2, tau=row["tau"], mode="executed").incremental_macs
+        assert row["predicted_speedup"] == pytest.approx(row["speedup"] * exact_macs / tau_macs)
     passing = [row for row in tuned.table if row["lower_ssim"] >= 0.8]
     assert tuned.reached == bool(passing)
     if passing:
-        assert tuned.speedup == max(row["speedup"] for row in passing)
-    chosen = [row for row in tuned.table if (2 * row["steps"], row["r_drill"])
-              == (tuned.coarse_stride[0], tuned.r_drill)]
+        assert tuned.predicted_speedup == max(row["predicted_speedup"] for row in passing)
+    chosen = [row for row in tuned.table if (row["tau"], 2 * row["steps"], row["r_drill"])
+              == (tuned.tau, tuned.coarse_stride[0], tuned.r_drill)]
     assert len(chosen) == 1 and chosen[0]["mean_ssim"] == tuned.mean_ssim
     assert chosen[0]["lower_ssim"] == tuned.lower_ssim
+    assert chosen[0]["speedup"] == tuned.speedup
     exact = kr.occlusion(model, images[3], 4, 2)
-    drill = kr.occlusion(model, images[3], 4, 2, mode="approximate", tau=tau, drilldown=True,
-                         r_drill=tuned.r_drill, coarse_stride=tuned.coarse_stride,
-                         target=exact.label)
+    drill = kr.occlusion(model, images[3], 4, 2, mode="approximate", tau=tuned.tau,
+                         drilldown=True, r_drill=tuned.r_drill,
+                         coarse_stride=tuned.coarse_stride, target=exact.label)
     assert tuned.held_out_ssim == pytest.approx(ssim(exact.heatmap, drill.heatmap))
-    assert json.loads(json.dumps(tuned.to_dict()))["coarse_stride"] == list(tuned.coarse_stride)
+    summary = json.loads(json.dumps(tuned.to_dict()))
+    assert summary["coarse_stride"] == list(tuned.coarse_stride)
+    assert summary["predicted_speedup"] == tuned.predicted_speedup
+
+
+def test_tune_drilldown_trades_tau_against_positions():
+    """A tau whose SSIM passes and whose MACs are fewer wins at equal positions."""
+    graph = small_classifier(shape=(3, 40, 36))
+    model = kr.Model(graph, seed=7, dtype=np.float64)
+    images = [image_for(graph, seed=s) for s in range(3)]
+    tuned = kr.tune_drilldown(model, images, target_ssim=0.01, patch=4, stride=2,
+                              tau=(1.0, 0.3), steps=(2,), fractions=(0.1,), held_out=[])
+    by_tau = {row["tau"]: row for row in tuned.table}
+    assert by_tau[0.3]["speedup"] == by_tau[1.0]["speedup"]   # the same cells occluded
+    assert by_tau[0.3]["predicted_speedup"] > by_tau[1.0]["predicted_speedup"]
+    assert by_tau[0.3]["lower_ssim"] >= 0.01
+    assert tuned.tau == 0.3 and tuned.reached
 
 
 def test_tune_drilldown_without_a_passing_setting_keeps_the_best_ssim():
@@ -318,6 +340,8 @@ def test_tune_drilldown_without_a_passing_setting_keeps_the_best_ssim():
     (dict(fractions=(0.2, 1.0)), r"r_drill must lie in \(0, 1\)"),
     (dict(fractions=()), "at least one r_drill"),
     (dict(tau=0.0), r"tau must lie in \(0, 1\]"),
+    (dict(tau=(1.0, 1.2)), r"tau must lie in \(0, 1\]"),
+    (dict(tau=()), "tau needs at least one value"),
 ])
 def test_tune_drilldown_bad_arguments(kwargs, match):
     graph = small_classifier()
@@ -389,6 +413,13 @@ def test_cli_tune_drilldown(capsys):
         assert summary["lower_ssim"] == summary["mean_ssim"] >= 0.9   # one image: the mean
     code, out, _ = _cli(capsys, *argv, "--tau", "0.7")
     assert code == 0 and "tau 0.7" in out and "coarse stride" in out
+    code, out, _ = _cli(capsys, *argv, "--tau", "1,0.6", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["tau"] in (1.0, 0.6)
+    assert sorted({row["tau"] for row in summary["table"]}) == [0.6, 1.0]
+    with pytest.raises(SystemExit) as exit_info:
+        _cli(capsys, *argv, "--tau", "1,x")
+    assert exit_info.value.code == 2 and "expected T or T,T" in capsys.readouterr().err
     code, _, err = _cli(capsys, "tune", "demo_vgg", "--images", "demo", "--count", "1",
                         "--tau", "0.7")
     assert code == 2 and "--tau goes with --drilldown" in err
