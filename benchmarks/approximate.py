@@ -4,7 +4,7 @@ What is measured
 ----------------
 1. The trained demo models (``kr.zoo("demo_vgg" | "demo_resnet", weights="pretrained")``,
    5 classes, 224 px, float32), where heatmap quality means something. ``--images N``
-   images (8 by default, 3 with ``--quick``) of ``kryptonref.datasets.shapes`` with
+   images (16 by default, 3 with ``--quick``) of ``kryptonref.datasets.shapes`` with
    ``--seed`` (2026 by default: not a training, validation or test seed of the
    demo models; the CLI demo's image is sample 7 of that seed), a 16 x 16 zero patch,
    stride ``--stride`` (4 by default: a 53 x 53 heatmap), batches of ``--batch-size``
@@ -18,9 +18,10 @@ What is measured
      32 at stride 8) with tau in (1.0, 0.9, 0.7, 0.5). tau = 1 without drill-down is
      the exact run, so it is not repeated;
    * tau and drill-down tuned jointly by ``kr.tune_drilldown`` (tau in ``TUNE_TAUS`` =
-     (1.0, 0.9, 0.7, 0.5)) for SSIM >= 0.9 (95% lower bound of the
-     mean) on ``--tune-images`` images of their own (seed ``--seed + 1``; 24 by default,
-     6 with ``--quick``): the tau, coarse stride and ``r_drill`` the cost model predicts
+     (1.0, 0.9, 0.7, 0.5)) for SSIM >= ``--tune-ssim`` (0.92 by default: the target
+     0.9 plus a margin for other images; 95% lower bound of the mean) on
+     ``--tune-images`` images of their own (seed ``--seed + 1``; 24 by default, 6 with
+     ``--quick``): the tau, coarse stride and ``r_drill`` the cost model predicts
      fastest at that quality. The benchmark images are held out from that tuning;
    * quality of each approximate heatmap against the exact one: SSIM
      (``kryptonref.analysis.ssim``, data range = the exact map's), mean absolute
@@ -115,6 +116,10 @@ TUNE_TAUS = (1.0, 0.9, 0.7, 0.5)
 DEMO_MODELS = ("demo_vgg", "demo_resnet")
 ZOO_MODELS = ("vgg16", "resnet18", "inception_v3")
 SSIM_TARGET = 0.9
+#: The SSIM kr.tune_drilldown tunes for (``--tune-ssim``): the target plus a margin for the
+#: difference between image sets. The same setting's mean SSIM differed by 0.03 between
+#: 24 tuning images (seed 2027) and 32 benchmark images (seed 2026) on demo_vgg.
+TUNE_SSIM = 0.92
 ORT_TARGET = {"demo_vgg": 25.0, "demo_resnet": 8.0}
 PAPER = {"demo_vgg": "paper VGG16: 19.9x ImageNet, 34.5x OCT",
          "demo_resnet": "paper ResNet18: 8.5x ImageNet"}
@@ -311,8 +316,8 @@ def bench_demo(name, data, args, workdir):
 
 
 def tuned_setting(model, args):
-    """tau and drill-down tuned for SSIM >= 0.9 on images of their own (``kr.tune_drilldown``
-    over ``TUNE_TAUS``: the setting the cost model predicts fastest).
+    """tau and drill-down tuned by ``kr.tune_drilldown`` over ``TUNE_TAUS`` for SSIM >=
+    ``--tune-ssim`` on images of their own: the setting the cost model predicts fastest.
 
     The tuning images are ``datasets.shapes`` with seed ``--seed + 1``, so the
     benchmark images measure the tuned setting as held-out ones. None with
@@ -323,11 +328,12 @@ def tuned_setting(model, args):
     size = model.graph.input_shape[1]
     images = datasets.shapes(args.tune_images, image_size=size, seed=args.seed + 1).images
     t0 = time.perf_counter()
-    tuned = kr.tune_drilldown(model, images, target_ssim=SSIM_TARGET, patch=PATCH,
+    tuned = kr.tune_drilldown(model, images, target_ssim=args.tune_ssim, patch=PATCH,
                               stride=args.stride, fill=FILL, tau=TUNE_TAUS, held_out=[],
                               batch_size=args.batch_size)
     steps = tuned.coarse_stride[0] // args.stride
-    print(f"kr.tune_drilldown on {tuned.n_fit} images of seed {args.seed + 1}, tau in "
+    print(f"kr.tune_drilldown for SSIM >= {args.tune_ssim} on {tuned.n_fit} images of seed "
+          f"{args.seed + 1}, tau in "
           f"{TUNE_TAUS} ({time.perf_counter() - t0:.0f} s): tau {tuned.tau:g}, coarse stride "
           f"{steps} x {args.stride}, r_drill {tuned.r_drill}, mean SSIM {tuned.mean_ssim:.3f} "
           f"(95% lower bound {tuned.lower_ssim:.3f}), {tuned.speedup:.2f}x fewer positions, "
@@ -501,7 +507,7 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true",
                         help="3 images, 16 ORT positions on the zoo models, no Inception v3")
     parser.add_argument("--images", type=int, default=None,
-                        help="demo images (default 8, 3 with --quick)")
+                        help="demo images (default 16, 3 with --quick)")
     parser.add_argument("--seed", type=int, default=2026, help="datasets.shapes seed")
     parser.add_argument("--stride", type=int, default=4, help="demo models' stride (default 4)")
     parser.add_argument("--batch-size", type=int, default=64,
@@ -511,6 +517,10 @@ def parse_args(argv):
     parser.add_argument("--tune-images", type=int, default=None,
                         help="images kr.tune_drilldown tunes drill-down on, per demo model "
                              "(default 24, 6 with --quick; 0: no tuned setting)")
+    parser.add_argument("--tune-ssim", type=float, default=TUNE_SSIM,
+                        help=f"the mean SSIM (95%% lower bound) kr.tune_drilldown tunes for "
+                             f"(default {TUNE_SSIM}: the target {SSIM_TARGET} plus a margin "
+                             f"for other images)")
     parser.add_argument("--zoo-stride", type=int, default=8,
                         help="zoo models' stride (default 8: 27 x 27 at 224 px)")
     parser.add_argument("--zoo-positions", type=int, default=None,
@@ -528,7 +538,7 @@ def parse_args(argv):
     parser.add_argument("--plot", help="write the speed/quality plot to this PNG file")
     args = parser.parse_args(argv)
     if args.images is None:
-        args.images = 3 if args.quick else 8
+        args.images = 3 if args.quick else 16
     if args.tune_images is None:
         args.tune_images = 6 if args.quick else 24
     if args.tune_images < 0:
