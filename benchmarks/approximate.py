@@ -356,6 +356,8 @@ def summarise(setting, runs, exact_runs, t_ort):
                 predicted=float(np.mean([r["predicted"] for r in runs])),
                 macs=float(np.mean([r["macs"] for r in runs])),
                 ssim=float(ssims.mean()), ssim_min=float(ssims.min()),
+                ssim_se=float(ssims.std(ddof=1) / np.sqrt(len(ssims))) if len(ssims) > 1
+                else float("nan"),
                 mae=float(np.mean([r["mae"] for r in runs])),
                 pointing=float(np.mean([r["pointing"] for r in runs])),
                 pointing_exact=float(np.mean([r["pointing"] for r in exact_runs])),
@@ -371,10 +373,10 @@ def print_demo_table(name, rows, ms, n_sub, t_ort, stride):
     print(f"\n-- {name}: means over images; vs ORT against {t_ort:.2f} s extrapolated "
           f"({ms:.2f} ms/position x positions, measured on {n_sub}); predicted and MACs: "
           f"speedup over full re-inference (cost model / this run's engine count) --")
-    print(f"{'setting':16}{'time s':>8}{'vs ORT':>9}{'vs exact':>9}{'predicted':>10}{'MACs':>8}"
+    print(f"{'setting':18}{'time s':>8}{'vs ORT':>9}{'vs exact':>9}{'predicted':>10}{'MACs':>8}"
           f"{'SSIM':>7}{'min':>7}{'MAE':>8}{'pointing':>10}{'exact':>7}{'energy':>8}")
     for r in rows:
-        print(f"{r['setting']:16}{r['time']:8.2f}{r['vs_ort']:8.1f}x{r['vs_exact']:8.2f}x"
+        print(f"{r['setting']:18}{r['time']:8.2f}{r['vs_ort']:8.1f}x{r['vs_exact']:8.2f}x"
               f"{r['predicted']:9.1f}x{r['macs']:7.1f}x{r['ssim']:7.3f}{r['ssim_min']:7.3f}"
               f"{r['mae']:8.4f}{r['pointing']:10.2f}{r['pointing_exact']:7.2f}"
               f"{r['energy']:8.2f}")
@@ -413,10 +415,10 @@ def bench_zoo(name, args, workdir, deadline, tuned=()):
     predict = Predictor(model, stride, args.batch_size)
     settings = ([EXACT] if args.zoo_exact else []) + approximate_settings() + list(tuned)
     rows = []
-    print(f"{'setting':16}{'time s':>8}{'vs ORT':>9}{'predicted':>10}{'MACs':>8}")
+    print(f"{'setting':18}{'time s':>8}{'vs ORT':>9}{'predicted':>10}{'MACs':>8}")
     for s in settings:
         if not time_budget_left(deadline):
-            print(f"{s.label:16}  skipped: zoo time budget of {args.budget:.0f} s exceeded")
+            print(f"{s.label:18}  skipped: zoo time budget of {args.budget:.0f} s exceeded")
             rows.append(dict(setting=s.label, skipped=True))
             continue
         res, t = occlude(model, image, stride, s, args.batch_size)
@@ -424,7 +426,7 @@ def bench_zoo(name, args, workdir, deadline, tuned=()):
                    vs_ort=t_ort / t, predicted=predict(s, res.coarse_stride),
                    macs=mac_ratio(model, n_pos, res), coarse_stride=res.coarse_stride)
         rows.append(row)
-        print(f"{s.label:16}{t:8.2f}{row['vs_ort']:8.1f}x{row['predicted']:9.1f}x"
+        print(f"{s.label:18}{t:8.2f}{row['vs_ort']:8.1f}x{row['predicted']:9.1f}x"
               f"{row['macs']:7.1f}x", flush=True)
     return dict(model=name, size=size, stride=stride, positions=n_pos, ort_ms_per_position=ms,
                 ort_positions_timed=n_sub, ort_seconds_extrapolated=t_ort, rows=rows)
@@ -448,8 +450,8 @@ def print_targets(demo_results, zoo_results=()):
         verdict = "n/a" if target is None else ("PASS" if best["vs_ort"] >= target else "MISS")
         print(f"{name:12} target >= {target}x ({PAPER.get(name, '')}): fastest setting with "
               f"SSIM >= {SSIM_TARGET} is '{best['setting']}': {best['vs_ort']:.1f}x vs ORT, "
-              f"{best['vs_exact']:.2f}x vs exact, SSIM {best['ssim']:.3f} (min "
-              f"{best['ssim_min']:.3f})  {verdict}")
+              f"{best['vs_exact']:.2f}x vs exact, SSIM {best['ssim']:.3f} +- "
+              f"{best['ssim_se']:.3f} (standard error; min {best['ssim_min']:.3f})  {verdict}")
         tuned, twin = result.get("tuned"), ZOO_TWIN.get(name)
         row = [r for r in zoo_rows.get(twin, []) if tuned and r.get("setting") == tuned.label]
         if row and not row[0].get("skipped") and target is not None:
@@ -458,7 +460,8 @@ def print_targets(demo_results, zoo_results=()):
                 else "MISS"
             print(f"{'':12} the same setting '{tuned.label}' on zoo {twin} (full width, stride "
                   f"{row[0]['stride']}): {row[0]['vs_ort']:.1f}x vs ORT; its SSIM on "
-                  f"{name}'s benchmark images {quality['ssim']:.3f}  {verdict}")
+                  f"{name}'s benchmark images {quality['ssim']:.3f} +- {quality['ssim_se']:.3f}"
+                  f"  {verdict}")
 
 
 def plot(demo_results, path):

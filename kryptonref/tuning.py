@@ -278,7 +278,7 @@ def _lower_bound(values):
 
 
 def _check_taus(tau):
-    """tau as a tuple of distinct values in (0, 1], largest first."""
+    """tau as a list of distinct values in (0, 1], largest first."""
     taus = tau if isinstance(tau, (tuple, list, np.ndarray)) else (tau,)
     taus = sorted({check_tau(t) for t in taus}, reverse=True)
     if not taus:
