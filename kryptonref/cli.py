@@ -391,7 +391,7 @@ def tune(args):
 
 
 def _tune_drilldown(args, model, images):
-    """``kryptonref tune --drilldown``: coarse stride and r_drill for the target SSIM."""
+    """``kryptonref tune --drilldown``: coarse stride, r_drill (and tau) for the target SSIM."""
     from .tuning import tune_drilldown
 
     taus = (1.0,) if args.tau is None else args.tau
@@ -404,10 +404,11 @@ def _tune_drilldown(args, model, images):
                          indent=2))
         return 0
     print(f"{args.model}: drill-down on {tuned.n_fit} images, patch {args.patch}, "
-          f"stride {args.stride}, tau {', '.join(f'{t:g}' for t in taus)}")
-    print("   tau  S1/S2  r_drill  mean SSIM  lower 95%  min SSIM  cells ratio  predicted")
+          f"stride {args.stride}, tau "
+          f"{', '.join(f'{t:g}' for t in sorted({row['tau'] for row in tuned.table}, reverse=True))}")
+    print("    tau  S1/S2  r_drill  mean SSIM  lower 95%  min SSIM  cells ratio  predicted")
     for row in sorted(tuned.table, key=lambda row: -row["predicted_speedup"]):
-        print(f"  {row['tau']:4.2f}  {row['steps']:5d}  {row['r_drill']:7.2f}  "
+        print(f"  {row['tau']:>5g}  {row['steps']:5d}  {row['r_drill']:7.2f}  "
               f"{row['mean_ssim']:9.4f}  {row['lower_ssim']:9.4f}  {row['min_ssim']:8.4f}  "
               f"{row['speedup']:10.2f}x  {row['predicted_speedup']:8.2f}x")
     print("(cells ratio: heatmap cells / cells occluded; predicted: that times tau's MAC "
@@ -530,7 +531,8 @@ def main(argv=None):
                    help="positions per batch (default 64)")
     p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--drilldown", action="store_true",
-                   help="choose drill-down's coarse stride and r_drill instead of tau")
+                   help="choose drill-down's coarse stride and r_drill (with --tau T,T,...: "
+                        "and tau among those) instead of tau by the paper's fit")
     p.add_argument("--tau", type=_taus_arg, default=None, metavar="T[,T...]",
                    help="with --drilldown: the tau to combine it with, or several to choose "
                         "among (default 1: exact)")

@@ -200,8 +200,10 @@ class DrilldownTuning:
         held-out images (None without any).
     n_fit, n_held_out : int
     table : list of dict
-        Every setting tried: ``tau``, ``steps`` (S1 / S2), ``r_drill``,
-        ``mean_ssim``, ``lower_ssim``, ``min_ssim``, ``speedup``, ``predicted_speedup``.
+        Every setting tried, by tau (largest first), then coarse step, then
+        ``r_drill``: ``tau``, ``steps`` (S1 / S2), ``r_drill``, ``mean_ssim``,
+        ``lower_ssim``, ``min_ssim``, ``speedup`` (the cells ratio, as above),
+        ``predicted_speedup``.
     """
 
     coarse_stride: tuple
@@ -278,8 +280,12 @@ def _lower_bound(values):
 
 
 def _check_taus(tau):
-    """tau as a list of distinct values in (0, 1], largest first."""
-    taus = tau if isinstance(tau, (tuple, list, np.ndarray)) else (tau,)
+    """tau (a number or an iterable of numbers) as a list of distinct values in (0, 1],
+    largest first."""
+    try:
+        taus = [tau] if isinstance(tau, str) else list(tau)   # a number raises TypeError
+    except TypeError:
+        taus = [tau]
     taus = sorted({check_tau(t) for t in taus}, reverse=True)
     if not taus:
         raise ValueError("tau needs at least one value in (0, 1]")
@@ -287,12 +293,16 @@ def _check_taus(tau):
 
 
 def _mac_ratios(model, patch, stride, taus, batch_size):
-    """Exact incremental inference's MACs over those at each tau (cost model, executed)."""
-    batch_size = DEFAULT_BATCH["approximate"] if batch_size is None else batch_size
-    macs = {tau: cost_model_speedup(model, patch, stride, tau=tau, mode="executed",
-                                    batch_size=batch_size).incremental_macs
-            for tau in {1.0, *taus}}
-    return {tau: macs[1.0] / macs[tau] for tau in taus}
+    """Exact incremental inference's MACs over those at each tau, each batched as
+    :func:`kryptonref.occlusion` runs it (cost model, executed, over the whole grid)."""
+    def macs(tau):
+        mode = "incremental" if tau == 1.0 else "approximate"
+        batch = DEFAULT_BATCH[mode] if batch_size is None else batch_size
+        return cost_model_speedup(model, patch, stride, tau=tau, mode="executed",
+                                  batch_size=batch).incremental_macs
+
+    exact = macs(1.0)
+    return {tau: exact / macs(tau) for tau in taus}
 
 
 def _drilldown_table(pairs, taus, steps, fractions, mac_ratios):
@@ -335,9 +345,12 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
     model, :func:`kryptonref.speedup` with ``mode="executed"``): tau and
     drill-down's savings multiply.
 
+    The MAC ratio is over the whole fine grid: drill-down's sparser positions
+    batch a little differently, so the prediction is approximate.
+
     Drill-down takes each value it occludes from the fine-stride heatmap (exact,
-    or approximate at ``tau``), so the search occludes each image once per tau;
-    the held-out check runs :func:`kryptonref.occlusion` itself.
+    or approximate at ``tau``), so the search occludes each image once, plus once
+    per tau below 1; the held-out check runs :func:`kryptonref.occlusion` itself.
 
     Parameters
     ----------
