@@ -50,25 +50,25 @@ def _gather_plane(base, patch, b, c, py0, px0, wy0, wx0, pad_value, plane, accum
                 row[j] = value
 
 
-@njit(parallel=True, **KERNEL)
-def _gather_kernel(base, patch, patch_y0, patch_x0, win_y0, win_x0, pad_value, out, c_offset):
-    n_items, n_channels = patch.shape[0], base.shape[0]
-    for item_channel in prange(n_items * n_channels):
-        b = item_channel // n_channels
-        c = item_channel % n_channels
-        _gather_plane(base, patch, b, c, patch_y0[b], patch_x0[b], win_y0[b], win_x0[b],
-                      pad_value, out[b, c_offset + c], False)
+def _gather_kernel_for(accumulate):
+    """The parallel gather over (position, channel) planes, writing or (``accumulate``) adding.
+
+    ``accumulate`` is a constant of each compiled kernel, so both compile
+    branch-free (see :func:`_gather_plane`).
+    """
+    @njit(parallel=True, **KERNEL)
+    def kernel(base, patch, patch_y0, patch_x0, win_y0, win_x0, pad_value, out, c_offset):
+        n_items, n_channels = patch.shape[0], base.shape[0]
+        for item_channel in prange(n_items * n_channels):
+            b = item_channel // n_channels
+            c = item_channel % n_channels
+            _gather_plane(base, patch, b, c, patch_y0[b], patch_x0[b], win_y0[b], win_x0[b],
+                          pad_value, out[b, c_offset + c], accumulate)
+    return kernel
 
 
-@njit(parallel=True, **KERNEL)
-def _gather_add_kernel(base, patch, patch_y0, patch_x0, win_y0, win_x0, pad_value, out,
-                       c_offset):
-    n_items, n_channels = patch.shape[0], base.shape[0]
-    for item_channel in prange(n_items * n_channels):
-        b = item_channel // n_channels
-        c = item_channel % n_channels
-        _gather_plane(base, patch, b, c, patch_y0[b], patch_x0[b], win_y0[b], win_x0[b],
-                      pad_value, out[b, c_offset + c], True)
+_gather_kernel = _gather_kernel_for(False)
+_gather_add_kernel = _gather_kernel_for(True)
 
 
 def gather_windows(base, patch, patch_y0, patch_x0, win_y0, win_x0, win_h, win_w,
