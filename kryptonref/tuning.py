@@ -134,9 +134,7 @@ def tune_tau(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0, grid=
     TauTuning
     """
     target_ssim = _check_target_ssim(target_ssim)
-    images, held_out = _split_held_out(images, held_out)
-    if not images:
-        raise ValueError("tune_tau needs at least one image")
+    images, held_out = _split_held_out(images, held_out, "tune_tau")
     taus = np.array(sorted({float(t) for t in grid}, reverse=True))
     if len(taus) < 3 or taus.min() <= 0 or taus.max() > 1:
         raise ValueError(f"grid needs at least 3 distinct taus in (0, 1], got {tuple(grid)}")
@@ -230,9 +228,14 @@ class DrilldownTuning:
                 "n_fit": self.n_fit, "n_held_out": self.n_held_out, "table": self.table}
 
 
-def _split_held_out(images, held_out):
-    """The fitting images and the held-out ones (the last third by default)."""
+def _split_held_out(images, held_out, tuner):
+    """The fitting images and the held-out ones (the last third by default).
+
+    Raises ValueError, naming ``tuner``, when no image is left to fit on.
+    """
     images = [np.asarray(im) for im in images]
+    if not images:
+        raise ValueError(f"{tuner} needs at least one image")
     if held_out is None and len(images) >= 3:
         n_hold = len(images) // 3
         images, held_out = images[:-n_hold], images[-n_hold:]
@@ -378,9 +381,7 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
     """
     target_ssim = _check_target_ssim(target_ssim)
     taus = _check_taus(tau)
-    images, held_out = _split_held_out(images, held_out)
-    if not images:
-        raise ValueError("tune_drilldown needs at least one image")
+    images, held_out = _split_held_out(images, held_out, "tune_drilldown")
     if not steps or any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer))
                         or k < 2 for k in steps):
         raise ValueError(f"steps must be integers >= 2 (coarse stride / fine stride), "
