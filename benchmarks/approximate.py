@@ -96,7 +96,9 @@ import time
 from dataclasses import asdict, dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import kryptonref as kr  # noqa: E402  (before NumPy: see kryptonref/_openblas.py)
+from kryptonref.runtime import prepare_command_process  # noqa: E402
+prepare_command_process()  # before NumPy: OpenBLAS reads its thread timeout when it loads
+import kryptonref as kr  # noqa: E402
 import numpy as np  # noqa: E402
 from common import machine_info  # noqa: E402
 from kryptonref import datasets  # noqa: E402

@@ -41,10 +41,11 @@ import sys
 import time
 from collections import defaultdict
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import kryptonref as kr
+from kryptonref.runtime import prepare_command_process  # noqa: E402
+prepare_command_process()  # before NumPy: OpenBLAS reads its thread timeout when it loads
+import kryptonref as kr  # noqa: E402
+import numpy as np  # noqa: E402
 from common import best_of, machine_info  # noqa: E402
 
 PATCH = 16

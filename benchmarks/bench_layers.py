@@ -5,7 +5,7 @@ What is measured
 For each of the 13 convolutions of VGG16 (3x3, stride 1, padding 1, bias) at a
 224 x 224 input, batch 1, float32, the FULL layer computation:
 
-* ours: ``kryptonref.layers.ops.full(layer, model.prepared[name], [x], out_shape)``,
+* ours: the CPU backend's ``full(layer, model.prepared[name], [x], out_shape)``,
   i.e. zero padding + im2col + one BLAS GEMM + bias/unpack
   (:func:`kryptonref.layers.conv.conv2d_valid`);
 * ORT: a single-``Conv``-node ONNX model with the same weights, run by an
@@ -39,12 +39,13 @@ import os
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import kryptonref as kr
+from kryptonref.runtime import prepare_command_process  # noqa: E402
+prepare_command_process()  # before NumPy: OpenBLAS reads its thread timeout when it loads
+import kryptonref as kr  # noqa: E402
+import numpy as np  # noqa: E402
 from common import machine_info  # noqa: E402
-from kryptonref.layers import ops
+from kryptonref.backends import get_backend  # noqa: E402
 
 #: (name, in_channels, out_channels, spatial size) of VGG16's convolutions at 224 px.
 VGG16_CONVS = [
@@ -93,7 +94,7 @@ def bench_layer(name, c_in, c_out, size, repeat, warmup, seed, gap):
     feed = {"X": x}
 
     def ours():
-        return ops.full(layer, params, [x], out_shape)
+        return get_backend("cpu").full(layer, params, [x], out_shape)
 
     def theirs():
         return session.run(None, feed)[0]

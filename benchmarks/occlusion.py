@@ -88,11 +88,13 @@ import time
 import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import kryptonref as kr  # noqa: E402  (before NumPy: see kryptonref/_openblas.py)
+from kryptonref.runtime import prepare_command_process  # noqa: E402
+prepare_command_process()  # before NumPy: OpenBLAS reads its thread timeout when it loads
+import kryptonref as kr  # noqa: E402
 import numpy as np  # noqa: E402
 from common import best_of, machine_info  # noqa: E402
 from kryptonref.models.zoo import zoo_entry  # noqa: E402
-from kryptonref.occlusion import captum_windows  # noqa: E402
+from kryptonref.explain import captum_windows  # noqa: E402
 
 PATCH = 16
 STRIDE = 4

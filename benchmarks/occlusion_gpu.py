@@ -70,7 +70,6 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
 import kryptonref as kr  # noqa: E402
-from kryptonref.layers.ops import HOST_ONLY  # noqa: E402
 
 FILL = 0.0
 TARGETS = {"vgg16": 4.0, "resnet18": 1.6, "inception_v3": 1.0}  # vs torch default settings
@@ -318,8 +317,7 @@ def bench_model(name, be, torch, torch_dev):
     image = np.random.default_rng(ARGS.seed).standard_normal(
         model.graph.input_shape).astype(np.float32)
     row.update(positions=len(positions), weights=sum(
-        v.nbytes for p in model.prepared.values() for k, v in p.items()
-        if k not in HOST_ONLY))
+        v.nbytes for p in model.params.values() for v in p.values()))
     print(f"\n== {name}: {row['size']} px, {len(positions)} positions, patch {ARGS.patch}, "
           f"stride {ARGS.stride}, batch {ARGS.batch}, weights {mib(row['weights'])} ==")
     row["theory_exec"] = kr.speedup(model, ARGS.patch, ARGS.stride, mode="executed",
@@ -630,7 +628,7 @@ def main(argv=None):
     print("GPU benchmark of kryptonref (device='cuda'): needs an NVIDIA GPU, or "
           "NUMBA_ENABLE_CUDASIM=1 with --smoke")
     try:
-        from kryptonref.backend import get_backend
+        from kryptonref.backends import get_backend
         be = get_backend("cuda")
     except (RuntimeError, ImportError) as err:
         print(f"cannot run this GPU benchmark here: {err}")

@@ -15,26 +15,71 @@ tune_tau               pick tau for a target heatmap SSIM (the paper's quadratic
 tune_drilldown         pick drill-down's coarse stride and r_drill for a target SSIM
 images                 load_image: PNG/JPEG -> normalised (3, H, W) array (needs Pillow)
 speedup                the cost simulator: theoretical speedup per layer and position
+from_onnx, to_onnx     ONNX import and export (extra ``kryptonref[onnx]``)
+runtime                process-wide performance settings, applied by the entry points
+
+Importing kryptonref changes nothing in the host process and loads its
+modules on first use of a name (PEP 562), so ``import kryptonref`` is cheap and
+the ``kryptonref`` command can set what must precede NumPy
+(:mod:`kryptonref.runtime`).
 """
-from . import _openblas  # noqa: F401  (first: before NumPy loads OpenBLAS)
-from . import geometry, images
-from .engine import IncrementalResult, incremental_inference, patch_positions
-from .graph import Graph, Node
-from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Concat, Conv2d, Dropout,
-                     Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU, ReLU6, Softmax)
-from .model import Model
-from .analysis import SpeedupReport, speedup
-from .models.zoo import zoo, zoo_names
-from .models.onnx_io import from_onnx, to_onnx
-from .occlusion import OcclusionResult, occlusion
-from .tuning import DrilldownTuning, TauTuning, tune_drilldown, tune_tau
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Graph", "Node", "Model", "incremental_inference", "IncrementalResult", "patch_positions",
-    "geometry", "images", "occlusion", "OcclusionResult", "zoo", "zoo_names", "speedup", "SpeedupReport",
-    "from_onnx", "to_onnx", "tune_tau", "TauTuning", "tune_drilldown", "DrilldownTuning",
-    "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "AdaptiveAvgPool2d",
-    "ReLU", "ReLU6", "BatchNorm2d", "Dropout", "Flatten", "Linear", "Softmax", "Add", "Concat",
-]
+#: Public name -> the module defining it.
+_EXPORTS = {
+    "Graph": "graph", "Node": "graph", "Model": "model",
+    "incremental_inference": "engine", "IncrementalResult": "engine",
+    "patch_positions": "engine", "Occluder": "engine",
+    "occlusion": "explain", "OcclusionResult": "explain",
+    "zoo": "models.zoo", "zoo_names": "models.zoo",
+    "from_onnx": "models.onnx_import", "to_onnx": "models.onnx_export",
+    "speedup": "analysis.cost", "SpeedupReport": "analysis.cost",
+    "tune_tau": "tuning", "TauTuning": "tuning", "tune_drilldown": "tuning",
+    "DrilldownTuning": "tuning",
+    "Conv2d": "layers", "MaxPool2d": "layers", "AvgPool2d": "layers",
+    "GlobalAvgPool2d": "layers", "AdaptiveAvgPool2d": "layers", "ReLU": "layers",
+    "ReLU6": "layers", "BatchNorm2d": "layers", "Dropout": "layers", "Flatten": "layers",
+    "Linear": "layers", "Softmax": "layers", "Add": "layers", "Concat": "layers",
+}
+#: Public submodules.
+_MODULES = ("geometry", "images", "layers", "models", "analysis", "schedule", "engine",
+            "explain", "runtime", "backends", "datasets", "validate")
+
+__all__ = sorted(_EXPORTS) + ["geometry", "images", "runtime", "__version__"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'kryptonref' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS) | set(_MODULES))
+
+
+if TYPE_CHECKING:  # pragma: no cover - what the names above resolve to, for type checkers
+    from . import analysis, backends, datasets, engine, geometry, images, layers, models
+    from . import runtime, schedule, validate
+    from .analysis.cost import SpeedupReport, speedup
+    from .engine import IncrementalResult, Occluder, incremental_inference, patch_positions
+    from .graph import Graph, Node
+    from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Concat, Conv2d,
+                         Dropout, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU, ReLU6,
+                         Softmax)
+    from .model import Model
+    from .models.onnx_export import to_onnx
+    from .models.onnx_import import from_onnx
+    from .models.zoo import zoo, zoo_names
+    from .explain import OcclusionResult, occlusion
+    from .tuning import DrilldownTuning, TauTuning, tune_drilldown, tune_tau

@@ -4,7 +4,7 @@ Importing this module imports ``numba.cuda``; only the CUDA backend
 (``device="cuda"``) and its kernel modules do, so the CPU path never needs
 numba-cuda. Under Numba's simulator (``NUMBA_ENABLE_CUDASIM=1`` set before
 ``numba.cuda`` is imported) the same kernels run on the CPU, and launches use
-few threads to keep simulated runs fast (DESIGN.md section 8).
+few threads to keep simulated runs fast (``docs/design.md``, Performance facts).
 """
 from __future__ import annotations
 

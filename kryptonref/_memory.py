@@ -4,10 +4,9 @@ Every batch allocates and frees the same large arrays (read windows, im2col
 and Winograd buffers, layer outputs: megabytes each). With glibc's default
 settings, arrays above the mmap threshold are mapped afresh on each allocation
 and freed heap memory past the trim threshold is handed back to the kernel, so
-every batch pays a page fault (and a page of zeroing) per 4 KiB it touches:
-about 370 000 faults on ResNet18 at stride 8, 15-20% of its run time on this
-project's 2-core machines. onnxruntime avoids the same cost with its own
-memory arena.
+every batch pays a page fault (and a page of zeroing) per 4 KiB it touches
+(measured: ``docs/design.md``, Performance facts). onnxruntime avoids the same
+cost with its own memory arena.
 
 :func:`retained_memory` raises both thresholds (once per process, through
 ``mallopt``) so freed arrays are reused, and calls ``malloc_trim(0)`` when the
@@ -17,9 +16,10 @@ and arrays above it (Inception v3's 768-channel maps at batch 64 are 57 MB)
 would still be mapped afresh every batch, so while a job runs, mapping is
 turned off altogether (``M_MMAP_MAX = 0``: every array comes from the heap);
 when the last job ends it is turned back on, at glibc's default (65536
-mappings), before the trim. ``KRYPTONREF_MALLOC_TUNING=0`` in the
-environment leaves the allocator alone; on other C libraries (macOS, musl)
-nothing is changed.
+mappings), before the trim. The ``malloc_tuning`` setting
+(:mod:`kryptonref.runtime`; ``KRYPTONREF_MALLOC_TUNING=0`` in the environment)
+leaves the allocator alone; on other C libraries (macOS, musl) nothing is
+changed.
 """
 from __future__ import annotations
 
@@ -28,10 +28,7 @@ import ctypes
 import os
 import threading
 
-__all__ = ["retained_memory", "ENABLED", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "DEFAULT_MMAP_MAX"]
-
-#: ``KRYPTONREF_MALLOC_TUNING=0`` turns the tuning off.
-ENABLED = os.environ.get("KRYPTONREF_MALLOC_TUNING", "1") != "0"
+__all__ = ["retained_memory", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "DEFAULT_MMAP_MAX"]
 #: Allocations below this come from the heap, not a fresh mapping (glibc's
 #: largest accepted value on 64-bit systems, ``DEFAULT_MMAP_THRESHOLD_MAX``).
 MMAP_THRESHOLD = 32 << 20
@@ -61,7 +58,7 @@ def _tuned_libc():
     with _LOCK:
         if not _STATE["checked"]:
             _STATE["checked"] = True
-            libc = _glibc() if ENABLED else None
+            libc = _glibc()
             if libc is not None and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) \
                     and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD):
                 _STATE["libc"] = libc
@@ -69,12 +66,16 @@ def _tuned_libc():
 
 
 @contextlib.contextmanager
-def retained_memory():
+def retained_memory(enabled=True):
     """Context of one job: freed memory is reused while it runs, released after.
 
     Jobs may nest or overlap (from several threads); the memory is released
-    when the last one running ends.
+    when the last one running ends. ``enabled=False`` (the ``malloc_tuning``
+    setting off) changes nothing for this job.
     """
+    if not enabled:
+        yield
+        return
     libc = _tuned_libc()
     with _LOCK:
         _STATE["jobs"] += 1

@@ -9,7 +9,7 @@ import tempfile
 
 import numpy as np
 
-from .backend import DEVICES
+from .backends import DEVICES
 
 
 #: The demo's image: this sample of ``kryptonref.datasets.shapes`` (seed, index).
@@ -24,10 +24,12 @@ def demo(args):
     Runs exact incremental and full occlusion, checks that they agree, prints both
     times with the measured speedup next to the simulator's, and writes the overlay.
     """
-    from . import datasets, occlusion, speedup
+    from . import datasets
+    from .analysis import speedup
+    from .explain import occlusion
     from .analysis.localisation import energy_in_box, pointing_game
     from .models.zoo import zoo
-    from .occlusion import DEFAULT_BATCH
+    from .explain import DEFAULT_BATCH
 
     model = zoo(args.model, weights="pretrained")
     seed, index = DEMO_SAMPLE
@@ -293,7 +295,7 @@ def _show_progress(requested):
 
 def occlude(args):
     """Occlusion heatmap of one image file."""
-    from . import occlusion
+    from .explain import occlusion
     from .images import load_image, to_display
 
     model, model_name = _load_cli_model(args)

@@ -1,4 +1,4 @@
-"""Adaptive drill-down (SIGMOD 2019, DESIGN.md section 6).
+"""Adaptive drill-down (SIGMOD 2019, ``docs/design.md``, Approximate inference).
 
 Stage 1 occludes at a coarse stride ``S1`` (a multiple of the fine stride ``S2``,
 so its positions lie on the fine grid) and interpolates the fine grid between
@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-from .analysis.quality import check_r_drill, coarse_stride_for
+from .analysis.quality import coarse_stride_for
+from .validate import open_fraction
 
 __all__ = ["choose_coarse_stride", "drilldown"]
 
@@ -74,7 +75,7 @@ def drilldown(evaluate, grid_shape, steps, r_drill, baseline):
     computed : ndarray of bool (n_y, n_x)
         The cells evaluated (the others are interpolated).
     """
-    r_drill = check_r_drill(r_drill)
+    r_drill = open_fraction(r_drill, "r_drill")
     n_y, n_x = grid_shape
     k_y, k_x = steps
     rows, cols = _coarse_grid(n_y, k_y), _coarse_grid(n_x, k_x)

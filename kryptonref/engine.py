@@ -1,23 +1,24 @@
 """Incremental inference for batches of occlusion positions (paper Algorithm 2).
 
-Positions are batched in :func:`schedule.batch_order`, which puts positions
-with equal changed regions next to each other. Each batch is first *planned*
-on the host, then *executed* by a backend (:mod:`kryptonref.backend`: CPU or CUDA). The plan
-gives every node a geometry for the batch, one of
+:class:`Occluder` is the one driver every occlusion computation runs through
+(:func:`incremental_inference`, :func:`kryptonref.occlusion`, the full
+re-inference baseline and the tuners): a model, an image, a fill and a device
+in, the model's output for any set of patch positions out. It runs full
+inference once on the unoccluded image (``M``), then batch after batch:
 
-* ``None``: unchanged for every position; consumers read the materialised
-  activations ``M`` of the unoccluded image;
-* :class:`_Geo`: a compact region ``(h, w)`` per position at offsets
-  ``(y0, x0)``, and the exact changed region it covers (one region size per
-  layer for the batch, regions shifted inward at the borders: DESIGN.md s. 5);
-* ``_WHOLE``: the whole tensor per position, after a layer whose every output
-  changes (global pooling, flatten, dense, softmax).
+1. the planner (:func:`kryptonref.schedule.plan`) gives every node of the
+   batch a :class:`~kryptonref.schedule.NodePlan`: unchanged, a region (one
+   size per batch, an offset per position, a read window for conv and pool
+   layers) or whole;
+2. :func:`execute` computes the changed nodes on a backend
+   (:mod:`kryptonref.backends`): a compact tensor ``(B, C, h, w)`` per region
+   node, read windows gathered from the input's region, ``M`` and the padding
+   in one pass, and whole tensors where every output changes. Each node's
+   computation is chosen by its layer's rule in the registry.
 
-Execution holds the data: a compact tensor ``(B, C, h, w)`` per region node.
-Conv and pool layers compute only their (batch-uniform) changed region from a
-read window gathered from the input's patch, ``M`` and the padding in one pass.
-Since the plan is known before any arithmetic, a batch's integer offsets move
-to the device in one packed array.
+Batches take the positions in :func:`kryptonref.schedule.batch_order` (equal
+regions together); results come back in the caller's order. ``mode="full"``
+re-infers every occluded image instead (the naive baseline).
 """
 from __future__ import annotations
 
@@ -25,30 +26,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._memory import retained_memory
-from ._numba import exclusive
-from .backend import get_backend
-from .geometry import read_window
-from .layers import Add, Concat, Dropout
-from .layers.conv import conv_macs
-from .model import Model, check_image_batch
-from .schedule import (batch_order, batch_region, check_tau, is_empty, merge_region,
-                       run_in_order, spatial_region, whole_region)
+from . import validate
+from .backends import get_backend
+from .layers.registry import Rule, entry
+from .model import Model
+from .runtime import entry_point
+from .schedule import REGION, UNCHANGED, WHOLE, batch_order, plan, run_in_order
 
-__all__ = ["incremental_inference", "IncrementalResult", "patch_positions"]
+__all__ = ["incremental_inference", "IncrementalResult", "patch_positions", "Occluder",
+           "execute", "MODES"]
 
-
-@dataclass
-class _Geo:
-    y0: np.ndarray            # (B,) computed region start, rows
-    x0: np.ndarray            # (B,) computed region start, columns
-    h: int                    # computed region size, the same for the batch
-    w: int
-    exact: tuple              # (ey0, ey1, ex0, ex1), each (B,): the exact changed region
-
-
-#: Geometry of a node whose every output changes: the whole tensor per position.
-_WHOLE = "whole"
+#: How an :class:`Occluder` computes each position's output.
+MODES = ("incremental", "full")
 
 
 @dataclass
@@ -95,69 +84,185 @@ def patch_positions(image_hw, patch, stride):
     -------
     ndarray of int64, shape (n_y * n_x, 2)
     """
-    (ph, pw), (sh, sw) = _pair(patch, "patch"), _pair(stride, "stride")
+    (ph, pw), (sh, sw) = validate.int_pair(patch, "patch"), validate.int_pair(stride, "stride")
     height, width = image_hw
-    if ph > height or pw > width:
-        raise ValueError(f"patch {(ph, pw)} is larger than the image {(height, width)}")
+    validate.patch_fits((ph, pw), (height, width))
     ys = np.arange(0, height - ph + 1, sh)
     xs = np.arange(0, width - pw + 1, sw)
     grid = np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1)
     return grid.reshape(-1, 2).astype(np.int64)
 
 
-def _pair(value, what):
-    if isinstance(value, (tuple, list, np.ndarray)):
-        if len(value) != 2:
-            raise ValueError(f"{what} must be an int or a pair (h, w), got {value!r}")
-        pair = tuple(value)
-    else:
-        pair = (value, value)
-    for v in pair:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{what} must be a positive integer or a pair, got {value!r}")
-        if v < 1:
-            raise ValueError(f"{what} must be positive, got {value!r}")
-    return int(pair[0]), int(pair[1])
+class _NoProgress:
+    def update(self, n):
+        pass
 
 
-def _fill_patch(fill, channels, patch_hw, dtype):
-    """The occluding patch ``(C, h, w)`` from a scalar, per-channel values or an array."""
-    arr = np.asarray(fill, dtype=np.float64)
-    if arr.ndim == 0:
-        arr = np.full((channels,) + patch_hw, float(arr))
-    elif arr.shape == (channels,):
-        arr = np.broadcast_to(arr[:, None, None], (channels,) + patch_hw)
-    elif arr.shape != (channels,) + patch_hw:
-        raise ValueError(f"fill must be a scalar, {channels} per-channel values or an array of "
-                         f"shape {(channels,) + patch_hw}, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("fill contains NaN or Inf values")
-    return np.ascontiguousarray(arr, dtype=dtype)
+class Occluder:
+    """One image, one fill, one device: the model's output for any set of patch positions.
 
+    The driver of every occlusion computation (Algorithm 2). It holds what all
+    batches share: the backend, the materialised activations ``M`` of the
+    unoccluded image (on the device), the kernel-ready parameters and the fill;
+    it counts the MACs and region sizes of every batch it runs.
 
-def _check_positions(positions, image_hw, patch_hw):
-    pos = np.asarray(positions)
-    if pos.ndim == 1 and pos.shape == (2,):
-        pos = pos[None]
-    if pos.ndim != 2 or pos.shape[1] != 2 or pos.shape[0] == 0:
-        raise ValueError(f"positions must be a non-empty (P, 2) array of (y, x), got shape {pos.shape}")
-    if pos.dtype.kind not in "iu":
-        if pos.dtype.kind == "f" and np.all(pos == np.round(pos)):
-            pos = pos.astype(np.int64)
+    Parameters
+    ----------
+    model : Model
+    image : ndarray (C, H, W)
+        The unoccluded image.
+    patch : int or (int, int)
+        The largest patch this occluder applies: ``fill`` is checked against it,
+        and a smaller patch (Captum's truncated border windows) reads its top-left part.
+    fill : float, array (C,), array (C, h, w) or "mean"
+        Values of the occluding patch (``"mean"``: the image's per-channel mean).
+    device : {"cpu", "cuda"}
+    tau : float in (0, 1]
+        Projective-field threshold of approximate inference (1: exact).
+    mode : {"incremental", "full"}
+        Incremental inference, or full re-inference of every occluded image.
+    base : dict, optional
+        ``M`` from ``model.forward_all(image[None])``, to skip recomputing it.
+
+    Attributes
+    ----------
+    base_output : ndarray
+        The output node's value on the unoccluded image.
+    base_macs : int
+        MACs of the one full inference on the unoccluded image.
+    node_macs : dict
+        ``name -> MACs`` performed by the batches run so far.
+    region_sizes : dict
+        ``name -> list of (h, w)``, one per batch run so far.
+    """
+
+    @entry_point
+    def __init__(self, model, image, patch, fill=0.0, device="cpu", tau=1.0,
+                 mode="incremental", base=None):
+        if not isinstance(model, Model):
+            raise TypeError(f"model must be a kryptonref Model, got {type(model).__name__}")
+        self.model, self.graph = model, model.graph
+        self.backend = get_backend(device)
+        self.mode = validate.one_of(mode, MODES, "mode")
+        self.tau = validate.tau(tau)
+        self.image = validate.image(image, self.graph.input_shape, model.dtype)
+        self.patch_hw = validate.int_pair(patch, "patch")
+        validate.patch_fits(self.patch_hw, self.graph.input_shape[1:])
+        self.fill_patch = validate.fill_patch(fill, self.graph.input_shape[0], self.patch_hw,
+                                              model.dtype, self.image)
+        if base is None:
+            self.base = model.run_on(self.backend, self.image[None],
+                                     keep_all=self.mode == "incremental")
         else:
-            raise TypeError(f"positions must be integers, got dtype {pos.dtype}")
-    pos = pos.astype(np.int64)
-    limit = np.array(image_hw) - np.array(patch_hw)
-    bad = np.any((pos < 0) | (pos > limit), axis=1)
-    if bad.any():
-        first = tuple(int(v) for v in pos[np.argmax(bad)])
-        raise ValueError(f"patch {patch_hw} at position {first} lies outside the image "
-                         f"{tuple(image_hw)}; valid (y, x) are 0..{tuple(int(v) for v in limit)}")
-    return pos
+            self.base = {name: self.backend.to_device(np.ascontiguousarray(value))
+                         for name, value in base.items()}
+        self.base_output = self.backend.to_host(self.base[self.graph.output])[0]
+        self._base_items = {name: value[0] for name, value in self.base.items()}
+        self.base_macs = int(sum(self.graph.macs().values()))
+        self.params = self.backend.params(model)
+        self.node_macs = {name: 0 for name in self.graph.order}
+        self.region_sizes = {name: [] for name in self.graph.order}
+        self._fills = {}
+        self._image_on_device = None
+
+    @property
+    def macs(self):
+        """MACs performed by the batches run so far (the base inference not included)."""
+        return int(sum(self.node_macs.values()))
+
+    def _fill(self, patch_hw):
+        """The fill of a ``patch_hw`` patch on the device (its top-left part), cached."""
+        if patch_hw not in self._fills:
+            if patch_hw[0] > self.patch_hw[0] or patch_hw[1] > self.patch_hw[1]:
+                raise ValueError(f"patch {patch_hw} is larger than the occluder's patch "
+                                 f"{self.patch_hw}")
+            part = self.fill_patch[:, :patch_hw[0], :patch_hw[1]]
+            self._fills[patch_hw] = self.backend.to_device(np.ascontiguousarray(part))
+        return self._fills[patch_hw]
+
+    @entry_point
+    def run(self, positions, batch_size, patch=None, nodes=(), progress=None):
+        """The output (and ``nodes``) for the image occluded at each position.
+
+        Parameters
+        ----------
+        positions : array-like (P, 2)
+            Top-left ``(y, x)`` of each patch.
+        batch_size : int
+            Positions computed together (memory stays bounded).
+        patch : (int, int), optional
+            This call's patch size (at most the occluder's; by default the same).
+        nodes : sequence of str
+            Other nodes whose stitched values to return (incremental mode only).
+        progress : object with ``update(n)``, optional
+            Told the number of positions of every finished batch.
+
+        Returns
+        -------
+        dict
+            ``name -> (P, ...)`` host arrays for the output node and ``nodes``,
+            in the order of ``positions``.
+        """
+        patch_hw = self.patch_hw if patch is None else validate.int_pair(patch, "patch")
+        positions = validate.positions(positions, self.graph.input_shape[1:], patch_hw)
+        batch_size = validate.positive_int(batch_size, "batch_size")
+        nodes = validate.node_names(nodes, self.graph)
+        if nodes and self.mode == "full":
+            raise ValueError("nodes: intermediate values are returned in incremental mode only")
+        progress = progress or _NoProgress()
+        wanted = (self.graph.output,) + tuple(n for n in nodes if n != self.graph.output)
+        if self.mode == "full":
+            order = np.arange(len(positions))
+            compute = self._full_batch
+        else:
+            order = batch_order(self.graph, positions, patch_hw, self.tau)
+            compute = self._incremental_batch
+
+        def batch(indices):
+            values = compute(positions[indices], patch_hw, wanted)
+            progress.update(len(indices))
+            return values
+
+        return run_in_order(order, batch_size, batch)
+
+    def scores(self, positions, batch_size, patch=None, progress=None):
+        """The output node's values ``(P, ...)`` (see :meth:`run`)."""
+        return self.run(positions, batch_size, patch, progress=progress)[self.graph.output]
+
+    def _count(self, batch_plan):
+        for name in self.graph.order:
+            node_plan = batch_plan.nodes[name]
+            self.node_macs[name] += node_plan.macs
+            self.region_sizes[name].append(node_plan.size)
+
+    def _incremental_batch(self, positions, patch_hw, wanted):
+        backend = self.backend
+        batch_plan = plan(self.graph, positions, patch_hw, self.tau)
+        self._count(batch_plan)
+        base = self._base_items
+        with backend.batch_scope():
+            data, offsets = execute(backend, self.graph, self.params, base, batch_plan,
+                                    self._fill(patch_hw), keep=wanted)
+            return {name: backend.to_host(_to_whole(backend, data[name],
+                                                    batch_plan.nodes[name], offsets.get(name),
+                                                    base[name], len(positions)))
+                    for name in wanted}
+
+    def _full_batch(self, positions, patch_hw, wanted):
+        """Full re-inference of the occluded images, built on the device."""
+        backend = self.backend
+        if self._image_on_device is None:
+            self._image_on_device = backend.to_device(self.image)
+        ys, xs = backend.pack_ints([positions[:, 0], positions[:, 1]])
+        fill = backend.repeat(self._fill(patch_hw), len(positions))
+        occluded = backend.stitch(self._image_on_device, fill, ys, xs)
+        out = self.model.run_on(backend, occluded, keep_all=False)[self.graph.output]
+        for name, macs in self.graph.macs().items():
+            self.node_macs[name] += macs * len(positions)
+        return {self.graph.output: backend.to_host(out)}
 
 
-@exclusive
-@retained_memory()
+@entry_point
 def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch_size=64,
                           nodes=(), base=None, device="cpu", tau=1.0):
     """Network output for the image occluded at each position, computed incrementally.
@@ -176,8 +281,8 @@ def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch
         Top-left ``(y, x)`` of the patch for each position (see :func:`patch_positions`).
     patch : int or (int, int)
         Patch size ``(h, w)``.
-    fill : float, array (C,) or array (C, h, w)
-        Values of the occluding patch.
+    fill : float, array (C,), array (C, h, w) or "mean"
+        Values of the occluding patch (``"mean"``: the image's per-channel mean).
     batch_size : int
         Positions processed together; bounds the memory in use. The batches
         take the positions in :func:`schedule.batch_order` (equal regions
@@ -185,15 +290,15 @@ def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch
     nodes : sequence of str
         Nodes whose stitched values to return as well (``P`` full tensors each).
     base : dict, optional
-        Materialised activations of ``image`` from ``model.forward_all`` (without
-        the batch axis is not accepted: pass what ``forward_all(image[None])``
-        returned) to skip recomputing them.
+        Materialised activations of ``image`` from ``model.forward_all``
+        (what ``forward_all(image[None])`` returned, batch axis included) to
+        skip recomputing them.
     device : {"cpu", "cuda"}
         Where to compute. ``"cuda"`` needs numba-cuda (extra ``kryptonref[cuda]``)
         and a GPU; the results are returned as host arrays either way.
     tau : float in (0, 1]
         Projective-field threshold of approximate inference (SIGMOD 2019 eq. 21-27,
-        DESIGN.md section 6): a conv or pool layer whose changed region is wider
+        ``docs/design.md``): a conv or pool layer whose changed region is wider
         than ``round(tau * W_out)`` computes only that many outputs, centred, and
         reads the unoccluded activations elsewhere. ``tau = 1`` (the default) is
         exact; smaller values compute less and approximate more.
@@ -204,223 +309,91 @@ def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a kryptonref Model, got {type(model).__name__}")
-    backend = get_backend(device)
-    graph = model.graph
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"image must be a NumPy array, got {type(image).__name__}")
-    if image.ndim != 3:
-        raise ValueError(f"image must have shape {graph.input_shape} (C, H, W), got {image.shape}")
-    image = check_image_batch(image[None], graph.input_shape, model.dtype, "image")
-    patch_hw = _pair(patch, "patch")
-    image_hw = graph.input_shape[1:]
-    if patch_hw[0] > image_hw[0] or patch_hw[1] > image_hw[1]:
-        raise ValueError(f"patch {patch_hw} is larger than the image {tuple(image_hw)}")
-    positions = _check_positions(positions, image_hw, patch_hw)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    for name in nodes:
-        if name not in graph.shapes:
-            raise ValueError(f"nodes: {name!r} is not a node of the graph")
-    fill_patch = _fill_patch(fill, graph.input_shape[0], patch_hw, model.dtype)
-    tau = check_tau(tau)
-    if base is None:
-        materialised = model.run_on(backend, image, keep_all=True)
-    else:
-        materialised = {name: backend.to_device(np.ascontiguousarray(value))
-                        for name, value in base.items()}
-    runner = IncrementalRunner(model, backend, materialised, patch_hw, fill_patch, tau)
-
-    order = batch_order(graph, positions, patch_hw, tau)
-    values = run_in_order(order, batch_size, lambda batch: runner.run(positions[batch], nodes))
-    return IncrementalResult(
-        output=values[graph.output],
-        positions=positions,
-        nodes={name: values[name] for name in nodes},
-        macs=runner.macs,
-        region_sizes=runner.sizes,
-    )
+    nodes = validate.node_names(nodes, model.graph)
+    occluder = Occluder(model, image, patch, fill=fill, device=device, tau=tau, base=base)
+    positions = validate.positions(positions, model.graph.input_shape[1:], occluder.patch_hw)
+    values = occluder.run(positions, batch_size, nodes=nodes)
+    return IncrementalResult(output=values[model.graph.output], positions=positions,
+                             nodes={name: values[name] for name in nodes},
+                             macs=occluder.node_macs, region_sizes=occluder.region_sizes)
 
 
-class IncrementalRunner:
-    """Incremental inference of one image and one patch, batch after batch.
-
-    Holds what every batch shares: the backend, the materialised activations
-    ``M`` (as the backend's arrays: on the GPU for ``"cuda"``), the kernel-ready
-    parameters and the fill patch; counts MACs and region sizes per node.
-
-    Parameters
-    ----------
-    model : Model
-    backend : object
-        From :func:`kryptonref.backend.get_backend`.
-    materialised : dict
-        ``name -> (1, ...)`` backend arrays of the unoccluded image's activations.
-    patch_hw : (int, int)
-    fill_patch : ndarray (C, h, w)
-        The occluding patch in the model's dtype.
-    tau : float in (0, 1]
-        Projective-field threshold (1: exact), already validated.
-    """
-
-    def __init__(self, model, backend, materialised, patch_hw, fill_patch, tau=1.0):
-        self.model, self.backend, self.patch_hw, self.tau = model, backend, patch_hw, tau
-        self.graph = model.graph
-        self.base = {name: value[0] for name, value in materialised.items()}
-        self.params = backend.params(model)
-        self.fill = backend.to_device(np.ascontiguousarray(fill_patch))
-        self.macs = {name: 0 for name in self.graph.order}
-        self.sizes = {name: [] for name in self.graph.order}
-
-    def run(self, batch, nodes=()):
-        """Host arrays ``name -> (B, ...)`` of the output node and of ``nodes``.
-
-        ``batch`` is an already validated ``(B, 2)`` int64 array of positions.
-        """
-        graph = self.graph
-        geos, windows = _plan_batch(graph, batch, self.patch_hw, self.tau)
-        self._count(geos, len(batch))
-        wanted = (graph.output,) + tuple(n for n in nodes if n != graph.output)
-        with self.backend.batch_scope():
-            data, offsets = _execute(self.backend, graph, self.params, self.base, geos,
-                                     windows, self.fill, len(batch), keep=wanted)
-            return {name: self.backend.to_host(_to_whole(self.backend, data[name], geos[name],
-                                                         offsets.get(name), self.base[name],
-                                                         len(batch)))
-                    for name in wanted}
-
-    def _count(self, geos, n_items):
-        graph = self.graph
-        for name in graph.order:
-            geo, layer = geos[name], graph.nodes[name].layer
-            shape = graph.shapes[name]
-            if isinstance(geo, _Geo):
-                self.sizes[name].append((geo.h, geo.w))
-                if layer.kind == "spatial" and hasattr(layer, "out_channels"):
-                    self.macs[name] += conv_macs(layer, n_items, geo.h, geo.w)
-            elif geo is None:
-                self.sizes[name].append((0, 0))
-            else:
-                self.sizes[name].append(tuple(shape[1:]) if len(shape) == 3 else (1, 1))
-                if layer.kind == "global":
-                    in_shapes = [graph.shapes[i] for i in graph.nodes[name].inputs]
-                    self.macs[name] += n_items * layer.macs(in_shapes, shape)
-
-
-def _plan_batch(graph, batch, patch_hw, tau=1.0):
-    """Geometry of every node for one batch, and the read window of each conv/pool node.
-
-    With ``tau < 1`` the conv and pool regions are clamped (:func:`schedule.clamp_region`);
-    merges take the bounding box of their inputs' (clamped) regions.
-
-    Returns
-    -------
-    geos : dict
-        ``name -> None | _Geo | _WHOLE``.
-    windows : dict
-        ``name -> (ry0, rx0, rh, rw)`` for the conv/pool nodes that compute a region.
-    """
-    n_items = len(batch)
-    ys, xs = batch[:, 0].copy(), batch[:, 1].copy()
-    geos = {graph.input_name: _Geo(ys, xs, patch_hw[0], patch_hw[1],
-                                   (ys, ys + patch_hw[0], xs, xs + patch_hw[1]))}
-    windows = {}
-    for name in graph.order:
-        node = graph.nodes[name]
-        layer = node.layer
-        ins = [geos[i] for i in node.inputs]
-        if layer.kind == "spatial":
-            geo, window = _plan_spatial(layer, ins[0], graph.shapes[node.inputs[0]],
-                                        graph.shapes[name], n_items, tau)
-            if window is not None:
-                windows[name] = window
-        elif layer.kind == "elementwise":
-            geo = ins[0]
-        elif layer.kind == "merge":
-            geo = _plan_merge(ins, graph.shapes[name])
-        else:
-            geo = None if ins[0] is None else _WHOLE
-        geos[name] = geo
-    return geos, windows
-
-
-def _as_geo(geo, shape, n_items):
-    """A whole-tensor geometry seen as a region covering the whole feature map."""
-    if geo is not _WHOLE:
-        return geo
-    exact = whole_region(shape, n_items)
-    return _Geo(exact[0], exact[2], shape[1], shape[2], exact)
-
-
-def _plan_spatial(layer, geo_in, in_shape, out_shape, n_items, tau):
-    if geo_in is None:
-        return None, None
-    geo_in = _as_geo(geo_in, in_shape, n_items)
-    exact = spatial_region(layer, geo_in.exact, out_shape, tau)
-    if np.all(is_empty(exact)):
-        return None, None
-    (start_y, start_x), size = batch_region(exact, out_shape[1:])
-    windows = []
-    for dim, start in enumerate((start_y, start_x)):
-        kernel, stride, pad, _, dilation, _ = layer.axis(dim)
-        r0, r1 = read_window(start, start + size[dim], kernel, stride, pad, dilation)
-        windows.append((r0, int(r1[0] - r0[0])))
-    (ry0, rh), (rx0, rw) = windows
-    return _Geo(start_y, start_x, size[0], size[1], exact), (ry0, rx0, rh, rw)
-
-
-def _plan_merge(geos_in, out_shape):
-    if all(g is None for g in geos_in):
-        return None
-    if any(g is _WHOLE for g in geos_in):
-        return _WHOLE
-    exact = merge_region([None if g is None else g.exact for g in geos_in])
-    (start_y, start_x), (h, w) = batch_region(exact, out_shape[1:])
-    return _Geo(start_y, start_x, h, w, exact)
-
-
-def _pack_offsets(backend, graph, geos, windows, n_items):
+# -- executing a plan ----------------------------------------------------------------------
+def _pack_offsets(backend, graph, batch_plan):
     """Every integer offset of the batch as backend arrays, moved in one transfer.
 
-    Returns ``name -> (y0, x0)`` for region nodes (whole-tensor nodes read as
-    regions at 0), and ``name -> (ry0, rx0)`` for read windows, keyed ``(name, "window")``.
+    Returns ``name -> (y0, x0)`` for changed feature maps (whole ones at 0) and
+    ``name -> (ry0, rx0)`` for read windows, keyed ``(name, "window")``.
     """
     keys, rows = [], []
-    zeros = np.zeros(n_items, np.int64)
     for name in (graph.input_name,) + tuple(graph.order):
-        geo = geos[name]
-        if isinstance(geo, _Geo):
+        node_plan = batch_plan.nodes[name]
+        if node_plan.state != UNCHANGED and node_plan.y0 is not None:
             keys.append(name)
-            rows += [geo.y0, geo.x0]
-        elif geo is _WHOLE:
-            keys.append(name)
-            rows += [zeros, zeros]
-    for name, (ry0, rx0, _, _) in windows.items():
-        keys.append((name, "window"))
-        rows += [ry0, rx0]
+            rows += [node_plan.y0, node_plan.x0]
+        if node_plan.window is not None:
+            keys.append((name, "window"))
+            rows += [node_plan.window[0], node_plan.window[1]]
     packed = backend.pack_ints(rows)
     return {key: (packed[2 * i], packed[2 * i + 1]) for i, key in enumerate(keys)}
 
 
-def _execute(backend, graph, params, base, geos, windows, fill, n_items, keep=()):
+def _owns_its_data(record, node_plan):
+    """Whether a node's computed data is an array no other node's data shares.
+
+    Window layers and region merges write new arrays; position-wise layers
+    write a new array or, in place, one that nothing else reads any more (or
+    return their input: Dropout). Whole-tensor layers may return their input or
+    a view of it (Flatten).
+    """
+    if record.rule is Rule.POSITIONWISE:
+        return not record.aliases_input
+    return record.rule is Rule.WINDOW or (record.rule is Rule.MERGE
+                                          and node_plan.state == REGION)
+
+
+def execute(backend, graph, params, base, batch_plan, fill, keep=()):
     """Compute the data of every changed node of a planned batch on ``backend``.
+
+    Parameters
+    ----------
+    base : dict
+        ``name -> (C, H, W)`` (or ``(F,)``) backend arrays: ``M``, without the batch axis.
+    fill : backend array (C, h, w)
+        The patch.
+    keep : sequence of str
+        Nodes whose data must survive (the others are freed after their last reader).
+
+    Returns
+    -------
+    data : dict
+        ``name -> (B, C, h, w)`` region data, ``(B, ...)`` whole data, or None (unchanged).
+    offsets : dict
+        From :func:`_pack_offsets`.
 
     With ``tau < 1`` nothing changes here: a batch's regions are at most the
     clamped width, so the outputs a batch adds beyond a position's own region
     (:func:`schedule.batch_region`) lie outside its unclamped changed region too,
     read only unchanged inputs, and equal ``M``, as approximate inference wants.
     """
-    offsets = _pack_offsets(backend, graph, geos, windows, n_items)
+    n_items = batch_plan.n_items
+    offsets = _pack_offsets(backend, graph, batch_plan)
     data = {graph.input_name: backend.repeat(fill, n_items)}
     remaining = {name: len(users) for name, users in graph.consumers().items()}
     fresh = set()  # nodes whose data is an array no other node's data shares
     for name in graph.order:
         node = graph.nodes[name]
+        record = entry(node.layer)
+        node_plan = batch_plan.nodes[name]
         first = node.inputs[0]
-        reuse = (node.layer.kind == "elementwise" and first in fresh and remaining[first] == 1
-                 and first not in keep)
-        _compute_node(backend, graph, params, base, geos, windows, offsets, data, name, n_items,
-                      reuse)
-        if _owns_its_data(node.layer, geos[name]):
+        if node_plan.state == UNCHANGED:
+            data[name] = None
+        else:
+            reuse = (record.rule is Rule.POSITIONWISE and first in fresh
+                     and remaining[first] == 1 and first not in keep)
+            data[name] = _COMPUTE[record.rule](backend, graph, params, base, batch_plan,
+                                               offsets, data, name, reuse)
+        if node_plan.state != UNCHANGED and _owns_its_data(record, node_plan):
             fresh.add(name)
         else:
             fresh.difference_update(node.inputs)
@@ -431,95 +404,79 @@ def _execute(backend, graph, params, base, geos, windows, fill, n_items, keep=()
     return data, offsets
 
 
-def _owns_its_data(layer, geo):
-    """Whether a node's computed data is an array no other node's data shares.
-
-    Conv, pool and region merges write new arrays; element-wise layers write a
-    new array or, in place, one that nothing else reads any more. Dropout returns
-    its input, and whole-tensor layers may return it or a view of it (Flatten).
-    """
-    if layer.kind == "elementwise":
-        return not isinstance(layer, Dropout)
-    return layer.kind == "spatial" or (layer.kind == "merge" and geo is not _WHOLE)
-
-
-def _compute_node(backend, graph, params, base, geos, windows, offsets, data, name, n_items,
-                  reuse=False):
-    """The data of one node of a planned batch (``None`` when it is unchanged).
-
-    ``reuse``: an element-wise layer may overwrite its input, which nothing else reads.
-    """
+def _compute_window(backend, graph, params, base, batch_plan, offsets, data, name, reuse):
+    """A conv or pool layer's region, from its read window (or its input's data as is)."""
     node = graph.nodes[name]
-    layer, geo = node.layer, geos[name]
-    if geo is None:
-        data[name] = None
-        return
-    src = node.inputs[0]
-    if layer.kind == "spatial":
-        if _reads_its_input_as_is(windows[name], geos[src], graph.shapes[src], n_items):
-            win = data[src]
-        else:
-            _, _, rh, rw = windows[name]
-            wy0, wx0 = offsets[(name, "window")]
-            py0, px0 = offsets[src]
-            win = backend.gather_windows(base[src], data[src], py0, px0, wy0, wx0, rh, rw,
-                                         layer.pad_value)
-        y0, x0 = offsets[name]
-        data[name] = backend.region(layer, params[name], win, graph.shapes[src][1:],
-                                    graph.shapes[name][1:], y0, x0, (geo.h, geo.w))
-    elif layer.kind == "elementwise":
-        x = data[src]
-        data[name] = backend.elementwise(layer, params[name], x, out=x if reuse else None)
-    elif layer.kind == "merge" and geo is not _WHOLE:
-        data[name] = _merge_windows(backend, layer, node.inputs, base, data, offsets,
-                                    offsets[name], geo, graph.shapes[name][0])
+    node_plan, src = batch_plan.nodes[name], node.inputs[0]
+    if node_plan.reads_input_as_is:
+        win = data[src]
     else:
-        wholes = [_to_whole(backend, data[i], geos[i], offsets.get(i), base[i], n_items)
-                  for i in node.inputs]
-        data[name] = backend.full(layer, params[name], wholes, graph.shapes[name])
+        _, _, rh, rw = node_plan.window
+        wy0, wx0 = offsets[(name, "window")]
+        py0, px0 = offsets[src]
+        win = backend.gather_windows(base[src], data[src], py0, px0, wy0, wx0, rh, rw,
+                                     node.layer.pad_value)
+    y0, x0 = offsets[name]
+    return backend.region(node.layer, params[name], win, graph.shapes[src][1:],
+                          graph.shapes[name][1:], y0, x0, (node_plan.h, node_plan.w))
 
 
-def _reads_its_input_as_is(window, geo_in, in_shape, n_items):
-    """Whether a read window is exactly the input's computed region, for every position.
-
-    Then the input's data is the window (no padding, nothing from ``M``): a 1x1
-    convolution with stride 1 and no padding reads what its input computed, and
-    gathering it would only copy it.
-    """
-    if geo_in is None:
-        return False
-    geo_in = _as_geo(geo_in, in_shape, n_items)
-    ry0, rx0, rh, rw = window
-    return ((rh, rw) == (geo_in.h, geo_in.w) and np.array_equal(ry0, geo_in.y0)
-            and np.array_equal(rx0, geo_in.x0))
+def _compute_positionwise(backend, graph, params, base, batch_plan, offsets, data, name, reuse):
+    """A position-wise layer on its input's data (in place when nothing else reads it)."""
+    node = graph.nodes[name]
+    x = data[node.inputs[0]]
+    return backend.apply(node.layer, params[name], x, out=x if reuse else None)
 
 
-def _merge_windows(backend, layer, inputs, base, data, offsets, out_offsets, geo, channels):
-    """A merge's region, assembled in one array by gathering its inputs' windows.
-
-    ``Add`` gathers the first input's window and accumulates the others' into
-    it (in input order, as :func:`ops.full` sums); ``Concat`` gathers each
-    input's window into its own channels.
-    """
-    y0, x0 = out_offsets
-    concat = isinstance(layer, Concat)
-    if not concat and not isinstance(layer, Add):
-        raise TypeError(f"no region computation for merge layer {type(layer).__name__}")
-    out = backend.empty((len(y0), channels, geo.h, geo.w), base[inputs[0]].dtype)
+def _compute_merge(backend, graph, params, base, batch_plan, offsets, data, name, reuse):
+    """A merge's region, assembled from its inputs' windows; whole when an input is."""
+    node_plan = batch_plan.nodes[name]
+    if node_plan.state == WHOLE:
+        return _compute_whole(backend, graph, params, base, batch_plan, offsets, data, name,
+                              reuse)
+    node = graph.nodes[name]
+    layer, inputs = node.layer, node.inputs
+    y0, x0 = offsets[name]
+    h, w = node_plan.h, node_plan.w
+    gather = backend.kernels(layer).gather
+    if gather is None:  # each input's window on its own, then the merge on the windows
+        windows = [_window_of(backend, base, data, offsets, src, y0, x0, h, w) for src in inputs]
+        return backend.full(layer, params[name], windows, (graph.shapes[name][0], h, w))
+    out = backend.empty((len(y0), graph.shapes[name][0], h, w), base[inputs[0]].dtype)
     c_offset = 0
-    for k, name in enumerate(inputs):
-        patch_y0, patch_x0 = offsets[name] if data[name] is not None else (None, None)
-        backend.gather_windows(base[name], data[name], patch_y0, patch_x0, y0, x0, geo.h, geo.w,
-                               out=out, c_offset=c_offset, accumulate=not concat and k > 0)
-        if concat:
-            c_offset += base[name].shape[0]
+    for k, src in enumerate(inputs):
+        patch_y0, patch_x0 = offsets[src] if data[src] is not None else (None, None)
+        backend.gather_windows(base[src], data[src], patch_y0, patch_x0, y0, x0, h, w,
+                               out=out, c_offset=c_offset,
+                               accumulate=gather == "sum" and k > 0)
+        if gather == "channels":
+            c_offset += base[src].shape[0]
     return out
 
 
-def _to_whole(backend, data, geo, offsets, base, n_items):
+def _window_of(backend, base, data, offsets, src, y0, x0, h, w):
+    patch_y0, patch_x0 = offsets[src] if data[src] is not None else (None, None)
+    return backend.gather_windows(base[src], data[src], patch_y0, patch_x0, y0, x0, h, w)
+
+
+def _compute_whole(backend, graph, params, base, batch_plan, offsets, data, name, reuse):
+    """A layer on every position's whole input tensors."""
+    node = graph.nodes[name]
+    n_items = batch_plan.n_items
+    wholes = [_to_whole(backend, data[i], batch_plan.nodes[i], offsets.get(i), base[i], n_items)
+              for i in node.inputs]
+    return backend.full(node.layer, params[name], wholes, graph.shapes[name])
+
+
+_COMPUTE = {Rule.WINDOW: _compute_window, Rule.POSITIONWISE: _compute_positionwise,
+            Rule.MERGE: _compute_merge, Rule.WHOLE: _compute_whole}
+
+
+def _to_whole(backend, node_data, node_plan, offsets, base, n_items):
     """Per-position full tensors ``(B, ...)`` of a node (backend arrays)."""
-    if geo is None:
+    if node_plan.state == UNCHANGED:
         return backend.repeat(base, n_items)
-    if geo is _WHOLE:
-        return data
-    return backend.stitch(base, data, offsets[0], offsets[1])
+    if node_plan.state == WHOLE:
+        return node_data
+    return backend.stitch(base, node_data, offsets[0], offsets[1])
+

@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from .layers.specs import Layer
+from .layers.base import Layer
+from .layers.registry import entry
 
 __all__ = ["Graph", "Node"]
 
@@ -86,6 +87,7 @@ class Graph:
         """
         if not isinstance(layer, Layer):
             raise TypeError(f"layer must be a kryptonref layer spec, got {type(layer).__name__}")
+        entry(layer)  # a registered layer type (TypeError otherwise)
         if inputs is None:
             inputs = [self.order[-1] if self.order else self.input_name]
         elif isinstance(inputs, str):
@@ -168,7 +170,8 @@ class Graph:
 
     def macs(self):
         """Full-inference MACs per node for one image (conv and dense layers)."""
-        return {name: node.layer.macs([self.shapes[i] for i in node.inputs], self.shapes[name])
+        return {name: int(entry(node.layer).macs(node.layer, [self.shapes[i] for i in node.inputs],
+                                                 self.shapes[name]))
                 for name, node in self.nodes.items()}
 
     def __len__(self):

@@ -5,52 +5,20 @@ for ``.npz`` files, keys each array as ``"<node>.<param>"``.
 """
 from __future__ import annotations
 
+import itertools
 import os
 
 import numpy as np
 
-from . import layers as L
-from ._numba import exclusive
+from . import validate
+from .backends import get_backend
 from .graph import Graph
-from .backend import get_backend
-from .layers.ops import prepare_params
+from .layers.registry import entry
+from .runtime import entry_point
 
-__all__ = ["Model", "check_image_batch", "check_dtype"]
+__all__ = ["Model", "random_weights"]
 
-SUPPORTED_DTYPES = (np.float32, np.float64)
-
-
-def check_dtype(dtype):
-    """Return ``dtype`` as a NumPy dtype if it is float32 or float64, else raise TypeError."""
-    dt = np.dtype(dtype)
-    if dt.type not in SUPPORTED_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
-
-
-def check_image_batch(x, shape, dtype, what="x"):
-    """Validate a batch ``(N, C, H, W)`` and return it as a contiguous ``dtype`` array.
-
-    Raises
-    ------
-    TypeError
-        If ``x`` is not a real floating-point array.
-    ValueError
-        On a wrong shape or NaN/Inf values.
-    """
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{what} must be a NumPy array, got {type(x).__name__}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"{what} must hold floating-point values (float32 or float64), "
-                        f"got dtype {x.dtype}")
-    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
-        raise ValueError(f"{what} must have shape (N, {', '.join(map(str, shape))}), "
-                         f"got {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{what} is an empty batch")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{what} contains NaN or Inf values")
-    return np.ascontiguousarray(x, dtype=dtype)
+_VERSIONS = itertools.count(1)
 
 
 class Model:
@@ -83,7 +51,7 @@ class Model:
         if not isinstance(graph, Graph):
             raise TypeError(f"graph must be a kryptonref Graph, got {type(graph).__name__}")
         self.graph = graph
-        self.dtype = check_dtype(dtype)
+        self.dtype = validate.dtype(dtype)
         self.params: dict[str, dict[str, np.ndarray]] = {}
         if weights is None:
             self.params = random_weights(graph, seed, self.dtype)
@@ -129,7 +97,6 @@ class Model:
         if nested:
             raise ValueError(f"weights: unexpected entries for nodes {sorted(nested)}")
         self.params = params
-        self._prepared = None
 
     def weights(self):
         """Flat ``{"node.param": array}`` copy of the weights (in the model's dtype)."""
@@ -141,21 +108,33 @@ class Model:
 
     def astype(self, dtype):
         """A model with the same graph and weights (cast) that computes in ``dtype``."""
-        dtype = check_dtype(dtype)
+        dtype = validate.dtype(dtype)
         other = Model.__new__(Model)
-        other.graph, other.dtype, other._prepared = self.graph, dtype, None
+        other.graph, other.dtype = self.graph, dtype
         other.params = {node: {p: v.astype(dtype) for p, v in ps.items()}
                         for node, ps in self.params.items()}
         return other
 
     @property
+    def params(self):
+        """``{node: {param: array}}``: the weights, in the model's dtype."""
+        return self._params
+
+    @params.setter
+    def params(self, value):
+        self._params = value
+        self._weights_version = next(_VERSIONS)
+
+    @property
+    def weights_version(self):
+        """A number that changes whenever :attr:`params` is replaced (backends key their
+        prepared parameters on it)."""
+        return self._weights_version
+
+    @property
     def prepared(self):
-        """Kernel-ready parameters per node, in the model's dtype (cached)."""
-        if getattr(self, "_prepared", None) is None:
-            self._prepared = {name: prepare_params(self.graph.nodes[name].layer,
-                                                   self.params.get(name, {}), self.dtype)
-                              for name in self.graph.order}
-        return self._prepared
+        """Kernel-ready CPU parameters per node, in the model's dtype (cached)."""
+        return get_backend("cpu").params(self)
 
     # -- inference -------------------------------------------------------------------
     def forward_all(self, x, device="cpu"):
@@ -186,7 +165,7 @@ class Model:
         backend = get_backend(device)
         return backend.to_host(self.run_on(backend, x, keep_all=False)[self.graph.output])
 
-    @exclusive
+    @entry_point
     def run_on(self, backend, x, keep_all):
         """Full inference on a backend (:mod:`kryptonref.backend`), returning its arrays.
 
@@ -198,7 +177,7 @@ class Model:
         on_device = not isinstance(x, np.ndarray) and (
             hasattr(x, "__cuda_array_interface__") or hasattr(x, "copy_to_host"))
         if not on_device:
-            x = backend.to_device(check_image_batch(x, graph.input_shape, self.dtype))
+            x = backend.to_device(validate.image_batch(x, graph.input_shape, self.dtype))
         elif tuple(x.shape[1:]) != tuple(graph.input_shape) or np.dtype(x.dtype) != self.dtype:
             raise ValueError(f"device batch must have shape (N,) + {graph.input_shape} and dtype "
                              f"{self.dtype}, got {tuple(x.shape)} {np.dtype(x.dtype)}")
@@ -236,7 +215,8 @@ def _nest(weights):
 
 
 def random_weights(graph, seed=0, dtype=np.float64):
-    """Seeded random weights: He-normal conv/dense, non-trivial batch-norm statistics.
+    """Seeded random weights, drawn by each layer type's ``init`` (:mod:`.layers.registry`):
+    He-normal conv and dense weights, non-trivial batch-norm statistics.
 
     The draws are made in float64 and cast, so a float32 and a float64 model with
     the same seed hold the same weights up to rounding.
@@ -246,18 +226,7 @@ def random_weights(graph, seed=0, dtype=np.float64):
     for name in graph.order:
         node = graph.nodes[name]
         shapes = node.layer.param_shapes([graph.shapes[i] for i in node.inputs])
-        if not shapes:
-            continue
-        layer = node.layer
-        if isinstance(layer, L.BatchNorm2d):
-            c = shapes["weight"]
-            params[name] = {"weight": rng.uniform(0.5, 1.5, c), "bias": rng.normal(0, 0.1, c),
-                            "running_mean": rng.normal(0, 0.1, c),
-                            "running_var": rng.uniform(0.5, 1.5, c)}
-            continue
-        weight_shape = shapes["weight"]
-        fan_in = int(np.prod(weight_shape[1:]))
-        params[name] = {"weight": rng.normal(0, np.sqrt(2.0 / fan_in), weight_shape)}
-        if "bias" in shapes:
-            params[name]["bias"] = rng.normal(0, 0.05, shapes["bias"])
-    return {node: {p: v.astype(dtype) for p, v in ps.items()} for node, ps in params.items()}
+        if shapes:
+            params[name] = entry(node.layer).init(node.layer, shapes, rng)
+    return {node: {p: np.asarray(v).astype(dtype) for p, v in ps.items()}
+            for node, ps in params.items()}

@@ -1,9 +1,15 @@
-"""The batched schedule: which region of each node a batch of positions changes.
+"""The planner: which region of each node a batch of positions changes, and what it costs.
 
-This is the geometry half of incremental inference, shared by the engine
-(:mod:`kryptonref.engine`, which also computes the values) and the cost
-simulator (:mod:`kryptonref.analysis`, which only counts), so that the
-simulator's ``executed`` mode counts exactly what the engine computes.
+:func:`plan` turns a batch of occlusion positions into a :class:`Plan`: per node,
+whether it is unchanged, changed in a region (its exact changed region per
+position, the one region size the batch computes, each position's offset, the
+read window of a conv or pool layer) or changed whole, and the MACs computing
+it costs. It is the only planner: the engine (:mod:`kryptonref.engine`)
+executes plans, and the cost simulator (:mod:`kryptonref.analysis.cost`) sums
+the same plans, so the simulator's ``executed`` mode counts exactly what the
+engine computes. Each node's rule comes from the layer registry
+(:class:`kryptonref.layers.registry.Rule`): this module holds one planning
+function per rule.
 
 Regions are per position: ``exact = (y0, y1, x0, x1)``, four int64 arrays of
 shape (P,), half-open, in the node's own coordinates. A rectangle empty on one
@@ -11,24 +17,17 @@ axis is stored empty on both.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
 import numpy as np
 
-from .geometry import changed_output, fit_region, union
+from .geometry import changed_output, fit_region, read_window, union
+from .layers.registry import Rule, entry
 
 __all__ = ["spatial_region", "merge_region", "whole_region", "batch_region", "is_empty",
-           "clamp_region", "check_tau", "walk_regions", "batch_order", "unpermute",
-           "run_in_order"]
-
-
-def check_tau(tau):
-    """Return ``tau`` as a float in (0, 1], else raise ValueError."""
-    try:
-        value = float(tau)
-    except (TypeError, ValueError):
-        raise TypeError(f"tau must be a number in (0, 1], got {tau!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"tau must lie in (0, 1], got {tau!r}")
-    return value
+           "clamp_region", "plan", "Plan", "NodePlan", "UNCHANGED", "REGION", "WHOLE",
+           "paper_macs", "executed_macs", "batch_order", "unpermute", "run_in_order"]
 
 
 def is_empty(exact):
@@ -44,7 +43,7 @@ def _normalise(y0, y1, x0, x1):
 
 
 def clamp_region(start, stop, out_size, tau):
-    """Projective-field threshold (SIGMOD 2019 eq. 21-27, DESIGN.md section 6).
+    """Projective-field threshold (SIGMOD 2019 eq. 21-27, ``docs/design.md``, Approximate inference).
 
     A region wider than ``round(tau * W_out)`` (at least 1) is cut to that
     width, centred: it loses ``(width - limit) // 2`` elements at the start and
@@ -85,7 +84,7 @@ def whole_region(shape, n_positions):
 
 
 def batch_region(exact, out_hw):
-    """One region size for a batch and each position's start (DESIGN.md section 5).
+    """One region size for a batch and each position's start (``docs/design.md``, Executing a plan).
 
     The size is the largest exact region of the batch on each axis; each
     position's region grows to it from its start and shifts inward at the
@@ -100,68 +99,240 @@ def batch_region(exact, out_hw):
     return (fit_region(y0, y1, h, out_hw[0]), fit_region(x0, x1, w, out_hw[1])), (h, w)
 
 
-def walk_regions(graph, pos, patch_hw, tau=1.0, spread=None):
-    """Each node's changed region for every position, node by node (SIGMOD 2019 eq. 1-8, 20).
+#: A node no position of the batch changes: consumers read ``M``.
+UNCHANGED = "unchanged"
+#: A node computed in a region: one size ``(h, w)`` for the batch, an offset per position.
+REGION = "region"
+#: A node computed whole for every position of the batch (every output may change).
+WHOLE = "whole"
 
-    Vectorised over the positions. A node is either a *region node*, with each
-    position's changed rectangle, or, from a layer whose every output changes
-    (global pooling, flatten, dense, softmax) on, a *whole node*, with a flag per
-    position saying whether it changed at all. A conv or pool layer reading a
-    whole node sees the whole feature map as the region of the positions that
-    changed it. This mirrors the engine's plan (:func:`kryptonref.engine._plan_batch`).
+
+@dataclass
+class NodePlan:
+    """What a batch computes of one node.
+
+    Attributes
+    ----------
+    state : {"unchanged", "region", "whole"}
+    changed : ndarray of bool (P,)
+        Per position: does the position change the node at all?
+    exact : tuple of four ndarray (P,), or None
+        Feature maps only: each position's exact changed region (empty where the
+        position changes nothing; the whole map for a position that changes a
+        whole node, or the bounding box of a merge's inputs).
+    y0, x0 : ndarray of int64 (P,), or None
+        Where each position's computed region starts (0 for a whole node).
+    h, w : int
+        The computed region's size, the same for the batch (SIGMOD 2019
+        appendix C: the largest exact region, shifted inward at the borders);
+        the whole map for a whole node, ``(1, 1)`` for a vector.
+    window : tuple or None
+        A window layer's read window ``(ry0, rx0, rh, rw)``: per-position starts,
+        one size.
+    reads_input_as_is : bool
+        The read window is exactly the input's computed region (a 1x1 stride-1
+        convolution): the engine reads the input's data without gathering it.
+    macs : int
+        Multiply-accumulates of computing the node for the whole batch.
+    """
+
+    state: str
+    changed: np.ndarray
+    exact: Optional[Tuple[np.ndarray, ...]] = None
+    y0: Optional[np.ndarray] = None
+    x0: Optional[np.ndarray] = None
+    h: int = 0
+    w: int = 0
+    window: Optional[tuple] = None
+    reads_input_as_is: bool = False
+    macs: int = 0
+
+    @property
+    def size(self):
+        """``(h, w)`` of the computed region, ``(0, 0)`` when unchanged."""
+        return (0, 0) if self.state == UNCHANGED else (self.h, self.w)
+
+
+@dataclass
+class Plan:
+    """The plan of one batch: a :class:`NodePlan` per node (the input included).
+
+    Attributes
+    ----------
+    positions : ndarray of int64 (P, 2)
+    patch_hw : (int, int)
+    tau : float
+    nodes : dict
+        ``name -> NodePlan`` in topological order.
+    """
+
+    positions: np.ndarray
+    patch_hw: Tuple[int, int]
+    tau: float
+    nodes: Dict[str, NodePlan]
+
+    @property
+    def n_items(self):
+        return len(self.positions)
+
+    @property
+    def macs(self):
+        """``name -> MACs`` the batch performs per node."""
+        return {name: p.macs for name, p in self.nodes.items()}
+
+
+def _unchanged(n_items):
+    return NodePlan(UNCHANGED, np.zeros(n_items, bool))
+
+
+def _whole(shape, changed, exact=None):
+    """A node computed whole; a feature map's exact region is the whole map where changed,
+    unless a merge gives the bounding box of its inputs' regions (``exact``)."""
+    n_items = len(changed)
+    zeros = np.zeros(n_items, np.int64)
+    if len(shape) != 3:
+        return NodePlan(WHOLE, changed, None, zeros, zeros, 1, 1)
+    if exact is None:
+        exact = tuple(np.where(changed, v, 0) for v in whole_region(shape, n_items))
+    return NodePlan(WHOLE, changed, exact, zeros, zeros, shape[1], shape[2])
+
+
+def _plan_window(graph, name, layer, ins, n_items, tau):
+    """Conv and pool layers: eq. (1)-(8) generalised, the tau clamp, one size per batch."""
+    src = ins[0]
+    if src.state == UNCHANGED:
+        return _unchanged(n_items)
+    out_shape = graph.shapes[name]
+    exact = spatial_region(layer, src.exact, out_shape, tau)
+    empty = is_empty(exact)
+    if np.all(empty):
+        return _unchanged(n_items)
+    (y0, x0), size = batch_region(exact, out_shape[1:])
+    windows = []
+    for dim, start in enumerate((y0, x0)):
+        kernel, stride, pad, _, dilation, _ = layer.axis(dim)
+        r0, r1 = read_window(start, start + size[dim], kernel, stride, pad, dilation)
+        windows.append((r0, int(r1[0] - r0[0])))
+    (ry0, rh), (rx0, rw) = windows
+    as_is = ((rh, rw) == (src.h, src.w) and np.array_equal(ry0, src.y0)
+             and np.array_equal(rx0, src.x0))
+    return NodePlan(REGION, ~empty, exact, y0, x0, size[0], size[1], (ry0, rx0, rh, rw), as_is)
+
+
+def _plan_positionwise(graph, name, layer, ins, n_items, tau):
+    """The input's plan: the region passes through."""
+    src = ins[0]
+    return NodePlan(src.state, src.changed, src.exact, src.y0, src.x0, src.h, src.w)
+
+
+def _plan_merge(graph, name, layer, ins, n_items, tau):
+    """Bounding box of the inputs' regions (SIGMOD 2019 eq. 20); whole if an input is."""
+    live = [p for p in ins if p.state != UNCHANGED]
+    if not live:
+        return _unchanged(n_items)
+    changed = np.any([p.changed for p in live], axis=0)
+    shape = graph.shapes[name]
+    exact = merge_region([p.exact for p in live]) if len(shape) == 3 and all(
+        p.exact is not None for p in live) else None
+    if any(p.state == WHOLE for p in live):
+        return _whole(shape, changed, exact)
+    (y0, x0), (h, w) = batch_region(exact, shape[1:])
+    return NodePlan(REGION, changed, exact, y0, x0, h, w)
+
+
+def _plan_whole(graph, name, layer, ins, n_items, tau):
+    """Every output may change: whole for every position as soon as one changed an input."""
+    live = [p for p in ins if p.state != UNCHANGED]
+    if not live:
+        return _unchanged(n_items)
+    return _whole(graph.shapes[name], np.any([p.changed for p in live], axis=0))
+
+
+_PLANNERS = {Rule.WINDOW: _plan_window, Rule.POSITIONWISE: _plan_positionwise,
+             Rule.MERGE: _plan_merge, Rule.WHOLE: _plan_whole}
+
+
+def _macs(graph, name, layer, node_plan):
+    """MACs of computing the node's region (or whole tensor) for every position of the batch."""
+    if node_plan.state == UNCHANGED:
+        return 0
+    record = entry(layer)
+    shape = graph.shapes[name]
+    in_shapes = [graph.shapes[i] for i in graph.nodes[name].inputs]
+    if node_plan.state == REGION and len(shape) == 3:
+        shape = (shape[0], node_plan.h, node_plan.w)
+    return int(len(node_plan.changed)) * int(record.macs(layer, in_shapes, shape))
+
+
+def plan(graph, positions, patch_hw, tau=1.0):
+    """The :class:`Plan` of one batch of positions (SIGMOD 2019 eq. 1-8, 20, 21-27).
+
+    Node by node in topological order, each node's rule (from the layer
+    registry) maps its inputs' plans to its own, vectorised over the positions.
 
     Parameters
     ----------
     graph : Graph
-    pos : ndarray of int64, shape (P, 2)
-        Top-left ``(y, x)`` of each patch.
+    positions : ndarray of int64, shape (P, 2)
+        Top-left ``(y, x)`` of each patch (validated by the caller).
     patch_hw : (int, int)
     tau : float in (0, 1]
         Projective-field threshold (:func:`clamp_region`); 1 is exact.
-    spread : callable, optional
-        ``flags -> flags``, applied to a whole node's flags. The engine computes a
-        whole node for every position of a batch as soon as one of them changed
-        it; the cost simulator passes "any position of the batch" to count that.
 
-    Yields
-    ------
-    name : str
-        The nodes in topological order.
-    exact : tuple of four ndarray (P,) or None
-        A region node's ``(y0, y1, x0, x1)``; ``None`` for a whole node.
-    live : ndarray of bool (P,) or None
-        A whole node's flags; ``None`` for a region node.
+    Returns
+    -------
+    Plan
     """
-    ys, xs = pos[:, 0], pos[:, 1]
-    exact = {graph.input_name: (ys, ys + patch_hw[0], xs, xs + patch_hw[1])}
-    live = {}
-    spread = spread or (lambda flags: flags)
-
-    def changed(name):
-        return live[name] if name in live else ~is_empty(exact[name])
-
-    def as_region(name):
-        if name not in live:
-            return exact[name]
-        return tuple(np.where(live[name], v, 0) for v in whole_region(graph.shapes[name], len(pos)))
-
+    positions = np.asarray(positions, np.int64)
+    n_items = len(positions)
+    ys, xs = positions[:, 0].copy(), positions[:, 1].copy()
+    exact = (ys, ys + patch_hw[0], xs, xs + patch_hw[1])
+    nodes = {graph.input_name: NodePlan(REGION, np.ones(n_items, bool), exact, ys, xs,
+                                        patch_hw[0], patch_hw[1])}
     for name in graph.order:
         node = graph.nodes[name]
-        layer, ins = node.layer, node.inputs
-        if layer.kind == "spatial":
-            exact[name] = spatial_region(layer, as_region(ins[0]), graph.shapes[name], tau)
-        elif layer.kind == "elementwise":
-            if ins[0] in live:
-                live[name] = live[ins[0]]
+        planner = _PLANNERS[entry(node.layer).rule]
+        node_plan = planner(graph, name, node.layer, [nodes[i] for i in node.inputs], n_items,
+                            tau)
+        node_plan.macs = _macs(graph, name, node.layer, node_plan)
+        nodes[name] = node_plan
+    return Plan(positions, tuple(patch_hw), float(tau), nodes)
+
+
+def executed_macs(graph, batch_plan):
+    """Per node, each position's share of the batch's MACs (``name -> (P,) int64``)."""
+    n_items = batch_plan.n_items
+    return {name: np.full(n_items, batch_plan.nodes[name].macs // max(n_items, 1), np.int64)
+            for name in graph.order}
+
+
+def paper_macs(graph, batch_plan):
+    """Per node, each position's MACs with its own exact regions (``name -> (P,) int64``).
+
+    What Algorithm 1 counts: a window layer computes each position's exact
+    changed region; a whole-tensor layer with MACs (fully-connected) is counted
+    in full for every position, changed or not.
+    """
+    n_items = batch_plan.n_items
+    out = {}
+    for name in graph.order:
+        node = graph.nodes[name]
+        record = entry(node.layer)
+        node_plan = batch_plan.nodes[name]
+        shape = graph.shapes[name]
+        in_shapes = [graph.shapes[i] for i in node.inputs]
+        if record.rule is Rule.WINDOW:
+            per_output = int(record.macs(node.layer, in_shapes, (shape[0], 1, 1)))
+            if node_plan.state == UNCHANGED:
+                out[name] = np.zeros(n_items, np.int64)
             else:
-                exact[name] = exact[ins[0]]
-        elif layer.kind == "merge" and not all(i in live for i in ins):
-            # A whole input changed for the batch makes the merge whole; one that did
-            # not is left out of the bounding box (the engine's _plan_merge).
-            exact[name] = merge_region([as_region(i) for i in ins])
+                y0, y1, x0, x1 = node_plan.exact
+                out[name] = per_output * (y1 - y0) * (x1 - x0)
+        elif record.rule is Rule.WHOLE:
+            out[name] = np.full(n_items, int(record.macs(node.layer, in_shapes, shape)), np.int64)
         else:
-            live[name] = spread(np.any([changed(i) for i in ins], axis=0))
-        yield name, exact.get(name), live.get(name)
+            out[name] = np.zeros(n_items, np.int64)
+    return out
 
 
 def batch_order(graph, positions, patch_hw, tau=1.0):
@@ -199,8 +370,11 @@ def batch_order(graph, positions, patch_hw, tau=1.0):
     positions = np.asarray(positions, np.int64)
     n_pos = len(positions)
     heights, widths = [np.full(n_pos, patch_hw[0])], [np.full(n_pos, patch_hw[1])]
-    for _, exact, _ in walk_regions(graph, positions, patch_hw, tau):
-        if exact is not None:
+    whole_batch = plan(graph, positions, patch_hw, tau)
+    for name in graph.order:
+        node_plan = whole_batch.nodes[name]
+        if node_plan.state != UNCHANGED and node_plan.exact is not None:
+            exact = node_plan.exact
             heights.append(exact[1] - exact[0])
             widths.append(exact[3] - exact[2])
     y_class, x_class = (_size_class(np.stack(sizes, axis=1)) for sizes in (heights, widths))
@@ -210,7 +384,7 @@ def batch_order(graph, positions, patch_hw, tau=1.0):
 def _size_class(sizes):
     """Per row of ``sizes`` (P, L): the rank of its distinct row, ordered by its sum."""
     sizes = np.ascontiguousarray(sizes, np.int64)
-    # One opaque key per row: 20x faster than np.unique(sizes, axis=0) on Inception v3.
+    # One opaque key per row: much faster than np.unique(sizes, axis=0) (docs/design.md).
     keys = sizes.view(np.dtype((np.void, sizes.itemsize * sizes.shape[1]))).ravel()
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     rank = np.empty(len(first), np.int64)

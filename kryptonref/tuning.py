@@ -1,7 +1,7 @@
 """Choosing approximate inference's settings for a target heatmap quality.
 
 :func:`tune_tau` follows the paper's procedure for the projective-field
-threshold (SIGMOD 2019, DESIGN.md section 6): on sample images, compute the
+threshold (SIGMOD 2019, ``docs/design.md``, Approximate inference): on sample images, compute the
 exact heatmap and the approximate one for tau on a grid from 1.0 down to 0.4,
 take the mean SSIM per tau, fit a quadratic ``SSIM(tau)``, and solve it for the
 target SSIM.
@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .analysis.cost import speedup as cost_model_speedup
-from .analysis.quality import check_r_drill, ssim
+from . import validate
+from .analysis.quality import ssim
 from .drilldown import drilldown
-from .engine import _pair, patch_positions
-from .occlusion import DEFAULT_BATCH, _progress_bar, occlusion
-from .schedule import check_tau
+from .engine import patch_positions
+from .explain import DEFAULT_BATCH, _progress_bar, occlusion
 
 __all__ = ["tune_tau", "TauTuning", "DEFAULT_GRID", "tune_drilldown", "DrilldownTuning",
            "DRILL_STEPS", "DRILL_FRACTIONS", "CONFIDENCE_Z"]
@@ -133,7 +133,7 @@ def tune_tau(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0, grid=
     -------
     TauTuning
     """
-    target_ssim = _check_target_ssim(target_ssim)
+    target_ssim = validate.unit_interval(target_ssim, "target_ssim")
     images, held_out = _split_held_out(images, held_out, "tune_tau")
     taus = np.array(sorted({float(t) for t in grid}, reverse=True))
     if len(taus) < 3 or taus.min() <= 0 or taus.max() > 1:
@@ -242,20 +242,13 @@ def _split_held_out(images, held_out, tuner):
     return images, [] if held_out is None else [np.asarray(im) for im in held_out]
 
 
-def _check_target_ssim(target_ssim):
-    target_ssim = float(target_ssim)
-    if not 0.0 < target_ssim <= 1.0:
-        raise ValueError(f"target_ssim must lie in (0, 1], got {target_ssim!r}")
-    return target_ssim
-
-
 def _check_heatmap_size(model, patch, stride):
     """Raise ValueError before any occlusion if the heatmap is too small for SSIM."""
     image_hw = tuple(model.graph.input_shape[1:])
     positions = patch_positions(image_hw, patch, stride)
     cells = tuple(len(np.unique(positions[:, axis])) for axis in (0, 1))
     if min(cells) < 11:
-        raise ValueError(f"patch {_pair(patch, 'patch')} at stride {_pair(stride, 'stride')} "
+        raise ValueError(f"patch {validate.int_pair(patch, 'patch')} at stride {validate.int_pair(stride, 'stride')} "
                          f"gives a {cells[0]} x {cells[1]} heatmap on {image_hw[0]} x "
                          f"{image_hw[1]} images; SSIM needs at least 11 x 11 (use a smaller "
                          f"stride)")
@@ -289,7 +282,7 @@ def _check_taus(tau):
         taus = [tau] if isinstance(tau, str) else list(tau)   # a number raises TypeError
     except TypeError:
         taus = [tau]
-    taus = sorted({check_tau(t) for t in taus}, reverse=True)
+    taus = sorted({validate.tau(t) for t in taus}, reverse=True)
     if not taus:
         raise ValueError("tau needs at least one value in (0, 1]")
     return taus
@@ -331,7 +324,7 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
                    batch_size=None, device="cpu", progress=False):
     """Choose drill-down's coarse stride and ``r_drill`` (and tau) for a target heatmap SSIM.
 
-    Adaptive drill-down (SIGMOD 2019, DESIGN.md section 6) has two knobs, and
+    Adaptive drill-down (SIGMOD 2019, ``docs/design.md``, Approximate inference) has two knobs, and
     the paper's formula picks the coarse stride from a target speedup. Which
     pair keeps the heatmap closest to the exact one for the same work depends on
     the model and the images (on the trained demo models, small coarse strides
@@ -379,7 +372,7 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
     -------
     DrilldownTuning
     """
-    target_ssim = _check_target_ssim(target_ssim)
+    target_ssim = validate.unit_interval(target_ssim, "target_ssim")
     taus = _check_taus(tau)
     images, held_out = _split_held_out(images, held_out, "tune_drilldown")
     if not steps or any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer))
@@ -387,10 +380,10 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
         raise ValueError(f"steps must be integers >= 2 (coarse stride / fine stride), "
                          f"got {tuple(steps)}")
     steps = sorted({int(k) for k in steps})
-    fractions = sorted({check_r_drill(r) for r in fractions})
+    fractions = sorted({validate.open_fraction(r, "r_drill") for r in fractions})
     if not fractions:
         raise ValueError("fractions needs at least one r_drill value")
-    stride_hw = _pair(stride, "stride")
+    stride_hw = validate.int_pair(stride, "stride")
     _check_heatmap_size(model, patch, stride_hw)
     settings = dict(patch=patch, stride=stride_hw, fill=fill, batch_size=batch_size,
                     device=device)

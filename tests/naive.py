@@ -5,7 +5,11 @@ layer's definition, with explicit Python loops over output positions and plain
 NumPy over the batch and channel axes. Nothing here is fast, clever or shared
 with :mod:`kryptonref`: no Numba, no im2col, no padded-window tricks, no
 incremental regions. The only thing taken from kryptonref is the layer spec
-classes, read for their hyper-parameters in :func:`naive_forward`.
+classes, read for their hyper-parameters: :data:`ORACLE` maps each layer type
+to its oracle function and to how a change propagates through it (this file's
+own reading of the definitions, used by :func:`naive_approximate`). The
+registry's conformance test (``tests/test_registry.py``) fails when a
+registered layer type has no entry here.
 
 All computation is in float64, whatever the input dtype, so that the oracle is
 the "true" value both float64 and float32 kernels are compared against.
@@ -29,13 +33,13 @@ import math
 
 import numpy as np
 
-from kryptonref.layers import specs as S
+import kryptonref.layers as S
 
 __all__ = [
     "output_size", "conv2d", "max_pool2d", "avg_pool2d", "avg_pool_divisor_map",
     "global_avg_pool", "adaptive_avg_pool", "relu", "relu6", "batchnorm", "flatten",
     "linear", "softmax", "add", "concat", "dropout", "naive_layer", "naive_forward",
-    "naive_occlude", "naive_approximate",
+    "naive_occlude", "naive_approximate", "ORACLE",
 ]
 
 
@@ -282,46 +286,58 @@ def concat(*xs):
 
 # --- whole graphs ---------------------------------------------------------------------
 
+#: How a change propagates through a layer, as this oracle reads the definitions:
+#: "window" (conv, pool: each output reads a window), "positionwise" (each output
+#: reads its own position), "merge" (several inputs, position by position),
+#: "whole" (every output reads every input).
+WINDOW, POSITIONWISE, MERGE, WHOLE = "window", "positionwise", "merge", "whole"
+
+#: Layer type -> (oracle ``f(layer, params, inputs)``, propagation).
+ORACLE = {
+    S.Conv2d: (lambda layer, p, xs: conv2d(xs[0], p["weight"], p.get("bias"), layer.stride,
+                                           layer.padding, layer.dilation, layer.groups), WINDOW),
+    S.MaxPool2d: (lambda layer, p, xs: max_pool2d(xs[0], layer.kernel_size, layer.stride,
+                                                  layer.padding, layer.dilation,
+                                                  layer.ceil_mode), WINDOW),
+    S.AvgPool2d: (lambda layer, p, xs: avg_pool2d(xs[0], layer.kernel_size, layer.stride,
+                                                  layer.padding, layer.ceil_mode,
+                                                  layer.count_include_pad), WINDOW),
+    S.GlobalAvgPool2d: (lambda layer, p, xs: global_avg_pool(xs[0]), WHOLE),
+    S.AdaptiveAvgPool2d: (lambda layer, p, xs: adaptive_avg_pool(xs[0], layer.output_size),
+                          WHOLE),
+    S.ReLU: (lambda layer, p, xs: relu(xs[0]), POSITIONWISE),
+    S.ReLU6: (lambda layer, p, xs: relu6(xs[0]), POSITIONWISE),
+    S.Dropout: (lambda layer, p, xs: dropout(xs[0]), POSITIONWISE),
+    S.BatchNorm2d: (lambda layer, p, xs: batchnorm(xs[0], p["weight"], p["bias"],
+                                                   p["running_mean"], p["running_var"],
+                                                   layer.eps), POSITIONWISE),
+    S.Flatten: (lambda layer, p, xs: flatten(xs[0]), WHOLE),
+    S.Linear: (lambda layer, p, xs: linear(xs[0], p["weight"], p.get("bias")), WHOLE),
+    S.Softmax: (lambda layer, p, xs: softmax(xs[0]), WHOLE),
+    S.Add: (lambda layer, p, xs: add(*xs), MERGE),
+    S.Concat: (lambda layer, p, xs: concat(*xs), MERGE),
+}
+
+
 def naive_layer(layer, params, inputs):
     """Apply one kryptonref layer spec with this module's functions.
 
     ``params`` is ``{param: array}`` as in ``Model.params[node]``; ``inputs`` is
     the list of the node's input batches.
     """
-    x = inputs[0]
-    if isinstance(layer, S.Conv2d):
-        return conv2d(x, params["weight"], params.get("bias"), layer.stride, layer.padding,
-                      layer.dilation, layer.groups)
-    if isinstance(layer, S.MaxPool2d):
-        return max_pool2d(x, layer.kernel_size, layer.stride, layer.padding, layer.dilation,
-                          layer.ceil_mode)
-    if isinstance(layer, S.AvgPool2d):
-        return avg_pool2d(x, layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode,
-                          layer.count_include_pad)
-    if isinstance(layer, S.GlobalAvgPool2d):
-        return global_avg_pool(x)
-    if isinstance(layer, S.AdaptiveAvgPool2d):
-        return adaptive_avg_pool(x, layer.output_size)
-    if isinstance(layer, S.ReLU):
-        return relu(x)
-    if isinstance(layer, S.ReLU6):
-        return relu6(x)
-    if isinstance(layer, S.Dropout):
-        return dropout(x)
-    if isinstance(layer, S.BatchNorm2d):
-        return batchnorm(x, params["weight"], params["bias"], params["running_mean"],
-                         params["running_var"], layer.eps)
-    if isinstance(layer, S.Flatten):
-        return flatten(x)
-    if isinstance(layer, S.Linear):
-        return linear(x, params["weight"], params.get("bias"))
-    if isinstance(layer, S.Softmax):
-        return softmax(x)
-    if isinstance(layer, S.Add):
-        return add(*inputs)
-    if isinstance(layer, S.Concat):
-        return concat(*inputs)
-    raise TypeError(f"the oracle has no rule for {type(layer).__name__}")
+    if type(layer) not in ORACLE:
+        raise TypeError(f"the oracle has no rule for {type(layer).__name__}")
+    return ORACLE[type(layer)][0](layer, params, inputs)
+
+
+def propagation(layer):
+    """How a change propagates through ``layer`` (:data:`ORACLE`)."""
+    return propagation_of(type(layer))
+
+
+def propagation_of(layer_type):
+    """How a change propagates through layers of ``layer_type`` (:data:`ORACLE`)."""
+    return ORACLE[layer_type][1]
 
 
 def naive_forward(graph, params, x):
@@ -353,7 +369,7 @@ def naive_occlude(image, y, x, patch_hw, fill):
 
 
 def naive_captum_occlusion(forward, image, window, stride, baseline, target):
-    """Captum's ``Occlusion.attribute`` written out plainly (DESIGN.md section 7).
+    """Captum's ``Occlusion.attribute`` written out plainly (``docs/design.md``, Occlusion output).
 
     Windows start at ``i*s`` for ``i = 0 .. ceil((W - w) / s)`` on each axis; the
     last is cut at the border. Each pixel's attribution is the mean, over the
@@ -404,7 +420,7 @@ def _naive_clamp(start, stop, n_out, tau):
 
 
 def naive_approximate(graph, params, image, y, x, patch_hw, fill, tau):
-    """Approximate inference for one patch position, the obvious way (DESIGN.md s. 6).
+    """Approximate inference for one patch position, the obvious way (``docs/design.md``, Approximate inference).
 
     Every node holds a whole tensor. A conv or pool node is computed in full from
     its (approximate) input; then, outside its region, its values are the
@@ -424,7 +440,8 @@ def naive_approximate(graph, params, image, y, x, patch_hw, fill, tau):
         layer = node.layer
         computed = naive_layer(layer, params.get(name, {}), [values[i] for i in node.inputs])
         ins = [regions[i] for i in node.inputs]
-        if layer.kind == "spatial":
+        kind = propagation(layer)
+        if kind == WINDOW:
             region = None
             if ins[0] is not None:
                 in_shape = graph.shapes[node.inputs[0]]
@@ -440,9 +457,9 @@ def naive_approximate(graph, params, image, y, x, patch_hw, fill, tau):
                 y0, y1, x0, x1 = region
                 out[:, :, y0:y1, x0:x1] = computed[:, :, y0:y1, x0:x1]
             values[name], regions[name] = out, region
-        elif layer.kind == "elementwise":
+        elif kind == POSITIONWISE:
             values[name], regions[name] = computed, ins[0]
-        elif layer.kind == "merge":
+        elif kind == MERGE:
             live = [r for r in ins if r is not None]
             if any(r == "whole" for r in live):
                 regions[name] = "whole"

@@ -1,5 +1,12 @@
-"""Hypothesis strategies: random architectures (chains and DAGs) and occlusion batches."""
+"""Hypothesis strategies: random architectures (chains and DAGs) and occlusion batches.
+
+:data:`LAYERS` holds one strategy per registered layer type (the registry's
+conformance test, ``tests/test_registry.py``, fails when a type is missing);
+:func:`architectures` draws from it, so every layer type appears in the
+random networks of the engine's property tests.
+"""
 import numpy as np
+from hypothesis import assume
 from hypothesis import strategies as st
 
 import kryptonref as kr
@@ -20,13 +27,15 @@ def _conv(draw, channels, allow_groups=True):
                      groups=groups, bias=draw(st.booleans()))
 
 
-def _pool(draw):
+def _pool(draw, max_pool=None):
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     pads = ((draw(st.integers(0, kh // 2)), draw(st.integers(0, kh // 2))),
             (draw(st.integers(0, kw // 2)), draw(st.integers(0, kw // 2))))
     ceil = draw(st.booleans())
-    if draw(st.booleans()):
+    if max_pool is None:
+        max_pool = draw(st.booleans())
+    if max_pool:
         dil = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
         pads = tuple((min(p0, effective_kernel(k, d) // 2), min(p1, effective_kernel(k, d) // 2))
                      for (p0, p1), k, d in zip(pads, (kh, kw), dil))
@@ -35,8 +44,42 @@ def _pool(draw):
                         count_include_pad=draw(st.booleans()))
 
 
+#: Single-input layer types on a feature map: type -> ``draw_layer(draw, shape)``.
+SINGLE = {
+    kr.Conv2d: lambda draw, shape: _conv(draw, shape[0]),
+    kr.MaxPool2d: lambda draw, shape: _pool(draw, max_pool=True),
+    kr.AvgPool2d: lambda draw, shape: _pool(draw, max_pool=False),
+    kr.ReLU: lambda draw, shape: kr.ReLU(),
+    kr.ReLU6: lambda draw, shape: kr.ReLU6(),
+    kr.Dropout: lambda draw, shape: kr.Dropout(),
+    kr.BatchNorm2d: lambda draw, shape: kr.BatchNorm2d(shape[0]),
+}
+#: Of those, the position-wise ones (a "fork" block reads one map with two of them).
+POSITIONWISE = [kr.ReLU, kr.ReLU6, kr.Dropout, kr.BatchNorm2d]
+#: Merges of two maps of one shape: type -> ``draw_layer(draw, shape)``.
+MERGES = {
+    kr.Add: lambda draw, shape: kr.Add(),
+    kr.Concat: lambda draw, shape: kr.Concat(),
+}
+#: Whole-tensor layers on a feature map (a "global" block): type -> ``draw_layer(draw, shape)``.
+WHOLE_MAPS = {
+    kr.GlobalAvgPool2d: lambda draw, shape: kr.GlobalAvgPool2d(),
+    kr.AdaptiveAvgPool2d: lambda draw, shape: kr.AdaptiveAvgPool2d(
+        (draw(st.integers(1, min(shape[1], 4))), draw(st.integers(1, min(shape[2], 4))))),
+}
+#: The classifier head's layer types (drawn by :func:`architectures` in that order).
+HEAD = [kr.GlobalAvgPool2d, kr.Flatten, kr.Linear, kr.Softmax]
+#: Every layer type the random architectures can hold.
+COVERED = set(SINGLE) | set(MERGES) | set(WHOLE_MAPS) | set(HEAD)
+
+
+def _draw_from(draw, table, shape, types=None):
+    kind = draw(st.sampled_from(sorted(types or table, key=lambda t: t.__name__)))
+    return table[kind](draw, shape)
+
+
 def _elementwise(draw, channels):
-    return draw(st.sampled_from([kr.ReLU(), kr.ReLU6(), kr.Dropout(), kr.BatchNorm2d(channels)]))
+    return _draw_from(draw, SINGLE, (channels, 1, 1), POSITIONWISE)
 
 
 def _same_conv(draw, c_in, c_out, stride=1):
@@ -58,24 +101,13 @@ def architectures(draw, dag=True, head=True, max_blocks=5, max_size=64):
     graph = kr.Graph((channels, height, width))
     current = graph.input_name
     n_blocks = draw(st.integers(1, max_blocks))
-    kinds = ["conv", "pool", "bn", "relu", "relu6", "dropout"] + (
-        ["res", "proj", "cat", "fork", "global"] if dag else [])
+    kinds = ["layer"] * 6 + (["res", "proj", "cat", "fork", "global"] if dag else [])
     for _ in range(n_blocks):
         kind = draw(st.sampled_from(kinds))
         c, h, w = graph.shapes[current]
         try:
-            if kind == "conv":
-                current = graph.add(_conv(draw, c), current)
-            elif kind == "pool":
-                current = graph.add(_pool(draw), current)
-            elif kind == "bn":
-                current = graph.add(kr.BatchNorm2d(c), current)
-            elif kind == "relu":
-                current = graph.add(kr.ReLU(), current)
-            elif kind == "relu6":
-                current = graph.add(kr.ReLU6(), current)
-            elif kind == "dropout":
-                current = graph.add(kr.Dropout(), current)
+            if kind == "layer":  # any single-input layer type
+                current = graph.add(_draw_from(draw, SINGLE, (c, h, w)), current)
             elif kind == "res":   # x + relu(conv(x)) with 'same' padding
                 branch = graph.add(_same_conv(draw, c, c), current)
                 branch = graph.add(kr.ReLU(), branch)
@@ -92,13 +124,13 @@ def architectures(draw, dag=True, head=True, max_blocks=5, max_size=64):
                 b = graph.add(_same_conv(draw, c, draw(st.integers(1, 3))), current)
                 p = graph.add(kr.MaxPool2d(3, 1, 1), current)
                 current = graph.add(kr.Concat(), [a, b, p])
-            elif kind == "fork":  # two element-wise readers, one maybe an alias (Dropout)
+            elif kind == "fork":  # two position-wise readers (maybe an alias: Dropout), merged
                 first, second = (graph.add(_elementwise(draw, c), current) for _ in range(2))
-                current = graph.add(kr.Add(), [first, second])
-            elif kind == "global":  # a whole-tensor layer, then a merge after it (1x1 from here)
-                pooled = graph.add(draw(st.sampled_from([kr.GlobalAvgPool2d(),
-                                                         kr.AdaptiveAvgPool2d(1)])), current)
-                current = graph.add(kr.Add(), [pooled, graph.add(_elementwise(draw, c), pooled)])
+                current = graph.add(_draw_from(draw, MERGES, (c, h, w)), [first, second])
+            elif kind == "global":  # a whole-tensor layer, then a merge after it
+                pooled = graph.add(_draw_from(draw, WHOLE_MAPS, (c, h, w)), current)
+                current = graph.add(_draw_from(draw, MERGES, graph.shapes[pooled]),
+                                    [pooled, graph.add(_elementwise(draw, c), pooled)])
         except ValueError:
             continue  # the feature map became too small for this layer: skip it
     if current == graph.input_name:
@@ -133,3 +165,38 @@ def occlusions(draw, graph):
         fill = rng.normal(size=(c, ph, pw))
     batch_size = draw(st.integers(1, len(positions)))
     return (ph, pw), np.array(positions, np.int64), fill, batch_size, seed
+
+
+@st.composite
+def graphs_with(draw, layer_type):
+    """A small graph with one node of ``layer_type`` (named ``"layer"``) where a layer of
+    that type can sit: after a conv for feature-map layers, in a classifier head for
+    the head's layer types. The graph's output is ``"layer"``."""
+    channels = draw(st.integers(1, 3))
+    height, width = draw(st.integers(6, 14)), draw(st.integers(6, 14))
+    graph = kr.Graph((channels, height, width))
+    source = graph.add(kr.Conv2d(channels, draw(st.integers(1, 3)), 3, padding=1), name="conv")
+    shape = graph.shapes[source]
+    if layer_type in SINGLE:
+        try:
+            graph.add(SINGLE[layer_type](draw, shape), source, name="layer")
+        except ValueError:  # the map is too small for the layer drawn
+            assume(False)
+    elif layer_type in MERGES:
+        other = graph.add(kr.Conv2d(channels, shape[0], 1), graph.input_name, name="other")
+        graph.add(MERGES[layer_type](draw, shape), [source, other], name="layer")
+    elif layer_type in WHOLE_MAPS:
+        graph.add(WHOLE_MAPS[layer_type](draw, shape), source, name="layer")
+    else:
+        layers = {kr.GlobalAvgPool2d: kr.GlobalAvgPool2d(), kr.Flatten: kr.Flatten(),
+                  kr.Linear: kr.Linear(shape[0], draw(st.integers(1, 4))),
+                  kr.Softmax: kr.Softmax()}
+        assert layer_type in layers, f"no strategy for {layer_type.__name__}"
+        current = graph.add(kr.GlobalAvgPool2d(), source, name="gap")
+        for kind in HEAD[1:]:
+            current = graph.add(layers[kind], current,
+                                name="layer" if kind is layer_type else kind.__name__.lower())
+            if kind is layer_type:
+                break
+    graph.output = "layer"
+    return graph

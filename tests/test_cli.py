@@ -6,6 +6,8 @@ import pytest
 
 from kryptonref.cli import main
 
+from .conftest import require
+
 
 def run(capsys, *argv):
     code = main(list(argv))
@@ -63,7 +65,7 @@ def test_errors_exit_non_zero_with_a_message(capsys, argv, match, tmp_path):
 
 
 def test_plot_writes_a_png(capsys, tmp_path):
-    pytest.importorskip("matplotlib")
+    require("matplotlib", "plot")
     plot = tmp_path / "map.png"
     code, _, _ = run(capsys, "analyze", "alexnet", "--image-size", "96", "--stride", "16",
                      "--plot", str(plot))
@@ -73,7 +75,7 @@ def test_plot_writes_a_png(capsys, tmp_path):
 
 
 def test_demo_runs_on_the_embedded_default(capsys, tmp_path):
-    pytest.importorskip("matplotlib")
+    require("matplotlib", "plot")
     out = tmp_path / "demo.png"
     code, text, _ = run(capsys, "demo", "--stride", "104", "--out", str(out))
     assert code == 0

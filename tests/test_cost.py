@@ -75,7 +75,7 @@ def test_tau_never_costs_more_and_one_is_exact():
 
 def test_vgg16_centre_speedup_depends_on_pooling_alignment():
     """Table 2's 7.6 (text: 7.4) for VGG16, patch 16, near the centre: exact regions give
-    6.5x at the exact centre and up to 7.6x one to two pixels off it (DESIGN.md s. 4)."""
+    6.5x at the exact centre and up to 7.6x one to two pixels off it (``docs/design.md``, Geometry)."""
     graph = kr.models.build_graph("vgg16")
     values = {(y, x): kr.speedup(graph, patch=16, positions=[(y, x)]).speedup
               for y in range(100, 109) for x in range(100, 109)}
@@ -110,74 +110,6 @@ def test_bad_arguments(kwargs, err, match):
         kr.speedup(chain(), **kwargs)
 
 
-# -- the batch order (kryptonref.schedule.batch_order) -----------------------------------
-from kryptonref.schedule import batch_order, walk_regions  # noqa: E402
-
-
-def signatures(graph, positions, patch_hw, tau):
-    """Per position: its region heights and widths over all region nodes, as a tuple."""
-    sizes = [(e[1] - e[0], e[3] - e[2]) for _, e, _ in walk_regions(graph, positions, patch_hw, tau)
-             if e is not None]
-    return [tuple(int(v) for pair in sizes for v in (pair[0][p], pair[1][p]))
-            for p in range(len(positions))]
-
-
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.data())
-def test_batch_order_groups_equal_regions(data):
-    """A permutation; equal signatures are consecutive; with every signature's count a
-    multiple of the batch size, the batches waste nothing: executed == paper conv MACs."""
-    graph = data.draw(architectures(dag=True))
-    patch_hw, positions, _, batch_size, _ = data.draw(occlusions(graph))
-    tau = data.draw(st.sampled_from([1.0, 0.6, 0.3]))
-    positions = np.asarray(positions, np.int64)
-    order = batch_order(graph, positions, patch_hw, tau)
-    assert order.dtype == np.int64
-    assert sorted(order.tolist()) == list(range(len(positions)))
-    ordered = [signatures(graph, positions, patch_hw, tau)[i] for i in order]
-    runs = 1 + sum(a != b for a, b in zip(ordered, ordered[1:]))
-    assert runs == len(set(ordered))
-
-    repeated = np.repeat(positions, batch_size, axis=0)
-    kwargs = dict(positions=repeated, tau=tau, batch_size=batch_size)
-    executed = kr.speedup(graph, patch_hw, mode="executed", **kwargs)
-    paper = kr.speedup(graph, patch_hw, mode="paper", **kwargs)
-    for ex, pa in zip(executed.layers, paper.layers):
-        if ex.type == "Conv2d":
-            assert ex.incremental_macs == pa.incremental_macs, ex.name
-        else:   # paper mode counts dense layers for unchanged positions too
-            assert ex.incremental_macs <= pa.incremental_macs, ex.name
-
-
-def test_batch_order_on_the_vgg16_grid():
-    """Row-major batches of 16 give 8.14x (paper: 9.14x); batches in batch_order 8.91x."""
-    graph = kr.models.build_graph("vgg16")
-    positions = kr.patch_positions((224, 224), 16, 4)
-    order = batch_order(graph, positions, (16, 16))
-    assert not np.array_equal(order, np.arange(len(positions)))
-    paper = kr.speedup(graph, 16, 4)
-    assert paper.speedup == pytest.approx(9.14, abs=0.01)
-    report = kr.speedup(graph, 16, 4, mode="executed", batch_size=16)
-    assert report.speedup == pytest.approx(8.91, abs=0.01)
-    # Per-position costs come back in row-major order: no position computes less than
-    # its own exact regions (the classifier changes at every position).
-    assert np.all(report.speedup_map <= paper.speedup_map * (1 + 1e-12))
-    assert np.any(report.speedup_map < paper.speedup_map)
-
-
-@pytest.mark.parametrize("side", [1, 2, 4, 8, 16])
-def test_hilbert_index_is_a_curve_through_the_grid(side):
-    """On a 2^k square the indices are 0..n-1, and each step moves to a neighbouring cell."""
-    from kryptonref.schedule import _hilbert_index
-    y, x = (v.ravel() for v in np.meshgrid(np.arange(side), np.arange(side), indexing="ij"))
-    index = _hilbert_index(y, x)
-    np.testing.assert_array_equal(np.sort(index), np.arange(side * side))
-    path = np.argsort(index)
-    steps = np.abs(np.diff(y[path])) + np.abs(np.diff(x[path]))
-    assert np.all(steps == 1)
-
-
 def global_then_merge():
     """A merge of a region branch with a branch after a global layer, which a strided
     1x1 conv leaves unchanged for patches between its samples; then a conv reads it."""
@@ -206,16 +138,19 @@ def test_executed_mode_on_a_merge_after_a_global_layer(batch_size):
         assert result.macs["after"] < len(positions) * model.graph.macs()["after"]
 
 
-def test_run_in_order_puts_every_row_back():
-    from kryptonref.schedule import run_in_order
-    order = np.array([3, 0, 4, 1, 2])
-    seen = []
+SMALL_SIZES = {"inception_v3": 75}
 
-    def compute(batch):
-        seen.append(list(batch))
-        return {"twice": 2 * batch[:, None] * np.ones((1, 2)), "id": batch.copy()}
 
-    out = run_in_order(order, 2, compute)
-    assert seen == [[3, 0], [4, 1], [2]]
-    np.testing.assert_array_equal(out["id"], np.arange(5))
-    np.testing.assert_array_equal(out["twice"], 2 * np.arange(5)[:, None] * np.ones((1, 2)))
+@pytest.mark.slow
+@pytest.mark.parametrize("name", kr.zoo_names())
+def test_executed_mode_equals_the_engine_on_every_zoo_model(name):
+    """The simulator sums the plans the engine executes: equal MACs, node by node."""
+    size = SMALL_SIZES.get(name, 64)
+    model = kr.zoo(name, image_size=size, num_classes=10, seed=0)
+    image = np.random.default_rng(0).normal(size=model.graph.input_shape).astype(np.float32)
+    positions = kr.patch_positions(model.graph.input_shape[1:], 16, 12)
+    result = kr.incremental_inference(model, image, positions, 16, batch_size=8)
+    report = kr.speedup(model, 16, positions=positions, mode="executed", batch_size=8)
+    assert report.incremental_macs == result.total_macs
+    assert {c.name: c.incremental_macs for c in report.layers} == \
+        {name: macs for name, macs in result.macs.items() if model.graph.macs()[name] > 0}

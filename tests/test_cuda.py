@@ -1,40 +1,37 @@
-"""The CUDA backend (numba-cuda): kernels, the engine's identity, the API, bad input.
+"""The CUDA backend (numba-cuda): its kernels, memory, API and bad input.
 
-On CPU-only machines these run under Numba's CUDA simulator (``tests/conftest.py``
-sets ``NUMBA_ENABLE_CUDASIM=1``) with tiny shapes and few examples; on a GPU,
-``NUMBA_ENABLE_CUDASIM=0 python -m pytest tests/test_cuda.py`` runs the real
+The engine's incremental-equals-full properties run on both backends in
+``tests/test_engine.py``; this file holds what is CUDA's own. On CPU-only
+machines these run under Numba's CUDA simulator (``tests/conftest.py`` sets
+``NUMBA_ENABLE_CUDASIM=1``) with tiny shapes; on a GPU,
+``NUMBA_ENABLE_CUDASIM=0 python -m pytest -m "cuda or gpu"`` runs the real
 kernels. Every kernel is also compiled to PTX (``test_every_kernel_compiles_to_ptx``),
 which type-checks it without a GPU.
 """
 import json
-import os
 import sys
 import textwrap
 
 import numba
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import kryptonref as kr
-from kryptonref import backend as backend_module
-from kryptonref.backend import get_backend
+from kryptonref import backends as backends_module
+from kryptonref.backends import get_backend
 
+from .conftest import SIMULATOR, require
 from .naive import naive_forward
 from .processes import run_python
-from .strategies import architectures, occlusions
-from .test_incremental import (SETTINGS, aliasing_net, check_identity, check_output_only,
-                               dropout_alias_net, flatten_alias_net, small_net)
+from .test_engine import check_identity, small_net
 
-SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
+pytestmark = pytest.mark.cuda
+
 CUDA = get_backend("cuda")
 from kryptonref._cuda import cupy_or_none  # noqa: E402  (after the backend checks)
-from kryptonref.layers import conv_cuda, ops_cuda  # noqa: E402
-
-#: Tiny under the simulator; bigger with real kernels.
-MAX_SIZE = 16 if SIMULATOR else 40
-EXAMPLES = 15 if SIMULATOR else 30
+from kryptonref.backends import cuda as cuda_backend_module, cuda_memory  # noqa: E402
+from kryptonref.layers import conv_cuda  # noqa: E402
+from kryptonref.layers.registry import registered  # noqa: E402
 
 
 def one_layer(layer, shape=(3, 7, 6)):
@@ -129,35 +126,6 @@ def test_im2col_in_chunks_gives_the_same_convolution(monkeypatch):
                                atol=1e-12)
 
 
-@settings(max_examples=EXAMPLES, **SETTINGS)
-@given(st.data())
-def test_chains_float64_on_cuda(data):
-    graph = data.draw(architectures(dag=False, max_blocks=3, max_size=MAX_SIZE))
-    check_identity(graph, data.draw(occlusions(graph)), np.float64, device="cuda")
-
-
-@settings(max_examples=EXAMPLES, **SETTINGS)
-@given(st.data())
-def test_dags_float64_on_cuda(data):
-    graph = data.draw(architectures(dag=True, max_blocks=3, max_size=MAX_SIZE))
-    check_identity(graph, data.draw(occlusions(graph)), np.float64, device="cuda")
-
-
-@settings(max_examples=EXAMPLES, **SETTINGS)
-@given(st.data())
-def test_dags_output_only_on_cuda(data):
-    graph = data.draw(architectures(dag=True, max_blocks=3, max_size=MAX_SIZE))
-    check_identity(graph, data.draw(occlusions(graph)), np.float64, device="cuda",
-                   every_node=False)
-
-
-@settings(max_examples=EXAMPLES, **SETTINGS)
-@given(st.data())
-def test_dags_float32_on_cuda(data):
-    graph = data.draw(architectures(dag=True, max_blocks=3, max_size=MAX_SIZE))
-    check_identity(graph, data.draw(occlusions(graph)), np.float32, device="cuda")
-
-
 def test_engine_with_the_gemm_convolution(conv_method):
     graph = small_net()
     positions = kr.patch_positions(graph.input_shape[1:], (3, 4), (4, 3))[:5]
@@ -171,10 +139,13 @@ def test_engine_with_the_gemm_convolution(conv_method):
 
 #: Zoo models with real kernels; the simulator (far too slow for them) runs a small net.
 ZOO = ([("small_net", 12)] if SIMULATOR else
-       [("resnet18", 64), ("mobilenet_v2", 64), ("densenet121", 64), ("googlenet", 64),
-        ("inception_v3", 75), ("vgg11_bn", 64), ("squeezenet1_1", 64)])
+       [pytest.param(name, size, marks=pytest.mark.gpu)
+        for name, size in [("resnet18", 64), ("mobilenet_v2", 64), ("densenet121", 64),
+                           ("googlenet", 64), ("inception_v3", 75), ("vgg11_bn", 64),
+                           ("squeezenet1_1", 64)]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,size", ZOO)
 def test_zoo_models_incremental_on_cuda_equal_full_inference(name, size):
     """float32, 1e-4 relative to the output's scale, against CPU full inference."""
@@ -233,7 +204,7 @@ def test_cpu_only_parameters_stay_on_the_host(monkeypatch):
     """Winograd filters and row taps are neither uploaded nor counted as device weights."""
     from kryptonref.layers import winograd
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
-    monkeypatch.setattr(winograd, "ENABLED", True)
+    monkeypatch.delenv("KRYPTONREF_WINOGRAD", raising=False)
     graph = kr.Graph((2, 6, 5))
     graph.add(kr.Conv2d(2, 3, 3, padding=1), name="conv")
     model = kr.Model(graph, seed=0)
@@ -256,18 +227,18 @@ def test_unknown_device_is_rejected(device):
 
 
 def test_no_gpu_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(ops_cuda, "cuda_error", lambda: "no CUDA GPU is available")
-    monkeypatch.setattr(backend_module, "_BACKENDS", {})
+    monkeypatch.setattr(cuda_backend_module, "cuda_error", lambda: "no CUDA GPU is available")
+    monkeypatch.setattr(backends_module, "_BACKENDS", {})
     with pytest.raises(RuntimeError, match="device='cuda' is not usable: no CUDA GPU"):
         kr.incremental_inference(kr.Model(small_net()), np.zeros((2, 12, 10), np.float32),
                                  [(0, 0)], 3, device="cuda")
 
 
 def test_missing_numba_cuda_names_the_extra(monkeypatch):
-    monkeypatch.setattr(backend_module, "_BACKENDS", {})
+    monkeypatch.setattr(backends_module, "_BACKENDS", {})
     for name in list(sys.modules):
-        if name.startswith("kryptonref.layers.") and name.endswith("_cuda") \
-                or name == "kryptonref._cuda":
+        if name.startswith("kryptonref.") and (name.endswith("_cuda") or name.endswith(".cuda")
+                                               or name.endswith("cuda_memory")):
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "numba.cuda", None)
     monkeypatch.delattr(numba, "cuda", raising=False)
@@ -276,7 +247,7 @@ def test_missing_numba_cuda_names_the_extra(monkeypatch):
 
 
 def test_a_model_too_large_for_the_gpu_says_how_much_it_needs(monkeypatch):
-    monkeypatch.setattr(ops_cuda, "_free_bytes", lambda: 1000)
+    monkeypatch.setattr(cuda_memory, "free_bytes", lambda: 1000)
     model = kr.Model(small_net(), seed=0)
     with pytest.raises(MemoryError, match=r"weights need [\d.]+ KiB of GPU memory; only 1.0 KiB are free"):
         model.forward(np.zeros((1, 2, 12, 10), np.float32), device="cuda")
@@ -293,13 +264,17 @@ def test_wrong_dtype_and_shape_on_cuda():
 
 
 # -- PTX ------------------------------------------------------------------------------
+#: Every module holding CUDA kernels: each layer type's (from the registry), the gather
+#: kernels and the device memory's.
+KERNEL_MODULES = sorted({record.cuda.partition(":")[0] for record in registered()}
+                        | {"kryptonref.layers.window_cuda", "kryptonref.backends.cuda_memory"})
+
 PTX_SCRIPT = textwrap.dedent("""
-    import json, os
+    import importlib, json, os, sys
     os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
     from numba import cuda
-    from kryptonref.layers import conv_cuda, ops_cuda, pool_cuda, window_cuda
     results = {}
-    for module in (conv_cuda, ops_cuda, pool_cuda, window_cuda):
+    for module in (importlib.import_module(name) for name in sys.argv[1:]):
         for kernel, signature in module.KERNELS:
             for ftype in ("float32", "float64") if "{T}" in signature else ("fixed",):
                 name = f"{module.__name__.rsplit('.', 1)[1]}.{kernel.py_func.__name__}[{ftype}]"
@@ -315,15 +290,16 @@ PTX_SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def ptx_results():
-    out = run_python(PTX_SCRIPT, env={"NUMBA_ENABLE_CUDASIM": "0"}, timeout=900)
+    out = run_python(PTX_SCRIPT, env={"NUMBA_ENABLE_CUDASIM": "0"}, timeout=900,
+                     args=KERNEL_MODULES)
     return json.loads(out.strip().splitlines()[-1])
 
 
 def test_every_kernel_compiles_to_ptx(ptx_results):
     """``cuda.compile_ptx`` type-checks each kernel for float32 and float64 (no GPU needed)."""
-    from kryptonref.layers import pool_cuda, window_cuda
+    import importlib
     expected = sum(2 if "{T}" in signature else 1
-                   for m in (conv_cuda, ops_cuda, pool_cuda, window_cuda)
+                   for m in map(importlib.import_module, KERNEL_MODULES)
                    for _, signature in m.KERNELS)
     assert len(ptx_results) == expected
     failed = {k: v for k, v in ptx_results.items() if v != "ok"}
@@ -341,7 +317,7 @@ def test_gemm_backend_choices():
 
 # -- command line ---------------------------------------------------------------------
 def tiny_onnx_classifier(path):
-    pytest.importorskip("onnx")
+    require("onnx", "onnx")
     g = kr.Graph((3, 12, 12))
     g.add(kr.Conv2d(3, 4, 3, padding=1), name="conv")
     g.add(kr.ReLU(), name="relu")
@@ -354,6 +330,7 @@ def tiny_onnx_classifier(path):
 
 def test_cli_occlude_on_cuda_equals_the_cpu(tmp_path, capsys):
     from kryptonref.cli import main
+    require("PIL", "image")
     from kryptonref.images import sample_image_path
     onnx_path = tiny_onnx_classifier(str(tmp_path / "tiny.onnx"))
     results = {}
@@ -371,9 +348,10 @@ def test_cli_occlude_on_cuda_equals_the_cpu(tmp_path, capsys):
 
 def test_cli_without_a_gpu_exits_non_zero_and_writes_nothing(tmp_path, capsys, monkeypatch):
     from kryptonref.cli import main
+    require("PIL", "image")
     from kryptonref.images import sample_image_path
-    monkeypatch.setattr(ops_cuda, "cuda_error", lambda: "no CUDA GPU is available")
-    monkeypatch.setattr(backend_module, "_BACKENDS", {})
+    monkeypatch.setattr(cuda_backend_module, "cuda_error", lambda: "no CUDA GPU is available")
+    monkeypatch.setattr(backends_module, "_BACKENDS", {})
     onnx_path = tiny_onnx_classifier(str(tmp_path / "tiny.onnx"))
     heat = tmp_path / "heat.npy"
     code = main(["occlude", sample_image_path(), "--onnx", onnx_path, "--device", "cuda",
@@ -391,13 +369,6 @@ def test_upload_gives_reshapeable_arrays_whatever_the_host_strides():
     np.testing.assert_array_equal(CUDA.to_host(device_array.reshape((64,))), np.arange(64.0))
 
 
-def test_batch_norm_straight_on_the_input():
-    """The GPU run's falsifying example: BatchNorm2d of the (1, 8, 8) input, one pixel."""
-    g = kr.Graph((1, 8, 8))
-    g.add(kr.BatchNorm2d(1), name="bn")
-    check_identity(g, ((1, 1), np.array([[0, 0]]), 0.0, 1, 0), np.float64, device="cuda")
-
-
 def test_approximate_occlusion_on_cuda_equals_the_cpu():
     """tau and drill-down run on the same plan on both backends."""
     graph = small_net()
@@ -412,13 +383,8 @@ def test_approximate_occlusion_on_cuda_equals_the_cpu():
     assert gpu.macs == cpu.macs
 
 
-@pytest.mark.parametrize("net", [aliasing_net, dropout_alias_net, flatten_alias_net])
-def test_in_place_layers_on_cuda_never_overwrite_what_is_read_later(net):
-    check_output_only(net(), device="cuda")
-
-
 def test_gather_accumulate_and_in_place_elementwise_on_cuda():
-    """The CUDA twins of ``accumulate=True`` and ``elementwise(..., out=x)``."""
+    """The CUDA twins of ``accumulate=True`` and ``apply(..., out=x)``."""
     from kryptonref.layers.window import gather_windows as cpu_gather
     rng = np.random.default_rng(21)
     base, patch = rng.normal(size=(2, 5, 4)), rng.normal(size=(3, 2, 2, 2))
@@ -434,7 +400,7 @@ def test_gather_accumulate_and_in_place_elementwise_on_cuda():
     x = rng.normal(size=(2, 3, 7, 6))
     params = CUDA.params(model)["layer"]
     x_device = CUDA.to_device(x)
-    same = CUDA.elementwise(model.graph.nodes["layer"].layer, params, x_device, out=x_device)
+    same = CUDA.apply(model.graph.nodes["layer"].layer, params, x_device, out=x_device)
     assert same is x_device
     np.testing.assert_allclose(CUDA.to_host(same), model.forward(x), rtol=1e-12)
 
@@ -453,7 +419,7 @@ def test_non_finite_values_on_cuda_as_on_the_cpu(layer, conv_method):
     model = kr.Model(graph, seed=1, dtype=np.float64)
     shape = graph.shapes["layer"]
     with np.errstate(invalid="ignore"):  # inf - inf (and, in the simulator, in the kernels)
-        want = kr.layers.ops.full(layer, model.prepared["layer"], [x], shape)
+        want = get_backend("cpu").full(layer, model.prepared["layer"], [x], shape)
         got = CUDA.to_host(CUDA.full(layer, CUDA.params(model)["layer"], [CUDA.to_device(x)],
                                      shape))
     assert np.isinf(want).any() or np.isnan(want).any()

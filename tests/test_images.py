@@ -4,6 +4,8 @@ import os
 import numpy as np
 import pytest
 
+from .conftest import require
+
 from kryptonref.analysis.plots import save_overlay, upsample_heatmap
 from kryptonref.images import (IMAGENET_MEAN, IMAGENET_STD, load_image, sample_image_path,
                                to_display)
@@ -13,7 +15,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def Image():
-    return pytest.importorskip("PIL.Image")
+    return require("PIL.Image", "image")
 
 
 def save(Image, tmp_path, array_or_image, name="img.png", **kwargs):
@@ -337,7 +339,7 @@ def overlay_inputs(size=32, patch=8, stride=4):
 
 
 def test_overlay_writes_a_png(tmp_path):
-    pytest.importorskip("matplotlib")
+    require("matplotlib", "plot")
     image, heat = overlay_inputs()
     out = tmp_path / "overlay.png"
     assert save_overlay(image, heat, out, patch=8, stride=4, title="a title") == str(out)
@@ -350,13 +352,13 @@ def test_overlay_writes_a_png(tmp_path):
     save_overlay(image8, np.arange(ny * nx, dtype=float), out2, patch=(8, 4), stride=4,
                  alpha=1.0, cmap="viridis")
     assert out2.read_bytes()[:8] == PNG_MAGIC
-    PIL = pytest.importorskip("PIL.Image")
+    PIL = require("PIL.Image", "image")
     with PIL.open(out) as im:
         assert im.size[0] > im.size[1] > 50                  # two panels side by side
 
 
 def test_overlay_leaves_no_partial_file_on_error(tmp_path, monkeypatch):
-    pytest.importorskip("matplotlib")
+    require("matplotlib", "plot")
     from matplotlib.figure import Figure
 
     image, heat = overlay_inputs()

@@ -2,11 +2,11 @@
 
 Three paths are checked:
 
-* the full path, ``ops.full`` (directly, with ``Model.prepared`` parameters,
+* the full path, the CPU backend's ``full`` (directly, with ``Model.prepared`` parameters,
   and through ``Model.forward`` on one-layer graphs), for every layer type over
   a grid of hyper-parameters, in float64 and float32;
 * the region path: ``window.gather_windows`` against a plain NumPy
-  construction of the read window, and ``ops.region`` for conv / max pool /
+  construction of the read window, and the CPU backend's ``region`` for conv / max pool /
   avg pool against the oracle's full output sliced at the region;
 * ``pool.avg_pool_divisors`` against the oracle's per-output divisors.
 
@@ -23,14 +23,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kryptonref as kr
-from kryptonref.layers import ops
+from kryptonref.backends import get_backend
 from kryptonref.layers.pool import avg_pool_divisors
 from kryptonref.layers.window import gather_windows
 
-try:  # tests/ as a package (python -m pytest from the repo root) or as a rootdir
-    from tests import naive
-except ImportError:  # pragma: no cover
-    import naive
+from . import naive
+
+CPU = get_backend("cpu")
 
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=1e-5)}
@@ -73,8 +72,8 @@ def check_full(layer, in_shape, dtype, n=2, seed=0, scale=1.0):
     out_shape = model.graph.shapes[name]
     assert want.shape[1:] == out_shape, "spec output shape disagrees with the oracle"
     assert_close(model.forward(x), want, dtype, f"forward {layer}")
-    direct = ops.full(layer, model.prepared[name], [x.astype(dtype)], out_shape)
-    assert_close(direct, want, dtype, f"ops.full {layer}")
+    direct = CPU.full(layer, model.prepared[name], [x.astype(dtype)], out_shape)
+    assert_close(direct, want, dtype, f"CPU.full {layer}")
 
 
 def geom_id(geom):
@@ -121,7 +120,7 @@ def test_oracle_avg_pool_pytorch_example():
                                   [1.5, 3.0, 4.0])
     for cip in (True, False):
         layer = kr.AvgPool2d(**args, count_include_pad=cip)
-        got = ops.full(layer, {}, [x], (1, 1, 3))
+        got = CPU.full(layer, {}, [x], (1, 1, 3))
         np.testing.assert_allclose(got, naive.avg_pool2d(x, **args, count_include_pad=cip))
 
 
@@ -380,9 +379,9 @@ def test_elementwise_in_place_equals_a_new_array(layer):
     model, name = one_layer(layer, (3, 5, 6), np.float32, seed=4)
     params = model.prepared[name]
     x = (np.random.default_rng(5).normal(size=(2, 3, 5, 6)) * 5).astype(np.float32)
-    fresh = ops.elementwise(layer, params, x)
+    fresh = CPU.apply(layer, params, x)
     inplace = x.copy()
-    got = ops.elementwise(layer, params, inplace, out=inplace)
+    got = CPU.apply(layer, params, inplace, out=inplace)
     assert got is inplace and fresh is not x
     np.testing.assert_array_equal(got, fresh)
 
@@ -403,7 +402,7 @@ def test_pools_propagate_nan_and_inf_as_pytorch(layer):
     with np.errstate(invalid="ignore"):  # inf - inf in the oracle's sums
         want = naive.naive_layer(layer, {}, [x])
     assert np.isnan(want).any() and np.isinf(want).any()
-    got = ops.full(layer, model.prepared[name], [x], model.graph.shapes[name])
+    got = CPU.full(layer, model.prepared[name], [x], model.graph.shapes[name])
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
 
 
@@ -433,8 +432,8 @@ def test_vector_layers(bias, dtype):
         inputs = [want[i].astype(dtype) for i in node.inputs]
         layer_want = naive.naive_layer(node.layer, rounded_params(model.params, dtype).get(name, {}),
                                        [rounded(v, dtype) for v in inputs])
-        assert_close(ops.full(node.layer, model.prepared[name], inputs, graph.shapes[name]),
-                     layer_want, dtype, f"ops.full {name}")
+        assert_close(CPU.full(node.layer, model.prepared[name], inputs, graph.shapes[name]),
+                     layer_want, dtype, f"CPU.full {name}")
     np.testing.assert_allclose(got["prob"].sum(axis=1), 1.0, rtol=1e-6)
 
 
@@ -451,7 +450,7 @@ def test_merge_layers(layer, shapes, dtype):
     inputs = [rng.normal(size=(2,) + s).astype(dtype) for s in shapes]
     keep = [v.copy() for v in inputs]
     want = naive.naive_layer(layer, {}, [rounded(v, dtype) for v in inputs])
-    got = ops.full(layer, {}, inputs, layer.output_shape(shapes))
+    got = CPU.full(layer, {}, inputs, layer.output_shape(shapes))
     assert_close(got, want, dtype, str(layer))
     for v, k in zip(inputs, keep):  # inputs are not modified in place
         np.testing.assert_array_equal(v, k)
@@ -598,7 +597,7 @@ def test_gather_windows_random(data):
     np.testing.assert_array_equal(got, want)
 
 
-# --- region path: ops.region ------------------------------------------------------------------
+# --- region path: CPU.region ------------------------------------------------------------------
 
 REGION_CASES = [
     (kr.Conv2d(3, 4, 3, padding=1), (3, 9, 8)),
@@ -638,7 +637,7 @@ def test_region_vs_full(layer, in_shape, region_hw, dtype):
     win_h, win_w = (rh - 1) * sh + dh * (kh - 1) + 1, (rw - 1) * sw + dw * (kw - 1) + 1
     win = gather_windows(x.astype(dtype), None, None, None, out_y0 * sh - pt, out_x0 * sw - pl,
                          win_h, win_w, layer.pad_value)
-    got = ops.region(layer, model.prepared[name], win, in_shape[1:], out_hw, out_y0, out_x0,
+    got = CPU.region(layer, model.prepared[name], win, in_shape[1:], out_hw, out_y0, out_x0,
                      (rh, rw))
     want = np.stack([full[:, y:y + rh, x0:x0 + rw] for y, x0 in zip(out_y0, out_x0)])
     assert_close(got, want, dtype, f"region {layer} {rh}x{rw}")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import kryptonref as kr
-from kryptonref.occlusion import captum_windows
+from kryptonref.explain import captum_windows
 
 from . import naive
 
@@ -39,7 +39,7 @@ def test_heatmap_and_attribution_match_the_plain_definitions(patch, stride):
     image = image_for(graph)
     result = kr.occlusion(model, image, patch=patch, stride=stride, fill=0.25, batch_size=3)
     forward = lambda img: model.forward(img[None])[0]   # noqa: E731
-    (ph, pw), (sh, sw) = kr.engine._pair(patch, "p"), kr.engine._pair(stride, "s")
+    (ph, pw), (sh, sw) = kr.validate.int_pair(patch, "p"), kr.validate.int_pair(stride, "s")
     ys = range(0, 20 - ph + 1, sh)
     xs = range(0, 17 - pw + 1, sw)
     expected = np.array([[softmax(forward(naive.naive_occlude(image, y, x, (ph, pw), 0.25)))
@@ -89,7 +89,7 @@ def test_fill_values(fill):
     if isinstance(fill, str):
         patch = np.broadcast_to(image.reshape(3, -1).mean(axis=1)[:, None, None], (3, 4, 4))
     else:
-        patch = kr.engine._fill_patch(fill, 3, (4, 4), np.float64)
+        patch = kr.validate.fill_patch(fill, 3, (4, 4), np.float64)
     y, x = result.positions[7]
     occluded = image.copy()
     occluded[:, y:y + 4, x:x + 4] = patch

@@ -6,12 +6,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kryptonref as kr
-from kryptonref.layers import conv, ops, winograd
+from kryptonref.layers import conv, winograd
+from kryptonref.layers.registry import entry
 
 from . import naive
-from .processes import run_python
 from .strategies import occlusions
-from .test_incremental import check_identity
+from .test_engine import check_identity
 
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=1e-5)}
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -92,17 +92,33 @@ def test_documented_matrices_compute_the_convolution():
     np.testing.assert_allclose(winograd.A_T @ product @ winograd.A_T.T, want, rtol=1e-12)
 
 
+def prepare(layer, params):
+    """The CPU's kernel-ready parameters of ``layer``, as a model prepares them."""
+    record = entry(layer)
+    return record.cpu.prepare(layer, record.prepare(layer, params, np.float32))
+
+
+@pytest.fixture(autouse=True)
+def winograd_on(monkeypatch):
+    """Every test starts with Winograd on (the default), whatever the environment says."""
+    monkeypatch.delenv("KRYPTONREF_WINOGRAD", raising=False)
+    yield
+    kr.runtime.configure(winograd=None)
+
+
 def test_winograd_can_be_turned_off(monkeypatch):
-    """``ENABLED`` False leaves im2col + GEMM; ``KRYPTONREF_WINOGRAD=0`` sets it at import."""
+    """The ``winograd`` setting off leaves im2col + GEMM; ``KRYPTONREF_WINOGRAD=0`` turns it
+    off too, read when parameters are prepared (no fresh interpreter needed)."""
     layer = kr.Conv2d(64, 8, 3, padding=1)
     params = {"weight": np.ones((8, 64, 3, 3))}
-    monkeypatch.setattr(winograd, "ENABLED", True)
-    assert "winograd" in ops.prepare_params(layer, params, np.float32)
-    monkeypatch.setattr(winograd, "ENABLED", False)
-    assert "winograd" not in ops.prepare_params(layer, params, np.float32)
-    read = "import kryptonref.layers.winograd as w; print(w.ENABLED)"
-    for value, expected in (("0", "False"), ("1", "True")):
-        assert run_python(read, env={"KRYPTONREF_WINOGRAD": value}).strip() == expected
+    assert "winograd" in prepare(layer, params)
+    kr.runtime.configure(winograd=False)
+    assert "winograd" not in prepare(layer, params)
+    kr.runtime.configure(winograd=None)
+    monkeypatch.setenv("KRYPTONREF_WINOGRAD", "0")
+    assert "winograd" not in prepare(layer, params)
+    monkeypatch.setenv("KRYPTONREF_WINOGRAD", "1")
+    assert "winograd" in prepare(layer, params)
 
 
 @pytest.mark.parametrize("oh, ow, pays", [(1, 1, False), (1, 8, False), (2, 1, False),
@@ -142,16 +158,14 @@ def test_thin_regions_take_the_gemm_path(monkeypatch):
     (kr.Conv2d(64, 8, 1), False),
 ])
 def test_prepared_params_choose_winograd(layer, uses, monkeypatch):
-    monkeypatch.setattr(winograd, "ENABLED", True)
     params = {"weight": np.ones((layer.out_channels, layer.in_channels // layer.groups)
                                 + tuple(layer.kernel_size))}
-    assert ("winograd" in ops.prepare_params(layer, params, np.float32)) == uses
+    assert ("winograd" in prepare(layer, params)) == uses
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_conv_layer_through_winograd_equals_the_oracle(dtype, monkeypatch):
     """Full inference of a Winograd-eligible layer (padding 1) through ``Model.forward``."""
-    monkeypatch.setattr(winograd, "ENABLED", True)
     calls = []
     monkeypatch.setattr(conv, "winograd_conv",
                         lambda *args: calls.append(1) or winograd.winograd_conv(*args))
@@ -210,6 +224,5 @@ def test_incremental_identity_with_winograd_everywhere(dtype, examples):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(winograd, "MIN_CHANNELS", 1)
         patch.setattr(winograd, "WIDE_CHANNELS", 1)
-        patch.setattr(winograd, "ENABLED", True)
         run()
     assert winograd_layers, "no drawn architecture had a Winograd convolution"

@@ -20,24 +20,25 @@ Two modes:
     The regions the batched engine really computes: the positions in the
     engine's order (:func:`kryptonref.schedule.batch_order`: equal regions next
     to each other), per batch of ``batch_size`` of them one region size per
-    layer (the largest in the batch), border shifts included. Its MACs equal the
-    engine's count (``IncrementalResult.macs``), which a property test checks.
+    layer (the largest in the batch), border shifts included. It sums the very
+    plans the engine executes (:func:`kryptonref.schedule.plan`), so its MACs
+    equal the engine's count (``IncrementalResult.macs``) by construction.
 
 Both take ``tau``, the projective-field threshold of approximate inference
-(DESIGN.md section 6); ``tau = 1`` is exact.
+(``docs/design.md``); ``tau = 1`` is exact. Both count with the layer
+registry's MAC rules: conv and fully-connected layers, as the paper does.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 
-from ..engine import _pair, patch_positions
+from .. import validate
+from ..engine import patch_positions
 from ..graph import Graph
-from ..layers import Conv2d, Linear
 from ..model import Model
-from ..schedule import batch_order, check_tau, is_empty, unpermute, walk_regions
+from ..schedule import batch_order, executed_macs, paper_macs, plan, run_in_order
 
 __all__ = ["speedup", "SpeedupReport", "LayerCost"]
 
@@ -74,7 +75,7 @@ class SpeedupReport:
     centre_speedup, min_speedup, max_speedup : float
         At the position nearest the image centre, and the extremes.
     layers : list of LayerCost
-        Conv and fully-connected nodes in topological order.
+        The nodes with MACs (conv and fully-connected) in topological order.
     """
 
     model: str
@@ -157,23 +158,19 @@ def speedup(model, patch=16, stride=4, tau=1.0, mode="paper", positions=None, ba
     graph = model.graph if isinstance(model, Model) else model
     if not isinstance(graph, Graph):
         raise TypeError(f"model must be a kryptonref Model or Graph, got {type(model).__name__}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    tau = check_tau(tau)
-    patch_hw = _pair(patch, "patch")
+    mode = validate.one_of(mode, MODES, "mode")
+    tau = validate.tau(tau)
+    patch_hw = validate.int_pair(patch, "patch")
     image_hw = graph.input_shape[1:]
-    if patch_hw[0] > image_hw[0] or patch_hw[1] > image_hw[1]:
-        raise ValueError(f"patch {patch_hw} is larger than the image {tuple(image_hw)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    validate.patch_fits(patch_hw, image_hw)
+    batch_size = validate.positive_int(batch_size, "batch_size")
     if positions is None:
-        stride_hw = _pair(stride, "stride")
+        stride_hw = validate.int_pair(stride, "stride")
         pos = patch_positions(image_hw, patch_hw, stride_hw)
         grid = (len(range(0, image_hw[0] - patch_hw[0] + 1, stride_hw[0])),
                 len(range(0, image_hw[1] - patch_hw[1] + 1, stride_hw[1])))
     else:
-        from ..engine import _check_positions
-        pos = _check_positions(positions, image_hw, patch_hw)
+        pos = validate.positions(positions, image_hw, patch_hw)
         stride_hw, grid = None, None
 
     full_per_node = graph.macs()
@@ -183,7 +180,7 @@ def speedup(model, patch=16, stride=4, tau=1.0, mode="paper", positions=None, ba
     per_position = sum(costs.values())
     layers = [LayerCost(n, type(graph.nodes[n].layer).__name__, full_per_node[n] * n_pos,
                         int(costs[n].sum()))
-              for n in graph.order if isinstance(graph.nodes[n].layer, (Conv2d, Linear))]
+              for n in graph.order if full_per_node[n] > 0]
     position_speedup = full_one / np.maximum(per_position, 1)
     centre = _centre_index(pos, patch_hw, image_hw)
     total_incremental = int(per_position.sum())
@@ -207,46 +204,13 @@ def _centre_index(pos, patch_hw, image_hw):
 def _incremental_macs(graph, pos, patch_hw, tau, mode, batch_size):
     """Per node, the incremental MACs of each position, shape (P,), in the order of ``pos``.
 
-    Walks the regions as the engine plans them (:func:`schedule.walk_regions`).
-    In ``executed`` mode the positions are batched in the engine's order
-    (:func:`schedule.batch_order`), a whole node is computed for a batch when any
-    of its positions changed it, and a conv layer computes the batch's region.
+    ``paper``: one plan over all positions, each counted with its own exact
+    regions (:func:`schedule.paper_macs`). ``executed``: the plans of the
+    engine's batches (:func:`schedule.batch_order`, ``batch_size`` at a time),
+    each position charged its share of its batch (:func:`schedule.executed_macs`).
     """
-    n_pos = len(pos)
-    starts = np.arange(0, n_pos, batch_size)
-    if mode == "executed":
-        order = batch_order(graph, pos, patch_hw, tau)
-        spread = partial(_batch_any, starts=starts)
-    else:
-        order, spread = np.arange(n_pos), None
-    macs = {}
-    for name, exact, live in walk_regions(graph, pos[order], patch_hw, tau, spread):
-        node = graph.nodes[name]
-        layer, shape = node.layer, graph.shapes[name]
-        cost = np.zeros(n_pos, np.int64)
-        if isinstance(layer, Conv2d):
-            per_output = layer.macs([graph.shapes[node.inputs[0]]], (shape[0], 1, 1))
-            cost = per_output * _area(exact, mode, starts)
-        elif layer.kind == "global":
-            counted = live if mode == "executed" else np.ones(n_pos, bool)
-            cost = counted * layer.macs([graph.shapes[i] for i in node.inputs], shape)
-        macs[name] = unpermute(cost, order)
-    return macs
-
-
-def _batch_any(flags, starts):
-    """Per position: does any position of its batch have the flag set?"""
-    per_batch = np.logical_or.reduceat(flags, starts)
-    return np.repeat(per_batch, np.diff(np.append(starts, len(flags))))
-
-
-def _area(region, mode, starts):
-    """Outputs computed per position: exact area (paper) or the batch's region (executed)."""
-    y0, y1, x0, x1 = region
     if mode == "paper":
-        return (y1 - y0) * (x1 - x0)
-    counts = np.diff(np.append(starts, len(y0)))
-    h = np.repeat(np.maximum.reduceat(y1 - y0, starts), counts)
-    w = np.repeat(np.maximum.reduceat(x1 - x0, starts), counts)
-    alive = np.repeat(np.logical_or.reduceat(~is_empty(region), starts), counts)
-    return h * w * alive
+        return paper_macs(graph, plan(graph, pos, patch_hw, tau))
+    order = batch_order(graph, pos, patch_hw, tau)
+    return run_in_order(order, batch_size,
+                        lambda batch: executed_macs(graph, plan(graph, pos[batch], patch_hw, tau)))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import _pair
+from ..validate import int_pair as _pair
 
 __all__ = ["cell_centres", "centres_in_box", "pointing_game", "energy_in_box"]
 

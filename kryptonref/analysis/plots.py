@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from ..engine import _pair
+from ..validate import int_pair as _pair
 
 __all__ = ["upsample_heatmap", "save_overlay"]
 

@@ -7,7 +7,7 @@
 * :func:`mean_absolute_error` of two heatmaps.
 * :func:`drilldown_speedup` and :func:`coarse_stride_for`: adaptive drill-down's
   predicted speedup ``S1^2 / (S2^2 + r S1^2)`` and the coarse stride reaching a
-  target speedup (SIGMOD 2019, DESIGN.md section 6).
+  target speedup (SIGMOD 2019, ``docs/design.md``, Approximate inference).
 """
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ import math
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from ..validate import open_fraction
+
 __all__ = ["ssim", "mean_absolute_error", "drilldown_speedup", "coarse_stride_for",
-           "check_r_drill"]
+           ]
 
 #: Gaussian window of Wang et al. 2004: sigma 1.5, cut at 3.5 sigma (11 x 11).
 SIGMA, TRUNCATE = 1.5, 3.5
@@ -81,26 +83,15 @@ def mean_absolute_error(reference, other):
     return float(np.mean(np.abs(a - b)))
 
 
-def check_r_drill(r_drill):
-    """Return ``r_drill`` as a float in (0, 1), else raise ValueError."""
-    try:
-        value = float(r_drill)
-    except (TypeError, ValueError):
-        raise TypeError(f"r_drill must be a number in (0, 1), got {r_drill!r}") from None
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"r_drill must lie in (0, 1), got {r_drill!r}")
-    return value
-
-
 def drilldown_speedup(coarse_stride, fine_stride, r_drill):
     """Predicted speedup of drill-down over the fine grid: ``S1^2 / (S2^2 + r S1^2)``.
 
-    Adaptive drill-down's cost model (SIGMOD 2019, DESIGN.md section 6):
+    Adaptive drill-down's cost model (SIGMOD 2019, ``docs/design.md``, Approximate inference):
     stage 1 costs ``(S2 / S1)^2`` of the fine grid, stage 2 the fraction ``r``.
 
     Strides may be ints or ``(S_y, S_x)`` pairs (then ``S^2`` is ``S_y S_x``).
     """
-    r = check_r_drill(r_drill)
+    r = open_fraction(r_drill, "r_drill")
     s1, s2 = (float(np.prod(np.broadcast_to(s, (2,)))) for s in (coarse_stride, fine_stride))
     return s1 / (s2 + r * s1)
 
@@ -108,7 +99,7 @@ def drilldown_speedup(coarse_stride, fine_stride, r_drill):
 def coarse_stride_for(target_speedup, fine_stride, r_drill, extent):
     """The coarse stride reaching ``target_speedup``: ``S2 sqrt(T / (1 - r T))``.
 
-    :func:`drilldown_speedup` solved for ``S1`` (SIGMOD 2019, DESIGN.md section 6).
+    :func:`drilldown_speedup` solved for ``S1`` (SIGMOD 2019, ``docs/design.md``, Approximate inference).
 
     Rounded up to a multiple of the fine stride (so that coarse positions lie on
     the fine grid) and kept at most ``extent``, the image's size on that axis
@@ -120,7 +111,7 @@ def coarse_stride_for(target_speedup, fine_stride, r_drill, extent):
         When the target is not above 1, or not below the bound
         ``min(W^2 / (S2^2 + r W^2), 1 / r)`` with ``W = extent``.
     """
-    r = check_r_drill(r_drill)
+    r = open_fraction(r_drill, "r_drill")
     target = float(target_speedup)
     bound = min(extent * extent / (fine_stride * fine_stride + r * extent * extent), 1.0 / r)
     if not 1.0 < target < bound:

@@ -1,4 +1,5 @@
-"""Convolution kernels (CPU): im2col + BLAS GEMM, and a direct kernel for groups.
+"""Convolution: the ``Conv2d`` layer type and its CPU kernels (im2col + BLAS GEMM,
+Winograd, and a direct kernel for groups); the CUDA twin is :mod:`.conv_cuda`.
 
 Both the full-tensor and the region computation reduce to one operation: a
 *valid* (unpadded) convolution over windows that already hold their padding.
@@ -6,8 +7,8 @@ For the full tensor the window is the zero-padded input; for a region it is the
 window assembled by :func:`kryptonref.layers.window.gather_windows`. The paper's
 FMA count (section 4) is what :func:`conv_macs` returns.
 
-Dense convolutions are GEMMs (direct loops are 20-40x slower, DESIGN.md
-section 8), in one of four layouts:
+Dense convolutions are GEMMs (direct loops are 20-40x slower, ``docs/design.md``,
+Performance facts), in one of four layouts:
 
 * *row taps* (vertical stride 1): im2col over channels and kernel columns only,
   one row of columns per window row; kernel row ``ky`` is then a GEMM over the
@@ -31,11 +32,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._numba import KERNEL, njit, prange
-from .blas import gemm, gemm_function
-from .winograd import winograd_conv, winograd_pays_off
+from dataclasses import dataclass
 
-__all__ = ["conv2d_valid", "conv_macs"]
+from .._numba import KERNEL, njit, prange
+from .base import Padding, Pair, Spatial, as_int, as_padding, as_pair, check_rank
+from .blas import gemm, gemm_function
+from .registry import Kernels, Rule, register
+from .winograd import suits_winograd, winograd_conv, winograd_filters, winograd_pays_off
+
+__all__ = ["Conv2d", "conv2d_valid", "conv_macs", "row_taps"]
 
 #: Upper bound on an im2col buffer's bytes; larger batches are processed in chunks
 #: (a bounded buffer stays reusable and mostly in the cache; see also
@@ -46,9 +51,8 @@ SMALL_REGION = 256
 #: Size of the row-tap column buffer, sized to stay in the cache (bytes).
 TILE_BYTES = 2 << 20
 #: Outputs per window from which a 1x1 convolution runs one GEMM per window; below,
-#: those GEMMs are too thin and one GEMM over the batch wins (up to 1.8x at 5 x 5
-#: outputs and 2048 channels; from 7 x 7 on, one per window wins by up to 1.3x;
-#: batch 64, float32, 64 to 2048 channels).
+#: those GEMMs are too thin and one GEMM over the batch wins (measured:
+#: ``docs/design.md``, Performance facts).
 POINTWISE_AREA = 49
 
 
@@ -296,8 +300,114 @@ def _conv_batched(win, weight, bias, stride, dilation, out):
     return out
 
 
-def conv_macs(layer, n_positions, out_h, out_w):
-    """Multiply-accumulates of computing ``out_h x out_w`` outputs for each position."""
+def conv_macs(layer, input_shapes, output_shape):
+    """Multiply-accumulates of computing ``output_shape`` (the paper's FMA count, section 4).
+
+    ``C_out * h * w * (C_in / groups) * k_h * k_w``; a region of ``h x w``
+    outputs costs ``conv_macs(layer, shapes, (C_out, h, w))``.
+    """
+    c_out, h, w = output_shape
     kh, kw = layer.kernel_size
-    return int(n_positions) * out_h * out_w * layer.out_channels * (
-        layer.in_channels // layer.groups) * kh * kw
+    return c_out * h * w * (layer.in_channels // layer.groups) * kh * kw
+
+
+# -- the layer type -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Conv2d(Spatial):
+    """2-D convolution (cross-correlation, as PyTorch and ONNX define it).
+
+    Parameters ``weight`` of shape ``(out_channels, in_channels // groups, kh, kw)``
+    and, when ``bias``, ``bias`` of shape ``(out_channels,)``.
+    """
+
+    in_channels: int
+    out_channels: int
+    kernel_size: Pair
+    stride: Pair = 1
+    padding: Padding = 0
+    dilation: Pair = 1
+    groups: int = 1
+    bias: bool = True
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "in_channels", as_int(self.in_channels, "in_channels"))
+        set_(self, "out_channels", as_int(self.out_channels, "out_channels"))
+        set_(self, "kernel_size", as_pair(self.kernel_size, "kernel_size", 1))
+        set_(self, "stride", as_pair(self.stride, "stride", 1))
+        set_(self, "padding", as_padding(self.padding))
+        set_(self, "dilation", as_pair(self.dilation, "dilation", 1))
+        set_(self, "groups", as_int(self.groups, "groups"))
+        set_(self, "bias", bool(self.bias))
+        if self.in_channels < 1 or self.out_channels < 1 or self.groups < 1:
+            raise ValueError("Conv2d channels and groups must be positive")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"Conv2d: in_channels {self.in_channels} and out_channels {self.out_channels} "
+                f"must both be divisible by groups {self.groups}")
+
+    def output_shape(self, input_shapes):
+        shape = input_shapes[0]
+        check_rank(shape, 3, "Conv2d")
+        if shape[0] != self.in_channels:
+            raise ValueError(f"Conv2d expects {self.in_channels} input channels, got {shape[0]}")
+        return (self.out_channels,) + self._spatial_out(shape)
+
+    def param_shapes(self, input_shapes):
+        shapes = {"weight": (self.out_channels, self.in_channels // self.groups)
+                  + self.kernel_size}
+        if self.bias:
+            shapes["bias"] = (self.out_channels,)
+        return shapes
+
+
+def _region(layer, params, win, in_hw, out_hw, out_y0, out_x0, region_hw):
+    return conv2d_valid(win, params["weight"], params.get("bias"), layer.stride,
+                        layer.dilation, layer.groups, region_hw, params.get("taps"),
+                        params.get("winograd"))
+
+
+def _prepare_cpu(layer, params):
+    """Dense convolutions also get their weights as per-row GEMM operands (``taps``), and
+    those :func:`.winograd.suits_winograd` accepts their Winograd transforms."""
+    if layer.groups != 1:
+        return params
+    params = dict(params, taps=row_taps(params["weight"]))
+    if suits_winograd(params["weight"], layer.stride, layer.dilation, layer.groups):
+        params["winograd"] = winograd_filters(params["weight"])
+    return params
+
+
+def _to_onnx(ctx, name, layer, params, inputs):
+    inputs = list(inputs) + [ctx.init(f"{name}.weight", params["weight"])]
+    if layer.bias:
+        inputs.append(ctx.init(f"{name}.bias", params["bias"]))
+    ctx.node("Conv", inputs, name, kernel_shape=list(layer.kernel_size),
+             strides=list(layer.stride), pads=ctx.pads(layer.padding),
+             dilations=list(layer.dilation), group=layer.groups)
+
+
+def _from_onnx(ctx, node, attrs):
+    src = ctx.spatial_input(node)
+    weight = ctx.const(node, node.input[1], "the weight")
+    if weight.ndim != 4:
+        ctx.fail(node, f"only 2-D convolutions are supported (weight of shape {weight.shape})")
+    kernel = list(weight.shape[2:])
+    if "kernel_shape" in attrs and list(attrs["kernel_shape"]) != kernel:
+        ctx.fail(node, f"kernel_shape {attrs['kernel_shape']} contradicts the weight shape "
+                       f"{weight.shape}")
+    strides, dilations, padding = ctx.window_geometry(node, attrs, src, kernel)
+    groups = int(attrs.get("group", 1))
+    bias_name = ctx.optional(node, 2)
+    params = {"weight": weight}
+    if bias_name:
+        params["bias"] = ctx.const(node, bias_name, "the bias").reshape(-1)
+    layer = ctx.build(node, Conv2d, weight.shape[1] * groups, weight.shape[0], tuple(kernel),
+                      stride=tuple(strides), padding=padding, dilation=tuple(dilations),
+                      groups=groups, bias=bias_name is not None)
+    ctx.emit(node, layer, [src], params)
+
+
+register(Conv2d, Rule.WINDOW, cpu=Kernels(region=_region, prepare=_prepare_cpu),
+         cuda="kryptonref.layers.conv_cuda:CONV2D", macs=conv_macs,
+         onnx_export=_to_onnx, onnx_import={"Conv": _from_onnx})

@@ -22,8 +22,10 @@ import numpy as np
 
 from .._cuda import (MAX_BLOCKS, SIMULATOR, cuda, cupy_or_none, launch, launch_rows, unravel3,
                      unravel4)
+from ..backends.cuda_memory import empty, upload
+from .registry import Kernels
 
-__all__ = ["conv2d_valid", "gemm", "gemm_backend", "KERNELS"]
+__all__ = ["conv2d_valid", "gemm", "gemm_backend", "CONV2D", "KERNELS"]
 
 #: Bytes of im2col matrix built at once; larger batches are processed in chunks.
 IM2COL_BYTES = 1 << 28
@@ -167,7 +169,7 @@ def gemm_backend(name=None):
 def gemm(a, b, out):
     """``out = a @ b`` for row-major device matrices (the seam to cuBLAS).
 
-    numba-cuda cannot call cuBLAS itself (DESIGN.md section 8); CuPy's ``matmul``
+    numba-cuda cannot call cuBLAS itself (``docs/design.md``, Performance facts); CuPy's ``matmul``
     reads and writes the Numba arrays in place through the CUDA array interface.
     """
     which = gemm_backend()
@@ -197,7 +199,6 @@ def conv2d_valid(win, weight, bias, stride, dilation, groups, out_hw, method=Non
     weight_matrix : device array (C_out, C k_h k_w), optional
         ``weight`` reshaped, as the GEMM reads it.
     """
-    from .ops_cuda import empty
     n_items = win.shape[0]
     n_out, _, kh, kw = weight.shape
     oh, ow = out_hw
@@ -241,6 +242,23 @@ def conv_flops(weight_shape, n_items, out_hw):
     n_out, cin_group, kh, kw = weight_shape
     return 2 * n_items * n_out * cin_group * kh * kw * math.prod(out_hw)
 
+
+def _region(layer, params, win, in_hw, out_hw, out_y0, out_x0, region_hw):
+    return conv2d_valid(win, params["weight"], params.get("bias"), layer.stride, layer.dilation,
+                        layer.groups, region_hw, weight_matrix=params.get("weight_matrix"))
+
+
+def _prepare(layer, params):
+    """The weights on the device; dense convolutions also as the GEMM's matrix."""
+    out = {k: upload(v) for k, v in params.items()}
+    if layer.groups == 1:
+        weight = out["weight"]
+        out["weight_matrix"] = weight.reshape((weight.shape[0], weight.size // weight.shape[0]))
+    return out
+
+
+#: The CUDA kernels of :class:`kryptonref.layers.conv.Conv2d`.
+CONV2D = Kernels(region=_region, prepare=_prepare)
 
 #: Kernels and their signatures (``{T}``: the float type) for the PTX compile test.
 KERNELS = [

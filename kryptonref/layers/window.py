@@ -30,7 +30,8 @@ def _gather_plane(base, patch, b, c, py0, px0, wy0, wx0, pad_value, plane, accum
     """Channel ``c`` of position ``b``'s window into ``plane``, written or (``accumulate``) added.
 
     Inlined with a constant ``accumulate``, so each kernel below compiles to its
-    own branch-free loop (a flag tested per element slowed the plain gather by 30-40%).
+    own branch-free loop (a flag tested per element slows the plain gather:
+    ``docs/design.md``, Performance facts).
     """
     for i in range(plane.shape[0]):
         y = wy0 + i

@@ -2,12 +2,12 @@
 
 One pass assembles each position's read window from its compact patch tensor,
 the materialised activations ``M`` and the padding value; no whole materialised
-tensor is copied per position (DESIGN.md section 5).
+tensor is copied per position (``docs/design.md``, Executing a plan).
 """
 from __future__ import annotations
 
-
 from .._cuda import cuda, launch, launch_rows, unravel3
+from ..backends.cuda_memory import const_int, empty, zeros_int
 
 __all__ = ["gather_windows", "stitch", "pad_full", "repeat", "KERNELS"]
 
@@ -58,7 +58,6 @@ def gather_windows(base, patch, patch_y0, patch_x0, win_y0, win_x0, win_h, win_w
     device arrays: ``base`` ``(C, H, W)``, ``patch`` ``(B, C, h, w)`` or None,
     int64 offset vectors ``(B,)``.
     """
-    from .ops_cuda import empty
     n_items = len(win_y0)
     if out is None:
         out = empty((n_items, base.shape[0], win_h, win_w), base.dtype)
@@ -75,7 +74,6 @@ def gather_windows(base, patch, patch_y0, patch_x0, win_y0, win_x0, win_h, win_w
 
 def stitch(base, patch, patch_y0, patch_x0):
     """Full tensors ``(B, C, H, W)`` on the device: the base with each patch written in."""
-    from .ops_cuda import zeros_int
     zeros = zeros_int(patch.shape[0])
     return gather_windows(base, patch, patch_y0, patch_x0, zeros, zeros, base.shape[1],
                           base.shape[2])
@@ -88,7 +86,6 @@ def pad_full(x, layer_axes, out_hw, pad_value):
     :func:`kryptonref.layers.window.pad_full`; the batch is read as every
     position's "patch", so one gather pass does the padding.
     """
-    from .ops_cuda import const_int
     sizes, starts = [], []
     for dim, (kernel, stride, pad_before, _, dilation, _) in enumerate(layer_axes):
         span = dilation * (kernel - 1) + 1
@@ -106,7 +103,6 @@ def pad_full(x, layer_axes, out_hw, pad_value):
 
 def repeat(array, n_items):
     """``(n_items,) + array.shape`` on the device: ``array`` repeated along a new axis."""
-    from .ops_cuda import empty
     out = empty((n_items,) + tuple(array.shape), array.dtype)
     launch(_repeat, out.size, array.reshape(array.size), out.reshape(out.size))
     return out

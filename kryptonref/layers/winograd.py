@@ -16,7 +16,8 @@ rounding errors (the entries of G are 0, 1 and 1/2). Measured in float32 on
 VGG-sized layers against a float64 oracle: at most 3.6e-7 to 5.7e-7 of the
 largest output, against 3.1e-7 to 3.6e-7 for im2col + GEMM;
 and a non-finite input can spread to the other outputs of its tile.
-``KRYPTONREF_WINOGRAD=0`` turns it off.
+The ``winograd`` setting (:mod:`kryptonref.runtime`; ``KRYPTONREF_WINOGRAD=0``)
+turns it off.
 
 F(4x4, 3x3) (36 multiplications per 16 outputs) was tried and dropped: on
 the region sizes occlusion produces, rounding up to whole 4x4 tiles eats most
@@ -28,11 +29,10 @@ columns of the last tiles read as zero and the extra outputs are dropped.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .._numba import KERNEL, njit, prange
+from ..runtime import settings
 
 __all__ = ["winograd_filters", "winograd_conv", "suits_winograd", "winograd_pays_off"]
 
@@ -54,18 +54,16 @@ SMALL_AREA = 256
 #: Upper bound on the bytes of the transformed input (and output) of one chunk
 #: (as :data:`.conv.IM2COL_BYTES`).
 CHUNK_BYTES = 16 << 20
-#: ``KRYPTONREF_WINOGRAD=0`` in the environment turns Winograd off (im2col + GEMM only).
-ENABLED = os.environ.get("KRYPTONREF_WINOGRAD", "1") != "0"
 
 
 def suits_winograd(weight, stride, dilation, groups):
     """Whether F(2x2, 3x3) computes a convolution, and is worth it.
 
     Dense, 3x3, stride 1, dilation 1, at least :data:`MIN_CHANNELS` input
-    channels, and :data:`ENABLED`.
+    channels, and the ``winograd`` setting on (:func:`kryptonref.runtime.settings`).
     """
     n_out, cin_group, kh, kw = weight.shape
-    return (ENABLED and groups == 1 and (kh, kw) == (3, 3) and tuple(stride) == (1, 1)
+    return (settings().winograd and groups == 1 and (kh, kw) == (3, 3) and tuple(stride) == (1, 1)
             and tuple(dilation) == (1, 1) and cin_group >= MIN_CHANNELS)
 
 

@@ -47,8 +47,10 @@ import itertools
 import numpy as np
 import pytest
 
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
+from .conftest import require
+
+ort = require("onnxruntime", "onnx")
+onnx = require("onnx", "onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
 import kryptonref as kr  # noqa: E402

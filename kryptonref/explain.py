@@ -2,13 +2,13 @@
 
 :func:`occlusion` slides a patch over an image and records, per position, the
 probability of the target class (the paper's heatmap, Zeiler & Fergus), and
-the attribution Captum's ``Occlusion`` computes (DESIGN.md section 7): for each
+the attribution Captum's ``Occlusion`` computes (``docs/design.md``, Occlusion output): for each
 pixel, the mean over the windows covering it of ``f(x) - f(x_occluded)``.
 
 ``mode="incremental"`` runs the batched incremental engine; ``mode="full"`` is
 the naive baseline: batched full re-inference of every occluded image. Both
 give the same numbers up to floating-point rounding. ``mode="approximate"``
-trades exactness for speed (DESIGN.md section 6): the projective-field
+trades exactness for speed (``docs/design.md``, Approximate inference): the projective-field
 threshold ``tau`` and adaptive drill-down (:mod:`kryptonref.drilldown`).
 """
 from __future__ import annotations
@@ -18,16 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .analysis.quality import check_r_drill
-from ._memory import retained_memory
-from ._numba import exclusive
-from .backend import get_backend
+from . import validate
 from .drilldown import choose_coarse_stride
 from .drilldown import drilldown as drilldown_heatmap
-from .engine import IncrementalRunner, _fill_patch, _pair
-from .schedule import batch_order, check_tau, run_in_order
+from .engine import Occluder
 from .layers import Softmax
-from .model import Model, check_image_batch
+from .layers.dense import softmax
+from .model import Model
+from .runtime import entry_point
 
 __all__ = ["occlusion", "OcclusionResult", "captum_windows"]
 
@@ -111,8 +109,7 @@ def captum_windows(size, window, stride):
     return starts, np.minimum(window, size - starts)
 
 
-@exclusive
-@retained_memory()
+@entry_point
 def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="incremental",
               batch_size=None, progress=False, device="cpu", tau=1.0, drilldown=False,
               r_drill=0.25, target_speedup=3.0, coarse_stride=None):
@@ -134,7 +131,7 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
         Class to explain; the predicted class by default.
     mode : {"incremental", "full", "approximate"}
         Exact incremental inference, full re-inference per position, or
-        approximate inference (``tau`` and/or ``drilldown``; DESIGN.md section 6).
+        approximate inference (``tau`` and/or ``drilldown``; ``docs/design.md``, Approximate inference).
     batch_size : int, optional
         Positions per batch (memory stays bounded); by default 64 for the
         incremental and approximate modes, 16 for full re-inference.
@@ -167,41 +164,31 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a kryptonref Model, got {type(model).__name__}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    tau = check_tau(tau)
+    mode = validate.one_of(mode, MODES, "mode")
+    tau = validate.tau(tau)
     if mode != "approximate" and (tau < 1.0 or drilldown):
         raise ValueError(f"tau < 1 and drilldown need mode='approximate', got mode={mode!r}")
-    backend = get_backend(device)
     graph = model.graph
     if len(graph.shapes[graph.output]) != 1:
         raise ValueError(f"occlusion needs a model whose output is a vector of class scores; "
                          f"{graph.output!r} has shape {graph.shapes[graph.output]}")
     if not isinstance(image, np.ndarray) or image.ndim != 3:
         raise ValueError(f"image must be an array of shape {graph.input_shape} (C, H, W)")
-    batch = check_image_batch(image[None], graph.input_shape, model.dtype, "image")
-    image = batch[0]
-    patch_hw, stride_hw = _pair(patch, "patch"), _pair(stride, "stride")
+    patch_hw, stride_hw = validate.int_pair(patch, "patch"), validate.int_pair(stride, "stride")
     image_hw = graph.input_shape[1:]
-    if patch_hw[0] > image_hw[0] or patch_hw[1] > image_hw[1]:
-        raise ValueError(f"patch {patch_hw} is larger than the image {tuple(image_hw)}")
-    batch_size = DEFAULT_BATCH[mode] if batch_size is None else batch_size
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    validate.patch_fits(patch_hw, image_hw)
+    batch_size = validate.positive_int(DEFAULT_BATCH[mode] if batch_size is None else batch_size,
+                                       "batch_size")
     if drilldown:
-        check_r_drill(r_drill)
+        r_drill = validate.open_fraction(r_drill, "r_drill")
         coarse_stride = choose_coarse_stride(
             stride_hw, image_hw, patch_hw, r_drill, target_speedup,
-            None if coarse_stride is None else _pair(coarse_stride, "coarse_stride"))
-    if isinstance(fill, str):
-        if fill != "mean":
-            raise ValueError(f"fill must be a number, an array or 'mean', got {fill!r}")
-        fill = image.reshape(image.shape[0], -1).mean(axis=1)
-    fill_patch = _fill_patch(fill, graph.input_shape[0], patch_hw, model.dtype)
+            None if coarse_stride is None else validate.int_pair(coarse_stride, "coarse_stride"))
 
     start = time.perf_counter()
-    base = model.run_on(backend, batch, keep_all=(mode != "full"))
-    scores0 = backend.to_host(base[graph.output])[0]
+    occluder = Occluder(model, image, patch_hw, fill=fill, device=device, tau=tau,
+                        mode="full" if mode == "full" else "incremental")
+    scores0 = occluder.base_output
     probs0 = _probabilities(graph, scores0[None])[0]
     n_classes = scores0.shape[0]
     if target is None:
@@ -210,8 +197,6 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
             or not 0 <= target < n_classes:
         raise ValueError(f"target must be a class index in 0..{n_classes - 1}, got {target!r}")
     target = int(target)
-    job = _Job(model, backend, image, base, fill_patch, mode, tau, batch_size,
-               sum(graph.macs().values()))
 
     windows = [captum_windows(image_hw[d], patch_hw[d], stride_hw[d]) for d in (0, 1)]
     starts = [w[0][w[1] == patch_hw[d]] for d, w in enumerate(windows)]  # full windows
@@ -223,7 +208,7 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
 
         def evaluate(cells):
             at = np.stack([starts[0][cells[:, 0]], starts[1][cells[:, 1]]], axis=1)
-            out = job.scores(at, patch_hw, bar)
+            out = occluder.scores(at, batch_size, progress=bar)
             return _probabilities(graph, out)[:, target]
 
         heatmap, computed = drilldown_heatmap(evaluate, (len(starts[0]), len(starts[1])), steps,
@@ -234,7 +219,7 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
         bar = _progress_bar(sum(len(p) for _, p in jobs), progress)
         scores = {}
         for size, positions in jobs:
-            for (y, x), row in zip(positions, job.scores(positions, size, bar)):
+            for (y, x), row in zip(positions, occluder.scores(positions, batch_size, size, bar)):
                 scores[(int(y), int(x))] = row
         bar.close()
         heat_scores = np.array([scores[(int(y), int(x))] for y, x in heat_positions])
@@ -244,41 +229,9 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
     return OcclusionResult(
         heatmap=heatmap, label=target, probability=float(probs0[target]),
         attribution=attribution, positions=heat_positions,
-        seconds=time.perf_counter() - start, macs=int(job.macs), mode=mode, patch=patch_hw,
-        stride=stride_hw, tau=tau, coarse_stride=coarse_stride if drilldown else None,
-        computed=computed)
-
-
-class _Job:
-    """What every batch of one occlusion run shares, and the MACs it has spent."""
-
-    def __init__(self, model, backend, image, base, fill_patch, mode, tau, batch_size,
-                 base_macs):
-        self.model, self.backend, self.image, self.base = model, backend, image, base
-        self.fill_patch, self.mode, self.tau, self.batch_size = fill_patch, mode, tau, batch_size
-        self.macs = base_macs
-        self.runners = {}
-
-    def scores(self, positions, patch_hw, bar):
-        """Output scores with a ``patch_hw`` patch at each position, batch by batch.
-
-        The incremental modes batch the positions in :func:`schedule.batch_order`
-        (equal regions together); the scores come back in the order of ``positions``.
-        """
-        fill = self.fill_patch[:, :patch_hw[0], :patch_hw[1]]
-        order = np.arange(len(positions))
-        if self.mode != "full":
-            order = batch_order(self.model.graph, positions, patch_hw, self.tau)
-
-        def compute(batch):
-            scores, batch_macs = _run_chunk(self.model, self.backend, self.image, self.runners,
-                                            self.base, positions[batch], tuple(patch_hw), fill,
-                                            self.mode, self.tau)
-            self.macs += batch_macs
-            bar.update(len(batch))
-            return {"scores": scores}
-
-        return run_in_order(order, self.batch_size, compute)["scores"]
+        seconds=time.perf_counter() - start, macs=occluder.base_macs + occluder.macs,
+        mode=mode, patch=patch_hw, stride=stride_hw, tau=tau,
+        coarse_stride=coarse_stride if drilldown else None, computed=computed)
 
 
 def _window_groups(windows):
@@ -290,40 +243,11 @@ def _window_groups(windows):
     return [(size, np.array(pos, np.int64)) for size, pos in groups.items()]
 
 
-def _run_chunk(model, backend, image, runners, base, positions, patch_hw, fill_patch, mode,
-               tau=1.0):
-    """Output scores of the image occluded at each position, and the MACs spent.
-
-    ``runners`` caches one :class:`~kryptonref.engine.IncrementalRunner` per patch
-    size (Captum's truncated border windows), all sharing the materialised ``base``,
-    and for full re-inference the image and the patch on the backend's device,
-    where each batch of occluded images is built.
-    """
-    if mode != "full":
-        if patch_hw not in runners:
-            runners[patch_hw] = IncrementalRunner(model, backend, base, patch_hw, fill_patch, tau)
-        runner = runners[patch_hw]
-        before = sum(runner.macs.values())
-        out = runner.run(positions)[model.graph.output]
-        return out, sum(runner.macs.values()) - before
-    if "image" not in runners:
-        runners["image"] = backend.to_device(image)
-    if ("fill", patch_hw) not in runners:  # moved to the device once per patch size
-        runners[("fill", patch_hw)] = backend.to_device(np.ascontiguousarray(fill_patch))
-    ys, xs = backend.pack_ints([positions[:, 0], positions[:, 1]])
-    fill = backend.repeat(runners[("fill", patch_hw)], len(positions))
-    occluded = backend.stitch(runners["image"], fill, ys, xs)  # built where it is computed
-    scores = backend.to_host(model.run_on(backend, occluded, keep_all=False)[model.graph.output])
-    return scores, sum(model.graph.macs().values()) * len(positions)
-
-
 def _probabilities(graph, scores):
     """Softmax of the scores, unless the graph already ends in a softmax."""
     if isinstance(graph.nodes[graph.output].layer, Softmax):
         return scores
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return softmax(scores)
 
 
 def _captum_attribution(scores, base_score, target, shape, patch_hw):

@@ -1,11 +1,14 @@
 """The central identity: incremental inference equals full inference, at every node.
 
 Hypothesis draws random architectures (chains and DAGs with residual adds,
-projections and concats) and random occlusion batches; for every position the
-engine's stitched output of every node must equal full inference on the
-occluded image (float64 rtol 1e-10; float32 rtol 1e-4, atol 1e-5).
+projections, concats, whole-tensor layers, every registered layer type) and
+random occlusion batches; for every position the engine's stitched output of
+every node must equal full inference on the occluded image (float64 rtol 1e-10;
+float32 rtol 1e-4, atol 1e-5). Each property runs once per backend: on the CPU,
+and on CUDA (Numba's simulator on CPU-only machines, with tiny shapes and fewer
+examples), always against CPU full inference.
 """
-import importlib
+import functools
 
 import numpy as np
 import pytest
@@ -13,17 +16,44 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kryptonref as kr
-from kryptonref.engine import _fill_patch
+from kryptonref import validate
 
+from .conftest import SIMULATOR
 from .strategies import architectures, occlusions
 
 TOLERANCES = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1e-4, atol=1e-5)}
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                      HealthCheck.data_too_large])
+DEVICES = ["cpu", "cuda"]
+#: Architecture size per backend: the simulator runs every CUDA thread in Python.
+SIZES = {"cpu": dict(), "cuda": dict(max_blocks=3, max_size=16 if SIMULATOR else 40)}
+#: Examples of the CUDA runs (the CPU runs take the count each test names).
+CUDA_EXAMPLES = 15 if SIMULATOR else 30
+
+
+def over_backends(cpu_examples):
+    """A hypothesis property ``body(data, device)`` run once per backend, each with its
+    own number of examples (``cpu_examples`` on the CPU, :data:`CUDA_EXAMPLES` on CUDA)."""
+    def decorate(body):
+        @pytest.mark.parametrize("device", DEVICES)
+        @functools.wraps(body)
+        def test(device):
+            examples = cpu_examples if device == "cpu" else CUDA_EXAMPLES
+
+            @settings(max_examples=examples, **SETTINGS)
+            @given(st.data())
+            def run(data):
+                body(data, device)
+
+            run()
+        del test.__wrapped__  # pytest must see the (device) signature, not body's
+        return test
+    return decorate
 
 
 def occlude(image, positions, patch_hw, fill):
     """The occluded images, built the obvious way (one copy per position)."""
-    patch = _fill_patch(fill, image.shape[0], patch_hw, np.float64)
+    patch = validate.fill_patch(fill, image.shape[0], patch_hw, np.float64)
     batch = np.repeat(image[None], len(positions), axis=0)
     for i, (y, x) in enumerate(positions):
         batch[i, :, y:y + patch_hw[0], x:x + patch_hw[1]] = patch
@@ -33,7 +63,7 @@ def occlude(image, positions, patch_hw, fill):
 def check_identity(graph, occlusion, dtype, device="cpu", every_node=True):
     """Incremental inference on ``device`` equals CPU full inference at every node.
 
-    ``every_node=False`` keeps only the output (element-wise layers may then work in
+    ``every_node=False`` keeps only the output (position-wise layers may then work in
     place) and checks it alone.
     """
     patch_hw, positions, fill, batch_size, seed = occlusion
@@ -51,45 +81,40 @@ def check_identity(graph, occlusion, dtype, device="cpu", every_node=True):
     return result, model
 
 
-@settings(max_examples=120, **SETTINGS)
-@given(st.data())
-def test_chains_float64(data):
-    graph = data.draw(architectures(dag=False))
-    check_identity(graph, data.draw(occlusions(graph)), np.float64)
+@over_backends(cpu_examples=120)
+def test_chains_float64(data, device):
+    graph = data.draw(architectures(dag=False, **SIZES[device]))
+    check_identity(graph, data.draw(occlusions(graph)), np.float64, device)
 
 
-@settings(max_examples=120, **SETTINGS)
-@given(st.data())
-def test_dags_float64(data):
-    graph = data.draw(architectures(dag=True))
-    check_identity(graph, data.draw(occlusions(graph)), np.float64)
+@over_backends(cpu_examples=120)
+def test_dags_float64(data, device):
+    graph = data.draw(architectures(dag=True, **SIZES[device]))
+    check_identity(graph, data.draw(occlusions(graph)), np.float64, device)
 
 
-@settings(max_examples=80, **SETTINGS)
-@given(st.data())
-def test_dags_output_only_float64(data):
-    """Only the output kept, so element-wise layers work in place where nothing else reads."""
-    graph = data.draw(architectures(dag=True))
-    check_identity(graph, data.draw(occlusions(graph)), np.float64, every_node=False)
+@over_backends(cpu_examples=80)
+def test_dags_output_only_float64(data, device):
+    """Only the output kept, so position-wise layers work in place where nothing else reads."""
+    graph = data.draw(architectures(dag=True, **SIZES[device]))
+    check_identity(graph, data.draw(occlusions(graph)), np.float64, device, every_node=False)
 
 
-@settings(max_examples=40, **SETTINGS)
-@given(st.data())
-def test_dags_float32(data):
-    graph = data.draw(architectures(dag=True))
-    check_identity(graph, data.draw(occlusions(graph)), np.float32)
+@over_backends(cpu_examples=40)
+def test_dags_float32(data, device):
+    graph = data.draw(architectures(dag=True, **SIZES[device]))
+    check_identity(graph, data.draw(occlusions(graph)), np.float32, device)
 
 
 @settings(max_examples=40, **SETTINGS)
 @given(st.data())
 def test_region_never_exceeds_the_full_cost(data):
-    """Per position, the engine never computes more conv MACs than full inference."""
+    """Per position, the engine never computes more MACs in a node than full inference."""
     graph = data.draw(architectures(dag=True))
     result, model = check_identity(graph, data.draw(occlusions(graph)), np.float64)
     full = graph.macs()
-    for name, node in graph.nodes.items():
-        if isinstance(node.layer, kr.Conv2d):
-            assert result.macs[name] <= full[name] * len(result.positions)
+    for name in graph.order:
+        assert result.macs[name] <= full[name] * len(result.positions), name
 
 
 def small_net():
@@ -106,7 +131,7 @@ def small_net():
 
 
 def aliasing_net():
-    """Element-wise layers that may overwrite their input in place, and ones that must not.
+    """Position-wise layers that may overwrite their input in place, and ones that must not.
 
     ``c1`` is read by four nodes; ``drop`` (Dropout) returns its input, so ``r1``
     reading it must not overwrite ``c1`` either. ``r2`` and ``r3`` may work in place.
@@ -124,17 +149,6 @@ def aliasing_net():
     g.add(kr.Flatten(), name="flat")
     g.add(kr.Linear(9 * 5 * 4, 4), name="fc")
     return g
-
-
-def check_output_only(graph, device="cpu", patch=3, stride=2):
-    """Incremental output, with no other node kept (in-place layers allowed), equals full."""
-    model = kr.Model(graph, seed=5, dtype=np.float64)
-    image = np.random.default_rng(5).normal(size=graph.input_shape)
-    positions = kr.patch_positions(graph.input_shape[1:], patch, stride)
-    result = kr.incremental_inference(model, image, positions, patch, fill=0.5, batch_size=4,
-                                      device=device)
-    expected = model.forward(occlude(image, positions, (patch, patch), 0.5))
-    np.testing.assert_allclose(result.output, expected, **TOLERANCES[np.float64])
 
 
 def dropout_alias_net():
@@ -161,6 +175,17 @@ def flatten_alias_net():
     g.add(kr.Flatten(), inputs=["bn"], name="fr")
     g.add(kr.Add(), inputs=["f", "fr"], name="out")
     return g
+
+
+def check_output_only(graph, device="cpu", patch=3, stride=2):
+    """Incremental output, with no other node kept (in-place layers allowed), equals full."""
+    model = kr.Model(graph, seed=5, dtype=np.float64)
+    image = np.random.default_rng(5).normal(size=graph.input_shape)
+    positions = kr.patch_positions(graph.input_shape[1:], patch, stride)
+    result = kr.incremental_inference(model, image, positions, patch, fill=0.5, batch_size=4,
+                                      device=device)
+    expected = model.forward(occlude(image, positions, (patch, patch), 0.5))
+    np.testing.assert_allclose(result.output, expected, **TOLERANCES[np.float64])
 
 
 def pointwise_net():
@@ -192,16 +217,16 @@ def pointwise_net():
 @pytest.mark.parametrize("every_node", [True, False])
 def test_pointwise_convolutions_read_their_input_as_is(monkeypatch, every_node):
     """A 1x1 convolution whose window is its input's region skips the gather, same results."""
-    from kryptonref import backend as backend_module
+    from kryptonref.backends.cpu import CPUBackend
 
     gathered = []
-    gather = backend_module.CPUBackend.gather_windows
+    gather = CPUBackend.gather_windows
 
     def counting_gather(base, *args, **kwargs):
         gathered.append(base.shape)
         return gather(base, *args, **kwargs)
 
-    monkeypatch.setattr(backend_module.CPUBackend, "gather_windows", staticmethod(counting_gather))
+    monkeypatch.setattr(CPUBackend, "gather_windows", staticmethod(counting_gather))
     graph = pointwise_net()
     positions = kr.patch_positions(graph.input_shape[1:], 3, 2)
     if every_node:
@@ -214,9 +239,10 @@ def test_pointwise_convolutions_read_their_input_as_is(monkeypatch, every_node):
     assert len(gathered) == 5 * n_batches
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("net", [aliasing_net, dropout_alias_net, flatten_alias_net])
-def test_in_place_layers_never_overwrite_what_is_read_later(net):
-    check_output_only(net())
+def test_in_place_layers_never_overwrite_what_is_read_later(net, device):
+    check_output_only(net(), device)
 
 
 def test_a_kept_alias_is_not_overwritten():
@@ -227,6 +253,14 @@ def test_a_kept_alias_is_not_overwritten():
     result = kr.incremental_inference(model, image, positions, 3, nodes=["d"])
     expected = model.forward_all(occlude(image, positions, (3, 3), 0.0))
     np.testing.assert_allclose(result.nodes["d"], expected["d"], **TOLERANCES[np.float64])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batch_norm_straight_on_the_input(device):
+    """The GPU run's falsifying example: BatchNorm2d of the (1, 8, 8) input, one pixel."""
+    g = kr.Graph((1, 8, 8))
+    g.add(kr.BatchNorm2d(1), name="bn")
+    check_identity(g, ((1, 1), np.array([[0, 0]]), 0.0, 1, 0), np.float64, device)
 
 
 @pytest.mark.parametrize("patch", [(1, 1), (12, 10), (3, 7), (12, 1)])
@@ -286,6 +320,7 @@ def test_ceil_mode_window_longer_than_the_input(pool):
 
 def test_results_come_back_in_the_callers_order(monkeypatch):
     """Batches follow schedule.batch_order, not the caller's order; results do not."""
+    from kryptonref import explain as occlusion_module
     from kryptonref.schedule import batch_order
 
     graph = small_net()
@@ -306,7 +341,6 @@ def test_results_come_back_in_the_callers_order(monkeypatch):
         def close(self):
             pass
 
-    occlusion_module = importlib.import_module("kryptonref.occlusion")
     monkeypatch.setattr(occlusion_module, "_progress_bar", lambda total, enabled: Bar())
     grid = kr.patch_positions(graph.input_shape[1:], 3, 2)
     assert not np.array_equal(batch_order(graph, grid, (3, 3)), np.arange(len(grid)))
@@ -319,3 +353,37 @@ def test_results_come_back_in_the_callers_order(monkeypatch):
                                rtol=1e-9, atol=1e-12)
     windows = [occlusion_module.captum_windows(n, 3, 2)[0] for n in graph.input_shape[1:]]
     assert sum(counted) == 2 * len(windows[0]) * len(windows[1])
+
+
+# -- the driver --------------------------------------------------------------------------
+def test_one_occluder_serves_patch_sizes_and_modes():
+    """The Occluder behind occlusion, incremental_inference and the full baseline: its
+    incremental and full runs agree, a smaller patch reads the fill's top-left corner."""
+    graph = small_net()
+    model = kr.Model(graph, seed=2, dtype=np.float64)
+    image = np.random.default_rng(2).normal(size=graph.input_shape)
+    fill = np.random.default_rng(3).normal(size=(2, 4, 3))
+    positions = kr.patch_positions(graph.input_shape[1:], (4, 3), 3)
+    incremental = kr.Occluder(model, image, (4, 3), fill)
+    full = kr.Occluder(model, image, (4, 3), fill, mode="full")
+    for patch in ((4, 3), (2, 3), (1, 1)):
+        want = model.forward(occlude(image, positions, patch, fill[:, :patch[0], :patch[1]]))
+        np.testing.assert_allclose(incremental.scores(positions, 5, patch), want, rtol=1e-10)
+        np.testing.assert_allclose(full.scores(positions, 5, patch), want, rtol=1e-10)
+    assert 0 < incremental.macs < full.macs
+    assert full.macs == 3 * len(positions) * full.base_macs
+    with pytest.raises(ValueError, match="larger than the occluder's patch"):
+        incremental.scores(positions[:1], 5, (5, 3))
+    with pytest.raises(ValueError, match="incremental mode only"):
+        full.run(positions, 5, nodes=["c1"])
+
+
+def test_fill_mean_is_the_images_channel_mean():
+    graph = small_net()
+    model = kr.Model(graph, seed=2, dtype=np.float64)
+    image = np.random.default_rng(2).normal(size=graph.input_shape)
+    positions = kr.patch_positions(graph.input_shape[1:], 3, 3)
+    mean = image.reshape(2, -1).mean(axis=1)
+    got = kr.incremental_inference(model, image, positions, 3, fill="mean").output
+    want = kr.incremental_inference(model, image, positions, 3, fill=mean).output
+    np.testing.assert_array_equal(got, want)

@@ -1,0 +1,115 @@
+"""Merges of several tensors: ``Add`` (residual connections) and ``Concat`` (channels),
+and their CPU kernels (CUDA twin: :mod:`.merge_cuda`).
+
+A merge's output at a position reads its inputs at that position only, so its
+changed region is the bounding box of its inputs' regions (the ``MERGE`` rule,
+SIGMOD 2019 eq. 20); an input unchanged for a batch is read from its
+materialised activations. The engine gathers each input's window straight
+into one array: ``Add`` accumulates them, ``Concat`` stacks their channels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+import numpy as np
+
+from .base import Layer, check_rank
+from .dense import fold_bias
+from .registry import Kernels, Rule, register
+
+__all__ = ["Add", "Concat"]
+
+
+@dataclass(frozen=True)
+class Add(Layer):
+    """Element-wise sum of two or more inputs of equal shape (residual connections)."""
+
+    n_inputs: ClassVar[Optional[int]] = None
+
+    def output_shape(self, input_shapes):
+        first = tuple(input_shapes[0])
+        for shape in input_shapes[1:]:
+            if tuple(shape) != first:
+                raise ValueError(f"Add expects equal input shapes, got {[tuple(s) for s in input_shapes]}")
+        return first
+
+
+@dataclass(frozen=True)
+class Concat(Layer):
+    """Concatenation of feature maps along the channel axis."""
+
+    n_inputs: ClassVar[Optional[int]] = None
+
+    def output_shape(self, input_shapes):
+        for shape in input_shapes:
+            check_rank(shape, 3, "Concat")
+        spatial = {tuple(s[1:]) for s in input_shapes}
+        if len(spatial) != 1:
+            raise ValueError(f"Concat expects equal spatial sizes, got {[tuple(s) for s in input_shapes]}")
+        return (sum(s[0] for s in input_shapes),) + tuple(input_shapes[0][1:])
+
+
+def _add_full(layer, params, inputs, out_shape):
+    """The sum in input order (the region path accumulates in the same order)."""
+    total = inputs[0].copy()
+    for other in inputs[1:]:
+        total += other
+    return total
+
+
+def _concat_full(layer, params, inputs, out_shape):
+    return np.concatenate(inputs, axis=1)
+
+
+def _add_to_onnx(ctx, name, layer, params, inputs):
+    ctx.node("Add" if len(inputs) == 2 else "Sum", inputs, name)
+
+
+def _concat_to_onnx(ctx, name, layer, params, inputs):
+    ctx.node("Concat", inputs, name, axis=1)
+
+
+def _add_from_onnx(ctx, node, attrs):
+    """Two activations: Add. An activation and a constant: zeros pass through, anything
+    else becomes the bias of a preceding MatMul/Gemm (:func:`.dense.fold_bias`)."""
+    a, b = node.input[0], node.input[1]
+    if a in ctx.acts and b in ctx.acts:
+        ctx.emit(node, Add(), [ctx.acts[a], ctx.acts[b]])
+        return
+    tensor, const_name = (a, b) if a in ctx.acts else (b, a)
+    src = ctx.act(node, tensor)
+    value = np.asarray(ctx.const(node, const_name, "the constant addend"))
+    if not np.any(value):
+        ctx.alias(node, src)       # adding zeros
+        return
+    fold_bias(ctx, node, src, value)
+
+
+def _sum_from_onnx(ctx, node, attrs):
+    sources = [ctx.act(node, i) for i in node.input]
+    if len(sources) == 1:
+        ctx.alias(node, sources[0])
+    else:
+        ctx.emit(node, Add(), sources)
+
+
+def _concat_from_onnx(ctx, node, attrs):
+    sources = [ctx.act(node, i) for i in node.input]
+    rank = ctx.rank(sources[0])
+    axis = int(attrs.get("axis", 1))
+    if rank != 4 or axis % 4 != 1:
+        ctx.fail(node, f"only channel concatenation of 4-D tensors is supported (axis 1), got "
+                       f"axis {axis} of rank-{rank} tensors")
+    if len(sources) == 1:
+        ctx.alias(node, sources[0])
+    else:
+        ctx.emit(node, Concat(), sources)
+
+
+register(Add, Rule.MERGE, cpu=Kernels(full=_add_full, gather="sum"),
+         cuda="kryptonref.layers.merge_cuda:ADD", onnx_export=_add_to_onnx,
+         onnx_import={"Add": _add_from_onnx, "Sum": _sum_from_onnx})
+register(Concat, Rule.MERGE, cpu=Kernels(full=_concat_full, gather="channels"),
+         cuda="kryptonref.layers.merge_cuda:CONCAT", onnx_export=_concat_to_onnx,
+         onnx_import={"Concat": _concat_from_onnx})

@@ -1,0 +1,194 @@
+"""ONNX export (optional extra: ``pip install 'kryptonref[onnx]'``).
+
+:func:`to_onnx` writes any kryptonref model as an ONNX model with a dynamic
+batch dimension. Each layer type writes its own ONNX node(s) through its
+registry record's ``onnx_export`` (:mod:`kryptonref.layers.registry`), given an
+:class:`ExportContext`; the ``onnx`` package is imported only inside
+:func:`to_onnx`, so ``import kryptonref`` works without it.
+
+Every layer spec maps to ONNX operators of opset 11 or newer (17 by default):
+Conv, MaxPool, AveragePool, GlobalAveragePool, Relu, Clip (ReLU6),
+BatchNormalization, Dropout, Flatten, Gemm (Linear), Softmax, Add / Sum, Concat.
+ONNX has no adaptive pooling: ``AdaptiveAvgPool2d`` is written, exactly, as
+GlobalAveragePool (output 1x1), AveragePool with kernel = stride = in // out
+(the output size divides the input size), Resize nearest with an integer
+factor (the input size divides the output size: each window is one input
+element, e.g. VGG's ``(7, 7)`` pooling of a 1x1 map), or AveragePool then
+Resize when the two cases mix across the axes; uneven windows raise
+``ValueError``. Weights are initializers in the model's dtype (onnxruntime's
+CPU provider has no float64 Conv, so float64 exports mainly serve other tools).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..layers.registry import entry
+from ..model import Model
+
+__all__ = ["to_onnx", "ExportContext", "MIN_EXPORT_OPSET", "import_onnx", "unique_name"]
+
+_INSTALL_HINT = "pip install 'kryptonref[onnx]'"
+
+#: Lowest opset :func:`to_onnx` writes (ceil_mode, dilations and Clip inputs exist).
+MIN_EXPORT_OPSET = 11
+
+#: Symbolic batch size of the exported input and output.
+BATCH = "N"
+
+
+def import_onnx():
+    """The ``onnx`` module, or an ImportError naming the extra to install."""
+    try:
+        import onnx
+        import onnx.helper  # noqa: F401
+        import onnx.numpy_helper  # noqa: F401
+    except ImportError as err:  # pragma: no cover - exercised without onnx only
+        raise ImportError("kryptonref's ONNX import/export needs the 'onnx' package; "
+                          f"install the extra with: {_INSTALL_HINT}") from err
+    return onnx
+
+
+def unique_name(base, taken):
+    """``base``, or ``base_2``, ``base_3``, ... : the first not in ``taken`` (then added to it)."""
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
+
+
+def _ancestors(graph):
+    """Names of the nodes the graph output depends on (the output included)."""
+    keep, stack = set(), [graph.output]
+    while stack:
+        name = stack.pop()
+        if name in keep or name == graph.input_name:
+            continue
+        keep.add(name)
+        stack.extend(graph.nodes[name].inputs)
+    return keep
+
+
+class ExportContext:
+    """What a layer type's ``onnx_export(ctx, name, layer, params, inputs)`` writes through.
+
+    Attributes
+    ----------
+    opset : int
+        The opset of the default domain being written.
+    """
+
+    def __init__(self, helper, graph, dtype, opset):
+        self._helper, self._graph, self._dtype, self.opset = helper, graph, dtype, opset
+        self._used = set(graph.shapes)
+        self.nodes, self.initializers = [], []
+
+    def fresh(self, name):
+        """A tensor name not used yet, ``name`` or ``name_2``, ``name_3``, ..."""
+        return unique_name(name, self._used)
+
+    def init(self, name, value, as_type=None):
+        """Add an initializer (in the model's dtype unless ``as_type``); returns its name."""
+        name = self.fresh(name)
+        value = np.ascontiguousarray(value, dtype=self._dtype if as_type is None else as_type)
+        self.initializers.append((name, value))
+        return name
+
+    def node(self, op_type, inputs, output, name=None, **attributes):
+        """Add a node of the default domain computing tensor ``output``."""
+        self.nodes.append(self._helper.make_node(op_type, list(inputs), [output],
+                                                 name=output if name is None else name,
+                                                 **attributes))
+
+    def shape(self, name):
+        """The shape of a kryptonref node's value (batch axis excluded)."""
+        return self._graph.shapes[name]
+
+    @staticmethod
+    def pads(padding):
+        """kryptonref ``((top, bottom), (left, right))`` -> ONNX ``[top, left, bottom, right]``."""
+        (top, bottom), (left, right) = padding
+        return [int(top), int(left), int(bottom), int(right)]
+
+
+def to_onnx(model, path=None, opset=17):
+    """Write a kryptonref model as an ONNX model.
+
+    Parameters
+    ----------
+    model : Model
+        Any kryptonref model (float32 or float64).
+    path : str or os.PathLike, optional
+        Where to write the ``.onnx`` file; ``None`` only returns the model.
+        Models above 1.8 GB are written with their weights in ``<path>.data``.
+    opset : int
+        ONNX opset of the default domain, ``>= 11``.
+
+    Returns
+    -------
+    onnx.ModelProto
+        The input is named after the graph's input (shape ``("N", C, H, W)``, a
+        dynamic batch), every value after the node that computes it, the weights
+        ``"<node>.<param>"``; the single output is the graph output.
+
+    Raises
+    ------
+    ImportError
+        Without the ``onnx`` package (``pip install 'kryptonref[onnx]'``).
+    ValueError
+        For an ``AdaptiveAvgPool2d`` with uneven windows, or an unsupported opset.
+    """
+    onnx = import_onnx()
+    from onnx import TensorProto, helper
+
+    if not isinstance(model, Model):
+        raise TypeError(f"to_onnx: model must be a kryptonref Model, got {type(model).__name__}")
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+        raise TypeError(f"to_onnx: opset must be an integer, got {opset!r}")
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_EXPORT_OPSET <= opset <= newest:
+        raise ValueError(f"to_onnx: opset must be between {MIN_EXPORT_OPSET} and {newest} "
+                         f"(the installed onnx), got {opset}")
+    opset = int(opset)
+    graph, dtype = model.graph, model.dtype
+    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    keep = _ancestors(graph)
+    ctx = ExportContext(helper, graph, dtype, opset)
+    for name in graph.order:
+        if name in keep:
+            node = graph.nodes[name]
+            entry(node.layer).onnx_export(ctx, name, node.layer, model.params.get(name, {}),
+                                          list(node.inputs))
+
+    out = graph.output
+    inputs = [helper.make_tensor_value_info(graph.input_name, elem,
+                                            [BATCH] + list(graph.input_shape))]
+    outputs = [helper.make_tensor_value_info(out, elem, [BATCH] + list(graph.shapes[out]))]
+    onnx_graph = helper.make_graph(ctx.nodes, "kryptonref", inputs, outputs)
+    opset_id = helper.make_opsetid("", opset)
+    from .. import __version__
+    proto = helper.make_model(onnx_graph, opset_imports=[opset_id], producer_name="kryptonref",
+                              producer_version=__version__)
+    # Weights go straight into the model (make_graph would copy every tensor once more).
+    for name, value in ctx.initializers:
+        tensor = proto.graph.initializer.add()
+        tensor.name = name
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(value.dtype)
+        tensor.dims.extend(value.shape)
+        tensor.raw_data = value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes()
+    # The lowest IR version that carries this opset: readable by the most runtimes.
+    proto.ir_version = helper.find_min_ir_version_for([opset_id])
+    if path is not None:
+        path = os.fspath(path)
+        if sum(value.nbytes for _, value in ctx.initializers) > 1_800_000_000:  # protobuf's 2 GB
+            from onnx.external_data_helper import load_external_data_for_model
+            onnx.save_model(proto, path, save_as_external_data=True,
+                            location=os.path.basename(path) + ".data")
+            # save_model moved the weights out of ``proto``: read them back in.
+            load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
+        else:
+            onnx.save_model(proto, path)
+    return proto

@@ -1,0 +1,575 @@
+"""ONNX import (optional extra: ``pip install 'kryptonref[onnx]'``).
+
+:func:`from_onnx` reads a CNN classifier from an ONNX file (for instance one
+written by ``torch.onnx.export``) into a kryptonref :class:`~kryptonref.model.Model`.
+The ``onnx`` package is imported only inside :func:`from_onnx`, so
+``import kryptonref`` works without it.
+
+One graph input ``(N, C, H, W)`` with fixed ``C, H, W`` (the batch may be
+dynamic; ``input_shape=(C, H, W)`` fixes dynamic sizes) and one graph output.
+Each ONNX operator is handled by the layer type that registered it
+(``onnx_import`` in :mod:`kryptonref.layers.registry`), through the
+:class:`Importer` it is given; this module holds the pass itself, constant
+folding and the shape arithmetic on the dynamic batch size:
+
+================================  ============================================
+ONNX                              kryptonref
+================================  ============================================
+Conv (2-D, any ``auto_pad``)      Conv2d (explicit, possibly asymmetric pads)
+MaxPool, AveragePool              MaxPool2d, AvgPool2d (``auto_pad`` -> pads)
+GlobalAveragePool                 GlobalAvgPool2d
+ReduceMean over axes (2, 3)       GlobalAvgPool2d (+ Flatten if keepdims=0)
+Relu; Clip(0, 6); Clip(0, inf)    ReLU; ReLU6; ReLU
+BatchNormalization (inference)    BatchNorm2d
+Gemm (transA 0, transB 0/1)       Linear (alpha, beta folded into the weights)
+MatMul (constant weight) [+ Add]  Linear (a constant Add becomes its bias)
+Flatten (axis 1), Reshape (N, -1) Flatten (Reshape shapes from initializers,
+                                  Constant nodes or Shape/Gather/Unsqueeze/
+                                  Concat chains on the batch size)
+Add, Sum (activations)            Add
+Concat (channel axis)             Concat
+Softmax (axis 1 / -1 of a vector) Softmax
+Resize (nearest, integer factor)  AdaptiveAvgPool2d (exact: it replicates)
+Dropout, Identity                 removed (pass-through)
+================================  ============================================
+
+Nodes whose inputs are all constants (``Constant``, initializers, shapes known
+statically) are folded with ``onnx.reference``. Anything else (LRN, Sigmoid,
+Pad, ...) raises ``ValueError`` naming the operator and the ONNX node. Node
+names are the ONNX node names, sanitised (characters other than letters,
+digits, ``_``, ``.`` and ``-`` become ``_``) and made unique, or
+``<OpType>_<index>`` for unnamed nodes; weights are keyed ``"<node>.<param>"``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import numpy as np
+
+from .. import validate
+from ..graph import Graph
+from ..layers.registry import registered
+from ..model import Model
+from .onnx_export import import_onnx, unique_name
+
+__all__ = ["from_onnx", "Importer", "supported_onnx_ops"]
+
+#: Operators of the pass itself (the layers' operators come from the registry).
+_STRUCTURAL_OPS = ("Identity", "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Slice",
+                   "Cast")
+
+#: Operators never constant-folded (not deterministic).
+_NONDETERMINISTIC = ("RandomNormal", "RandomNormalLike", "RandomUniform",
+                     "RandomUniformLike", "Bernoulli", "Multinomial")
+
+#: Symbolic batch size inside statically known shape vectors.
+_BATCH = "N"
+
+
+def _handlers():
+    """``ONNX op_type -> handler(importer, node, attrs)`` from every registered layer type."""
+    table = {}
+    for record in registered():
+        for op_type, handler in record.onnx_import.items():
+            if op_type in table:
+                raise ValueError(f"ONNX operator {op_type!r} is claimed by two layer types")
+            table[op_type] = handler
+    return table
+
+
+def supported_onnx_ops():
+    """The ONNX operators :func:`from_onnx` understands (besides constant folding)."""
+    return tuple(sorted(_handlers())) + _STRUCTURAL_OPS
+
+
+def _sanitise(name):
+    return re.sub(r"[^0-9A-Za-z_.\-]+", "_", str(name)).strip("_")
+
+
+def _load_proto(onnx, source):
+    """A ModelProto from a ModelProto, bytes or a path, with clear errors."""
+    if isinstance(source, onnx.ModelProto):
+        proto, what = source, "the ONNX model"
+    elif isinstance(source, (bytes, bytearray)):
+        what = "the ONNX bytes"
+        try:
+            proto = onnx.load_from_string(bytes(source))
+        except Exception as err:
+            raise ValueError(f"from_onnx: the bytes given are not an ONNX model ({err})") from None
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        what = repr(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"from_onnx: no such ONNX file: {path!r}")
+        if not os.path.isfile(path):
+            raise ValueError(f"from_onnx: {path!r} is not a file")
+        try:
+            proto = onnx.load(path)
+        except Exception as err:
+            raise ValueError(f"from_onnx: {path!r} is not a readable ONNX model "
+                             f"({type(err).__name__}: {err})") from None
+    else:
+        raise TypeError("from_onnx: expected a path, bytes or an onnx.ModelProto, got "
+                        f"{type(source).__name__}")
+    if not proto.HasField("graph") or not proto.graph.node or not proto.graph.input:
+        raise ValueError(f"from_onnx: {what} holds no ONNX graph (no nodes or no inputs); "
+                         "is it an ONNX model file?")
+    return proto
+
+
+class Importer:
+    """One pass over an ONNX graph in topological order, building kryptonref nodes.
+
+    The layer types' ONNX handlers read the graph and add nodes through it:
+    :meth:`act` (the kryptonref node computing a tensor), :meth:`const`,
+    :meth:`optional`, :meth:`emit`, :meth:`alias`, :meth:`fail`, :meth:`build`,
+    :meth:`spatial_input`, :meth:`window_geometry`; ``shapes``, ``opset``,
+    ``batch`` (the fixed batch size or None) and ``symbolic`` (shape vectors
+    holding :attr:`BATCH`) describe what has been read so far.
+    """
+
+    #: The symbolic batch size inside shape vectors.
+    BATCH = _BATCH
+
+    def __init__(self, onnx, proto, input_shape):
+        from onnx import helper, numpy_helper
+        self.onnx, self.helper, self.numpy_helper = onnx, helper, numpy_helper
+        self.proto = proto
+        self.graph = proto.graph
+        self.opset = None
+        for op in proto.opset_import:
+            if op.domain in ("", "ai.onnx"):
+                self.opset = int(op.version)
+        if self.opset is None:
+            raise ValueError("from_onnx: the model imports no version of the default ONNX "
+                             "operator set")
+        self.consts = {}      # tensor name -> ndarray
+        self.symbolic = {}    # tensor name -> object ndarray of ints and _BATCH
+        self.acts = {}        # tensor name -> kryptonref node name (or the input name)
+        self.nodes = {}       # kryptonref name -> [layer, inputs]
+        self.params = {}      # kryptonref name -> {param: ndarray}
+        self.shapes = {}      # kryptonref name -> shape without batch
+        self.names = set()
+        self.handlers = _handlers()
+        for tensor in self.graph.initializer:
+            try:
+                self.consts[tensor.name] = numpy_helper.to_array(tensor)
+            except Exception as err:
+                raise ValueError(f"from_onnx: cannot read initializer {tensor.name!r} "
+                                 f"({err}); external data must sit next to the model file")
+        self.outputs = [o.name for o in self.graph.output]
+        self.consumers = {}
+        for node in self.graph.node:
+            for name in node.input:
+                if name:
+                    self.consumers.setdefault(name, []).append(node)
+        self._read_input(input_shape)
+
+    # -- input --------------------------------------------------------------------------
+    def _read_input(self, input_shape):
+        from onnx import TensorProto
+        real = [v for v in self.graph.input if v.name not in self.consts]
+        if len(real) != 1:
+            raise ValueError("from_onnx: kryptonref models take exactly one image input; the "
+                             f"ONNX graph has {len(real)}: {[v.name for v in real]}")
+        value = real[0]
+        kind = value.type.WhichOneof("value")
+        if kind != "tensor_type":
+            raise ValueError(f"from_onnx: input {value.name!r} is not a tensor")
+        ttype = value.type.tensor_type
+        floats = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16,
+                  TensorProto.BFLOAT16)
+        if ttype.elem_type not in floats:
+            raise ValueError(f"from_onnx: input {value.name!r} must hold floating-point "
+                             f"values, got ONNX element type "
+                             f"{TensorProto.DataType.Name(ttype.elem_type)}")
+        dims = None
+        if ttype.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                    for d in ttype.shape.dim]
+        if dims is not None and len(dims) != 4:
+            raise ValueError(f"from_onnx: input {value.name!r} must have rank 4 (N, C, H, W), "
+                             f"got rank {len(dims)}")
+        if input_shape is not None:
+            shape = tuple(int(d) for d in input_shape)
+            if len(shape) != 3 or min(shape) < 1:
+                raise ValueError(f"from_onnx: input_shape must be (C, H, W) with positive "
+                                 f"sizes, got {input_shape!r}")
+            if dims is not None:
+                for axis, (have, want) in enumerate(zip(dims[1:], shape)):
+                    if have is not None and have != want:
+                        raise ValueError(
+                            f"from_onnx: input_shape {shape} contradicts the model's input "
+                            f"{value.name!r} of shape {self._dims_str(ttype)} (axis {axis + 1})")
+        else:
+            if dims is None or any(d is None for d in dims[1:]):
+                got = self._dims_str(ttype) if dims is not None else "unknown"
+                raise ValueError(
+                    f"from_onnx: input {value.name!r} has shape {got}; kryptonref needs fixed "
+                    "C, H and W (only the batch may be dynamic): export the model with a "
+                    "fixed image size or pass input_shape=(C, H, W)")
+            shape = tuple(dims[1:])
+        self.batch = dims[0] if dims is not None else None
+        self.input_tensor = value.name
+        self.input_name = _sanitise(value.name) or "input"
+        self.names.add(self.input_name)
+        self.acts[value.name] = self.input_name
+        self.shapes[self.input_name] = shape
+        self.input_shape = shape
+
+    @staticmethod
+    def _dims_str(ttype):
+        dims = []
+        for d in ttype.shape.dim:
+            dims.append(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?"))
+        return "(" + ", ".join(dims) + ")"
+
+    # -- helpers ------------------------------------------------------------------------
+    def label(self, node):
+        """The node's name, or ``#<index>`` for an unnamed node."""
+        return repr(node.name) if node.name else f"#{self.index} (unnamed)"
+
+    def where(self, node):
+        return f"ONNX node {self.label(node)} ({node.op_type})"
+
+    def fail(self, node, message):
+        raise ValueError(f"from_onnx: {self.where(node)}: {message}")
+
+    def attrs(self, node):
+        out = {}
+        for attr in node.attribute:
+            value = self.helper.get_attribute_value(attr)
+            if isinstance(value, bytes):
+                value = value.decode()
+            out[attr.name] = value
+        return out
+
+    def act(self, node, tensor):
+        """The kryptonref node computing ONNX tensor ``tensor`` (an activation)."""
+        if tensor in self.acts:
+            return self.acts[tensor]
+        if tensor in self.consts or tensor in self.symbolic:
+            self.fail(node, f"input {tensor!r} is a constant where kryptonref needs the "
+                            "activation of the image")
+        self.fail(node, f"input {tensor!r} is produced by no supported node")
+
+    def const(self, node, tensor, what):
+        if tensor in self.consts:
+            return self.consts[tensor]
+        self.fail(node, f"{what} ({tensor!r}) must be a constant (initializer or Constant "
+                        "node), not computed from the image")
+
+    def optional(self, node, i):
+        return node.input[i] if len(node.input) > i and node.input[i] else None
+
+    def rank(self, name):
+        return len(self.shapes[name]) + 1
+
+    def new_name(self, node, suffix=""):
+        base = _sanitise(node.name) or f"{node.op_type}_{self.index}"
+        return unique_name(base + suffix, self.names)
+
+    def emit(self, node, layer, inputs, params=None, out=None, suffix=""):
+        """Add a kryptonref node for ``node`` (output ``out``, default its first output)."""
+        name = self.new_name(node, suffix)
+        try:
+            shape = layer.output_shape([self.shapes[i] for i in inputs])
+        except ValueError as err:
+            self.fail(node, str(err))
+        arity = layer.n_inputs
+        if arity is not None and len(inputs) != arity:
+            self.fail(node, f"{type(layer).__name__} takes {arity} input(s)")
+        self.nodes[name] = [layer, tuple(inputs)]
+        self.shapes[name] = tuple(int(d) for d in shape)
+        if params:
+            self.params[name] = params
+        self.acts[node.output[0] if out is None else out] = name
+        return name
+
+    def alias(self, node, source):
+        self.acts[node.output[0]] = source
+
+    def unused(self, node, start=1):
+        """Reject a node whose extra outputs (masks, indices, statistics) are read."""
+        for out in node.output[start:]:
+            if out and (out in self.consumers or out in self.outputs):
+                self.fail(node, f"output {out!r} is used; kryptonref computes only the "
+                                "main output of this operator in inference mode")
+
+    # -- the pass -----------------------------------------------------------------------
+    def run(self, dtype):
+        for self.index, node in enumerate(self._sorted_nodes()):
+            if node.domain not in ("", "ai.onnx"):
+                self.fail(node, f"unsupported ONNX operator {node.domain}.{node.op_type} "
+                                f"(node {self.label(node)}): only the default domain is "
+                                "supported")
+            if node.op_type == "Constant":
+                self._constant(node)
+                continue
+            ins = [i for i in node.input if i]
+            if ins and all(i in self.consts for i in ins) \
+                    and node.op_type not in _NONDETERMINISTIC:
+                self._fold(node)
+                continue
+            if any(i in self.symbolic for i in ins) and node.op_type not in ("Reshape",
+                                                                              "Resize"):
+                self._symbolic_op(node)
+                continue
+            if node.op_type == "Identity":
+                self.alias(node, self.act(node, node.input[0]))
+                continue
+            if node.op_type == "Shape":
+                self._shape(node, self.attrs(node))
+                continue
+            handler = self.handlers.get(node.op_type)
+            if handler is None:
+                raise ValueError(
+                    f"from_onnx: unsupported ONNX operator {node.op_type!r} (node "
+                    f"{self.label(node)}); kryptonref imports "
+                    f"{', '.join(supported_onnx_ops())}")
+            handler(self, node, self.attrs(node))
+        return self._finish(dtype)
+
+    def _sorted_nodes(self):
+        """The graph's nodes in a topological order (ONNX requires one; be lenient)."""
+        nodes = list(self.graph.node)
+        known = set(self.consts) | {self.input_tensor} | {""}
+        order, pending = [], nodes
+        while pending:
+            rest = []
+            for node in pending:
+                if all(i in known for i in node.input):
+                    order.append(node)
+                    known.update(node.output)
+                else:
+                    rest.append(node)
+            if len(rest) == len(pending):
+                missing = sorted({i for n in rest for i in n.input if i not in known})
+                raise ValueError(f"from_onnx: the ONNX graph reads undefined tensors or has "
+                                 f"a cycle: {missing[:5]}")
+            pending = rest
+        return order
+
+    def _finish(self, dtype):
+        if len(self.outputs) != 1:
+            raise ValueError(f"from_onnx: kryptonref models have one output; the ONNX graph "
+                             f"has {len(self.outputs)}: {self.outputs}")
+        out_tensor = self.outputs[0]
+        if out_tensor not in self.acts:
+            raise ValueError(f"from_onnx: the graph output {out_tensor!r} is a constant, not "
+                             "computed from the input")
+        out = self.acts[out_tensor]
+        if out == self.input_name:
+            raise ValueError("from_onnx: the ONNX graph computes nothing (its output is its "
+                             "input); the graph has no layers")
+        keep, stack = set(), [out]
+        while stack:
+            name = stack.pop()
+            if name in keep or name == self.input_name:
+                continue
+            keep.add(name)
+            stack.extend(self.nodes[name][1])
+        triples = [(n, layer, ins) for n, (layer, ins) in self.nodes.items() if n in keep]
+        graph = Graph.from_nodes(self.input_shape, triples, input_name=self.input_name,
+                                 output=out)
+        # onnx's arrays are read-only views of the protobuf: the model gets its own copies.
+        weights = {n: {k: np.array(v, dtype=dtype) if not v.flags.writeable else v
+                       for k, v in p.items()}
+                   for n, p in self.params.items() if n in keep}
+        return Model(graph, weights=weights, dtype=dtype)
+
+    # -- constants ----------------------------------------------------------------------
+    def _constant(self, node):
+        from onnx import numpy_helper
+        attrs = {a.name: a for a in node.attribute}
+        if "value" in attrs:
+            value = numpy_helper.to_array(attrs["value"].t)
+        elif "value_float" in attrs:
+            value = np.array(attrs["value_float"].f, np.float32)
+        elif "value_floats" in attrs:
+            value = np.array(list(attrs["value_floats"].floats), np.float32)
+        elif "value_int" in attrs:
+            value = np.array(attrs["value_int"].i, np.int64)
+        elif "value_ints" in attrs:
+            value = np.array(list(attrs["value_ints"].ints), np.int64)
+        else:
+            self.fail(node, f"Constant with attribute(s) {sorted(attrs)} is not supported")
+        self.consts[node.output[0]] = value
+
+    def _fold(self, node):
+        """Evaluate a node whose inputs are all constants with onnx's reference runtime."""
+        from onnx.reference import ReferenceEvaluator
+        feeds = {i: self.consts[i] for i in node.input if i}
+        try:
+            evaluator = ReferenceEvaluator(node, opsets={"": self.opset})
+            values = evaluator.run(None, feeds)
+        except Exception as err:
+            self.fail(node, f"cannot fold this node of constants ({type(err).__name__}: {err})")
+        for name, value in zip(node.output, values):
+            if name:
+                self.consts[name] = np.asarray(value)
+
+    def _set_shape_value(self, tensor, value):
+        value = np.asarray(value, dtype=object)
+        if any(isinstance(v, str) for v in value.flat):
+            self.symbolic[tensor] = value
+        else:
+            self.consts[tensor] = value.astype(np.int64)
+
+    def _shape(self, node, attrs):
+        """Shape of an activation: a vector holding the (possibly symbolic) batch size."""
+        src = self.act(node, node.input[0])
+        first = self.batch if self.batch is not None else _BATCH
+        full = np.array([first] + list(self.shapes[src]), dtype=object)
+        rank = len(full)
+        start, end = attrs.get("start", 0), attrs.get("end", rank)
+        start = max(0, min(rank, start + rank if start < 0 else start))
+        end = max(0, min(rank, end + rank if end < 0 else end))
+        self._set_shape_value(node.output[0], full[start:end])
+
+    def _value(self, node, i):
+        name = node.input[i]
+        if name in self.symbolic:
+            return self.symbolic[name]
+        return np.asarray(self.const(node, name, f"input {i}"))
+
+    def _symbolic_op(self, node):
+        """Shape arithmetic on vectors holding the (symbolic) batch size."""
+        op, attrs = node.op_type, self.attrs(node)
+        data = self._value(node, 0)
+        if op in ("Identity", "Cast"):
+            result = data
+        elif op == "Gather":
+            idx = np.asarray(self.const(node, node.input[1], "indices")).astype(np.int64)
+            result = np.take(data, idx, axis=int(attrs.get("axis", 0)))
+        elif op in ("Unsqueeze", "Squeeze"):
+            axes = attrs.get("axes")
+            if axes is None and self.optional(node, 1):
+                axes = self.const(node, node.input[1], "axes").tolist()
+            if op == "Unsqueeze":
+                result = data
+                rank = data.ndim + len(axes)
+                for axis in sorted(a + rank if a < 0 else a for a in axes):
+                    result = np.expand_dims(result, axis)
+            else:
+                result = np.squeeze(data, axis=None if axes is None else tuple(axes))
+        elif op == "Concat":
+            parts = [self._value(node, i) for i in range(len(node.input))]
+            result = np.concatenate([np.asarray(p, dtype=object) for p in parts],
+                                    axis=int(attrs.get("axis", 0)))
+        elif op == "Slice":
+            if self.opset < 10:
+                starts, ends = attrs["starts"], attrs["ends"]
+                axes, steps = attrs.get("axes"), None
+            else:
+                starts = self.const(node, node.input[1], "starts").tolist()
+                ends = self.const(node, node.input[2], "ends").tolist()
+                axes = self.const(node, node.input[3], "axes").tolist() \
+                    if self.optional(node, 3) else None
+                steps = self.const(node, node.input[4], "steps").tolist() \
+                    if self.optional(node, 4) else None
+            if data.ndim != 1 or (axes is not None and list(axes) not in ([0], [-1])):
+                self.fail(node, "only 1-D slices of shape vectors are supported")
+            big = 2 ** 62
+            start, end = (max(-big, min(big, int(v))) for v in (starts[0], ends[0]))
+            step = 1 if steps is None else int(steps[0])
+            result = data[slice(start, end, step)]
+        else:
+            self.fail(node, f"unsupported ONNX operator {op!r} on a shape that depends on "
+                            "the dynamic batch size (supported: Shape, Gather, Unsqueeze, "
+                            "Squeeze, Concat, Slice, Cast, Identity feeding a Reshape)")
+        self._set_shape_value(node.output[0], result)
+
+    # -- what layer handlers use -----------------------------------------------------------
+    def spatial_input(self, node):
+        src = self.act(node, node.input[0])
+        if self.rank(src) != 4:
+            self.fail(node, f"expects a 4-D (N, C, H, W) input, got shape "
+                            f"(N, {', '.join(map(str, self.shapes[src]))})")
+        return src
+
+    def window_geometry(self, node, attrs, src, kernel):
+        """(strides, dilations, ((top, bottom), (left, right))) with auto_pad resolved."""
+        if len(kernel) != 2:
+            self.fail(node, f"only 2-D kernels are supported, got kernel {list(kernel)}")
+        strides = list(attrs.get("strides", [1, 1]))
+        dilations = list(attrs.get("dilations", [1, 1]))
+        auto = attrs.get("auto_pad", "NOTSET") or "NOTSET"
+        in_hw = self.shapes[src][1:]
+        if auto == "NOTSET":
+            pads = list(attrs.get("pads", [0, 0, 0, 0]))
+            if len(pads) != 4:
+                self.fail(node, f"pads must have 4 values, got {pads}")
+            padding = ((pads[0], pads[2]), (pads[1], pads[3]))
+        elif auto == "VALID":
+            padding = ((0, 0), (0, 0))
+        elif auto in ("SAME_UPPER", "SAME_LOWER"):
+            padding = []
+            for size, k, s, d in zip(in_hw, kernel, strides, dilations):
+                out = -(-size // s)
+                total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+                small, big = total // 2, total - total // 2
+                padding.append((small, big) if auto == "SAME_UPPER" else (big, small))
+            padding = tuple(padding)
+        else:
+            self.fail(node, f"unknown auto_pad {auto!r}")
+        return strides, dilations, padding
+
+    def build(self, node, cls, *args, **kwargs):
+        """``cls(*args, **kwargs)``, a layer spec; its ValueError or TypeError names the node."""
+        try:
+            return cls(*args, **kwargs)
+        except (ValueError, TypeError) as err:
+            self.fail(node, str(err))
+
+    @staticmethod
+    def float32_attr(value):
+        """A float32 attribute as the float64 it most likely was before export.
+
+        ``1e-5`` is stored as ``9.99999974e-06``: the shortest decimal that rounds to
+        the same float32 (``1e-05``) is returned. Values with a short binary mantissa
+        (such as ``2 ** -17``) were exact and are returned unchanged.
+        """
+        exact = float(np.float32(value))
+        mantissa, _ = math.frexp(exact)
+        if (mantissa * 2 ** 12).is_integer():
+            return exact
+        return float(str(np.float32(value)))
+
+
+def from_onnx(model, dtype=np.float32, input_shape=None):
+    """Read an ONNX CNN into a kryptonref :class:`~kryptonref.model.Model`.
+
+    Parameters
+    ----------
+    model : str, os.PathLike, bytes or onnx.ModelProto
+        The ``.onnx`` file (external weight data next to it is read too), its bytes
+        or a loaded model.
+    dtype : float32 or float64
+        Computation dtype of the returned model (weights are cast).
+    input_shape : tuple (C, H, W), optional
+        Fixes the image size where the ONNX input leaves ``C``, ``H`` or ``W``
+        dynamic; it must agree with the sizes the model does fix.
+
+    Returns
+    -------
+    Model
+        Node names are the ONNX node names (sanitised, unique); the graph's input is
+        named after the ONNX input, its output is the ONNX graph output.
+
+    Raises
+    ------
+    ImportError
+        Without the ``onnx`` package (``pip install 'kryptonref[onnx]'``).
+    FileNotFoundError
+        If the path does not exist.
+    ValueError
+        For a file that is not an ONNX model, an unsupported operator (naming the
+        operator and the node), several inputs or outputs, or a dynamic image size.
+    """
+    onnx = import_onnx()
+    dtype = validate.dtype(dtype)
+    proto = _load_proto(onnx, model)
+    return Importer(onnx, proto, input_shape).run(dtype)

@@ -1,0 +1,89 @@
+"""Models (kryptonref.model): weights, dtypes, full inference, and bad input."""
+import numpy as np
+import pytest
+
+import kryptonref as kr
+
+
+def tiny():
+    g = kr.Graph((2, 10, 12))
+    g.add(kr.Conv2d(2, 3, 3, padding=1), name="conv")
+    g.add(kr.ReLU(), name="relu")
+    return g
+
+
+@pytest.fixture(scope="module")
+def model():
+    return kr.Model(tiny(), seed=0)
+
+
+def image(shape=(2, 10, 12), dtype=np.float32):
+    return np.random.default_rng(0).normal(size=shape).astype(dtype)
+
+
+def test_weights_of_the_wrong_shape(model):
+    weights = model.weights()
+    weights["conv.weight"] = np.zeros((3, 2, 5, 5))
+    with pytest.raises(ValueError, match=r"conv.weight has shape \(3, 2, 5, 5\), expected \(3, 2, 3, 3\)"):
+        kr.Model(tiny(), weights=weights)
+
+
+def test_missing_and_unexpected_weights(model):
+    weights = model.weights()
+    del weights["conv.bias"]
+    with pytest.raises(ValueError, match="'conv' is missing 'bias'"):
+        kr.Model(tiny(), weights=weights)
+    with pytest.raises(ValueError, match="missing parameters for node 'conv'"):
+        kr.Model(tiny(), weights={})
+    weights = model.weights()
+    weights["ghost.weight"] = np.zeros(1)
+    with pytest.raises(ValueError, match="unexpected entries for nodes \\['ghost'\\]"):
+        kr.Model(tiny(), weights=weights)
+
+
+def test_weights_round_trip_through_npz(model, tmp_path):
+    path = tmp_path / "w.npz"
+    model.save_weights(path)
+    again = kr.Model(tiny(), weights=path)
+    x = image()[None]
+    np.testing.assert_array_equal(again.forward(x), model.forward(x))
+
+
+def test_unsupported_dtype():
+    with pytest.raises(TypeError, match="float32 or float64"):
+        kr.Model(tiny(), dtype=np.float16)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        kr.Model(tiny(), dtype=np.int32)
+
+
+def test_forward_rejects_bad_batches(model):
+    with pytest.raises(ValueError, match=r"shape \(N, 2, 10, 12\)"):
+        model.forward(image((3, 10, 12))[None])
+    with pytest.raises(ValueError, match=r"shape \(N, 2, 10, 12\)"):
+        model.forward(image())
+    with pytest.raises(TypeError, match="floating-point"):
+        model.forward(np.zeros((1, 2, 10, 12), np.int64))
+    with pytest.raises(TypeError, match="NumPy array"):
+        model.forward([[0.0]])
+    bad = image()[None].copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model.forward(bad)
+
+
+def test_seeded_weights_are_reproducible_and_dtype_independent():
+    a, b = kr.Model(tiny(), seed=3), kr.Model(tiny(), seed=3, dtype=np.float64)
+    for key, value in a.weights().items():
+        np.testing.assert_allclose(value, b.weights()[key], rtol=1e-7)
+    assert not np.array_equal(kr.Model(tiny(), seed=4).weights()["conv.weight"],
+                              a.weights()["conv.weight"])
+
+
+def test_replaced_weights_are_used_after_a_first_forward(model):
+    """Backends cache prepared parameters per set of weights: replacing them is seen."""
+    other = kr.Model(tiny(), seed=0)
+    x = image()[None]
+    first = other.forward(x)
+    other.params = kr.Model(tiny(), seed=1).params
+    np.testing.assert_array_equal(other.forward(x), kr.Model(tiny(), seed=1).forward(x))
+    assert not np.array_equal(other.forward(x), first)
