@@ -43,8 +43,9 @@ _EXPORTS = {
     "DrilldownTuning": "tuning",
     "Conv2d": "layers", "MaxPool2d": "layers", "AvgPool2d": "layers",
     "GlobalAvgPool2d": "layers", "AdaptiveAvgPool2d": "layers", "ReLU": "layers",
-    "ReLU6": "layers", "BatchNorm2d": "layers", "Dropout": "layers", "Flatten": "layers",
-    "Linear": "layers", "Softmax": "layers", "Add": "layers", "Concat": "layers",
+    "ReLU6": "layers", "LeakyReLU": "layers", "BatchNorm2d": "layers", "Dropout": "layers",
+    "Flatten": "layers", "Linear": "layers", "Softmax": "layers", "Add": "layers",
+    "Concat": "layers",
 }
 #: Public submodules.
 _MODULES = ("geometry", "images", "layers", "models", "analysis", "schedule", "engine",
@@ -75,8 +76,8 @@ if TYPE_CHECKING:  # pragma: no cover - what the names above resolve to, for typ
     from .engine import IncrementalResult, Occluder, incremental_inference, patch_positions
     from .graph import Graph, Node
     from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Concat, Conv2d,
-                         Dropout, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU, ReLU6,
-                         Softmax)
+                         Dropout, Flatten, GlobalAvgPool2d, LeakyReLU, Linear, MaxPool2d, ReLU,
+                         ReLU6, Softmax)
     from .model import Model
     from .models.onnx_export import to_onnx
     from .models.onnx_import import from_onnx

@@ -38,7 +38,7 @@ import kryptonref.layers as S
 __all__ = [
     "output_size", "conv2d", "max_pool2d", "avg_pool2d", "avg_pool_divisor_map",
     "global_avg_pool", "adaptive_avg_pool", "relu", "relu6", "batchnorm", "flatten",
-    "linear", "softmax", "add", "concat", "dropout", "naive_layer", "naive_forward",
+    "linear", "softmax", "add", "concat", "dropout", "leaky_relu", "naive_layer", "naive_forward",
     "naive_occlude", "naive_approximate", "ORACLE",
 ]
 
@@ -234,6 +234,12 @@ def relu6(x):
     return np.minimum(np.maximum(_f64(x), 0.0), 6.0)
 
 
+def leaky_relu(x, negative_slope):
+    """``x`` for ``x >= 0``, ``negative_slope * x`` for ``x < 0``."""
+    x = _f64(x)
+    return np.where(x < 0, negative_slope * x, x)
+
+
 def dropout(x):
     """Identity (inference)."""
     return _f64(x).copy()
@@ -307,6 +313,7 @@ ORACLE = {
                           WHOLE),
     S.ReLU: (lambda layer, p, xs: relu(xs[0]), POSITIONWISE),
     S.ReLU6: (lambda layer, p, xs: relu6(xs[0]), POSITIONWISE),
+    S.LeakyReLU: (lambda layer, p, xs: leaky_relu(xs[0], layer.negative_slope), POSITIONWISE),
     S.Dropout: (lambda layer, p, xs: dropout(xs[0]), POSITIONWISE),
     S.BatchNorm2d: (lambda layer, p, xs: batchnorm(xs[0], p["weight"], p["bias"],
                                                    p["running_mean"], p["running_var"],

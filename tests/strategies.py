@@ -51,11 +51,12 @@ SINGLE = {
     kr.AvgPool2d: lambda draw, shape: _pool(draw, max_pool=False),
     kr.ReLU: lambda draw, shape: kr.ReLU(),
     kr.ReLU6: lambda draw, shape: kr.ReLU6(),
+    kr.LeakyReLU: lambda draw, shape: kr.LeakyReLU(draw(st.sampled_from([0.01, 0.2, -0.5, 1.5]))),
     kr.Dropout: lambda draw, shape: kr.Dropout(),
     kr.BatchNorm2d: lambda draw, shape: kr.BatchNorm2d(shape[0]),
 }
 #: Of those, the position-wise ones (a "fork" block reads one map with two of them).
-POSITIONWISE = [kr.ReLU, kr.ReLU6, kr.Dropout, kr.BatchNorm2d]
+POSITIONWISE = [kr.ReLU, kr.ReLU6, kr.LeakyReLU, kr.Dropout, kr.BatchNorm2d]
 #: Merges of two maps of one shape: type -> ``draw_layer(draw, shape)``.
 MERGES = {
     kr.Add: lambda draw, shape: kr.Add(),

@@ -445,3 +445,12 @@ def test_import_without_onnx_installed():
         "        raise SystemExit('no ImportError')\n"
         "print('ok')\n")
     assert run_python(code, timeout=120).strip() == "ok"
+
+
+@pytest.mark.parametrize("alpha", [None, 0.2, -0.5])
+def test_leaky_relu(alpha):
+    attrs = {} if alpha is None else {"alpha": alpha}
+    nodes = [helper.make_node("LeakyRelu", ["x"], ["y"], name="leaky", **attrs)]
+    model = check_import(make_model(nodes, [], (2, 3, 5, 4)), (3, 5, 4), scale=3.0)
+    assert layer_types(model) == ["LeakyReLU"]
+    assert model.graph.nodes["leaky"].layer.negative_slope == (0.01 if alpha is None else alpha)

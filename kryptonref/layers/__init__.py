@@ -9,10 +9,10 @@ registers every layer type.
 from .base import Layer
 from .conv import Conv2d
 from .dense import Flatten, Linear, Softmax
-from .elementwise import BatchNorm2d, Dropout, ReLU, ReLU6
+from .elementwise import BatchNorm2d, Dropout, LeakyReLU, ReLU, ReLU6
 from .merge import Add, Concat
 from .pool import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, MaxPool2d
 
 __all__ = ["Layer", "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "AdaptiveAvgPool2d",
-           "ReLU", "ReLU6", "BatchNorm2d", "Dropout", "Flatten", "Linear", "Softmax", "Add",
-           "Concat"]
+           "ReLU", "ReLU6", "LeakyReLU", "BatchNorm2d", "Dropout", "Flatten", "Linear",
+           "Softmax", "Add", "Concat"]

@@ -1,5 +1,5 @@
-"""Position-wise layers: ``ReLU``, ``ReLU6``, ``BatchNorm2d`` (eval) and ``Dropout``
-(inference), and their CPU kernels (CUDA twin: :mod:`.elementwise_cuda`).
+"""Position-wise layers: ``ReLU``, ``ReLU6``, ``LeakyReLU``, ``BatchNorm2d`` (eval) and
+``Dropout`` (inference), and their CPU kernels (CUDA twin: :mod:`.elementwise_cuda`).
 
 Each output element reads only the input element at its position, so a changed
 region passes through unchanged (the ``POSITIONWISE`` rule, ``docs/design.md``, Geometry)
@@ -15,7 +15,7 @@ import numpy as np
 from .base import Layer, as_int, check_rank
 from .registry import Kernels, Rule, register
 
-__all__ = ["ReLU", "ReLU6", "BatchNorm2d", "Dropout"]
+__all__ = ["ReLU", "ReLU6", "LeakyReLU", "BatchNorm2d", "Dropout"]
 
 
 def _channel_shape(x):
@@ -79,6 +79,44 @@ def _clip_from_onnx(ctx, node, attrs):
     else:
         ctx.fail(node, f"Clip to [{lo}, {hi}] is not supported; kryptonref has ReLU6 "
                        "(Clip to [0, 6]) and ReLU (Clip to [0, inf))")
+
+
+# -- LeakyReLU -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LeakyReLU(Layer):
+    """``x`` where ``x >= 0``, ``negative_slope * x`` elsewhere, element-wise (PyTorch's
+    default slope 0.01)."""
+
+    negative_slope: float = 0.01
+
+    def __post_init__(self):
+        slope = self.negative_slope
+        if isinstance(slope, bool) or not isinstance(slope, (int, float, np.floating)) \
+                or not math.isfinite(slope):
+            raise ValueError(f"LeakyReLU: negative_slope must be a finite number, got {slope!r}")
+        object.__setattr__(self, "negative_slope", float(slope))
+
+    def output_shape(self, input_shapes):
+        return tuple(input_shapes[0])
+
+
+def _leaky_relu(layer, params, x, out=None):
+    """``x * slope`` where ``x < 0``, ``x`` elsewhere (NaN stays NaN, as in PyTorch)."""
+    if out is None:
+        out = x.copy()
+    elif out is not x:
+        out[...] = x
+    np.multiply(out, out.dtype.type(layer.negative_slope), out=out, where=out < 0)
+    return out
+
+
+def _leaky_relu_to_onnx(ctx, name, layer, params, inputs):
+    ctx.node("LeakyRelu", inputs, name, alpha=layer.negative_slope)
+
+
+def _leaky_relu_from_onnx(ctx, node, attrs):
+    slope = ctx.float32_attr(attrs.get("alpha", 0.01))
+    ctx.emit(node, ctx.build(node, LeakyReLU, slope), [ctx.act(node, node.input[0])])
 
 
 # -- Dropout -------------------------------------------------------------------------------
@@ -191,6 +229,9 @@ register(ReLU, Rule.POSITIONWISE, cpu=Kernels(apply=_relu),
 register(ReLU6, Rule.POSITIONWISE, cpu=Kernels(apply=_relu6),
          cuda="kryptonref.layers.elementwise_cuda:RELU6", onnx_export=_relu6_to_onnx,
          onnx_import={"Clip": _clip_from_onnx})
+register(LeakyReLU, Rule.POSITIONWISE, cpu=Kernels(apply=_leaky_relu),
+         cuda="kryptonref.layers.elementwise_cuda:LEAKY_RELU", onnx_export=_leaky_relu_to_onnx,
+         onnx_import={"LeakyRelu": _leaky_relu_from_onnx})
 register(Dropout, Rule.POSITIONWISE, cpu=Kernels(apply=_identity),
          cuda="kryptonref.layers.elementwise_cuda:IDENTITY", onnx_export=_dropout_to_onnx,
          onnx_import={"Dropout": _dropout_from_onnx}, aliases_input=True)

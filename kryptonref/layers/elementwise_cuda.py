@@ -7,7 +7,7 @@ from .._cuda import cuda, launch, launch_rows
 from ..backends.cuda_memory import empty
 from .registry import Kernels
 
-__all__ = ["RELU", "RELU6", "IDENTITY", "AFFINE", "KERNELS"]
+__all__ = ["RELU", "RELU6", "LEAKY_RELU", "IDENTITY", "AFFINE", "KERNELS"]
 
 
 @cuda.jit(cache=True)
@@ -26,6 +26,13 @@ def _relu6(x, out):
         elif value > 6:
             value = 6.0
         out[idx] = value
+
+
+@cuda.jit(cache=True)
+def _leaky_relu(x, slope, out):
+    for idx in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        value = x[idx]
+        out[idx] = value * slope if value < 0 else value
 
 
 @cuda.jit(cache=True)
@@ -61,6 +68,10 @@ def _apply_relu6(layer, params, x, out=None):
     return map_elements(_relu6, x, out=out)
 
 
+def _apply_leaky_relu(layer, params, x, out=None):
+    return map_elements(_leaky_relu, x, np.dtype(x.dtype).type(layer.negative_slope), out=out)
+
+
 def _identity(layer, params, x, out=None):
     return x
 
@@ -79,6 +90,7 @@ def _apply_affine(layer, params, x, out=None):
 #: The CUDA kernels of the layer types of :mod:`kryptonref.layers.elementwise`.
 RELU = Kernels(apply=_apply_relu)
 RELU6 = Kernels(apply=_apply_relu6)
+LEAKY_RELU = Kernels(apply=_apply_leaky_relu)
 IDENTITY = Kernels(apply=_identity)
 AFFINE = Kernels(apply=_apply_affine)
 
@@ -86,5 +98,6 @@ AFFINE = Kernels(apply=_apply_affine)
 KERNELS = [
     (_relu, "void({T}[::1], {T}[::1])"),
     (_relu6, "void({T}[::1], {T}[::1])"),
+    (_leaky_relu, "void({T}[::1], {T}, {T}[::1])"),
     (_affine, "void({T}[:,::1], {T}[::1], {T}[::1], {T}[:,::1])"),
 ]
