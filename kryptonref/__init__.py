@@ -45,7 +45,25 @@ _EXPORTS = {
     "GlobalAvgPool2d": "layers", "AdaptiveAvgPool2d": "layers", "ReLU": "layers",
     "ReLU6": "layers", "LeakyReLU": "layers", "BatchNorm2d": "layers", "Dropout": "layers",
     "Flatten": "layers", "Linear": "layers", "Softmax": "layers", "Add": "layers",
-    "Concat": "layers",
+    "Concat": "layers", "Mul": "layers",
+    "Sigmoid": "layers",
+    "HardSigmoid": "layers",
+    "HardSwish": "layers",
+    "SiLU": "layers",
+    "GELU": "layers",
+    "ELU": "layers",
+    "Tanh": "layers",
+    "Softplus": "layers",
+    "Mish": "layers",
+    "Erf": "layers",
+    "Clip": "layers",
+    "Power": "layers",
+    "PReLU": "layers",
+    "Arithmetic": "layers",
+    "LayerNorm2d": "layers",
+    "ChannelLinear": "layers",
+    "ChannelSlice": "layers",
+    "ChannelShuffle": "layers",
 }
 #: Public submodules.
 _MODULES = ("geometry", "images", "layers", "models", "analysis", "schedule", "engine",
@@ -77,7 +95,9 @@ if TYPE_CHECKING:  # pragma: no cover - what the names above resolve to, for typ
     from .graph import Graph, Node
     from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Concat, Conv2d,
                          Dropout, Flatten, GlobalAvgPool2d, LeakyReLU, Linear, MaxPool2d, ReLU,
-                         ReLU6, Softmax)
+                         ReLU6, Softmax, Mul, Sigmoid, HardSigmoid, HardSwish, SiLU, GELU,
+                         ELU, Tanh, Softplus, Mish, Erf, Clip, Power, PReLU, Arithmetic,
+                         LayerNorm2d, ChannelLinear, ChannelSlice, ChannelShuffle)
     from .model import Model
     from .models.onnx_export import to_onnx
     from .models.onnx_import import from_onnx

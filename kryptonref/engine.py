@@ -28,6 +28,7 @@ import numpy as np
 
 from . import validate
 from .backends import get_backend
+from .layers.base import broadcasts
 from .layers.registry import Rule, entry
 from .model import Model
 from .runtime import entry_point
@@ -121,6 +122,9 @@ class Occluder:
         Projective-field threshold of approximate inference (1: exact).
     mode : {"incremental", "full"}
         Incremental inference, or full re-inference of every occluded image.
+    freeze_context : bool
+        Approximate: squeeze-excitation gates (any gate broadcast over a map by a
+        merge) keep their value on the unoccluded image (:func:`kryptonref.schedule.plan`).
     base : dict, optional
         ``M`` from ``model.forward_all(image[None])``, to skip recomputing it.
 
@@ -138,13 +142,14 @@ class Occluder:
 
     @entry_point
     def __init__(self, model, image, patch, fill=0.0, device="cpu", tau=1.0,
-                 mode="incremental", base=None):
+                 mode="incremental", base=None, freeze_context=False):
         if not isinstance(model, Model):
             raise TypeError(f"model must be a kryptonref Model, got {type(model).__name__}")
         self.model, self.graph = model, model.graph
         self.backend = get_backend(device)
         self.mode = validate.one_of(mode, MODES, "mode")
         self.tau = validate.tau(tau)
+        self.freeze_context = bool(freeze_context)
         self.image = validate.image(image, self.graph.input_shape, model.dtype)
         self.patch_hw = validate.int_pair(patch, "patch")
         validate.patch_fits(self.patch_hw, self.graph.input_shape[1:])
@@ -215,7 +220,7 @@ class Occluder:
             order = np.arange(len(positions))
             compute = self._full_batch
         else:
-            order = batch_order(self.graph, positions, patch_hw, self.tau)
+            order = batch_order(self.graph, positions, patch_hw, self.tau, self.freeze_context)
             compute = self._incremental_batch
 
         def batch(indices):
@@ -237,7 +242,7 @@ class Occluder:
 
     def _incremental_batch(self, positions, patch_hw, wanted):
         backend = self.backend
-        batch_plan = plan(self.graph, positions, patch_hw, self.tau)
+        batch_plan = plan(self.graph, positions, patch_hw, self.tau, self.freeze_context)
         self._count(batch_plan)
         base = self._base_items
         with backend.batch_scope():
@@ -440,7 +445,13 @@ def _compute_merge(backend, graph, params, base, batch_plan, offsets, data, name
     h, w = node_plan.h, node_plan.w
     gather = backend.kernels(layer).gather
     if gather is None:  # each input's window on its own, then the merge on the windows
-        windows = [_window_of(backend, base, data, offsets, src, y0, x0, h, w) for src in inputs]
+        windows = []
+        for k, src in enumerate(inputs):
+            if broadcasts(graph.shapes[src], graph.shapes[name]):  # a gate: unchanged here
+                windows.append(base[src].reshape((1,) + tuple(base[src].shape)))
+            else:
+                src_data = None if k in node_plan.frozen else data[src]
+                windows.append(_window_of(backend, base, src_data, offsets, src, y0, x0, h, w))
         return backend.full(layer, params[name], windows, (graph.shapes[name][0], h, w))
     out = backend.empty((len(y0), graph.shapes[name][0], h, w), base[inputs[0]].dtype)
     c_offset = 0
@@ -454,17 +465,19 @@ def _compute_merge(backend, graph, params, base, batch_plan, offsets, data, name
     return out
 
 
-def _window_of(backend, base, data, offsets, src, y0, x0, h, w):
-    patch_y0, patch_x0 = offsets[src] if data[src] is not None else (None, None)
-    return backend.gather_windows(base[src], data[src], patch_y0, patch_x0, y0, x0, h, w)
+def _window_of(backend, base, src_data, offsets, src, y0, x0, h, w):
+    patch_y0, patch_x0 = offsets[src] if src_data is not None else (None, None)
+    return backend.gather_windows(base[src], src_data, patch_y0, patch_x0, y0, x0, h, w)
 
 
 def _compute_whole(backend, graph, params, base, batch_plan, offsets, data, name, reuse):
     """A layer on every position's whole input tensors."""
     node = graph.nodes[name]
     n_items = batch_plan.n_items
-    wholes = [_to_whole(backend, data[i], batch_plan.nodes[i], offsets.get(i), base[i], n_items)
-              for i in node.inputs]
+    frozen = batch_plan.nodes[name].frozen
+    wholes = [backend.repeat(base[i], n_items) if k in frozen else
+              _to_whole(backend, data[i], batch_plan.nodes[i], offsets.get(i), base[i], n_items)
+              for k, i in enumerate(node.inputs)]
     return backend.full(node.layer, params[name], wholes, graph.shapes[name])
 
 

@@ -112,7 +112,7 @@ def captum_windows(size, window, stride):
 @entry_point
 def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="incremental",
               batch_size=None, progress=False, device="cpu", tau=1.0, drilldown=False,
-              r_drill=0.25, target_speedup=3.0, coarse_stride=None):
+              r_drill=0.25, target_speedup=3.0, coarse_stride=None, freeze_context=False):
     """Occlusion heatmap and attribution of one image.
 
     Parameters
@@ -157,6 +157,11 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
         ignored when ``coarse_stride`` is given.
     coarse_stride : int or (int, int), optional
         Drill-down's coarse stride: a multiple of ``stride``.
+    freeze_context : bool
+        ``mode="approximate"``: keep squeeze-excitation gates (any per-channel gate a
+        merge broadcasts over a map) at their value on the unoccluded image, so that
+        regions stay local through such blocks (an approximation the paper does not
+        have; ``docs/approximate.md``).
 
     Returns
     -------
@@ -166,8 +171,9 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
         raise TypeError(f"model must be a kryptonref Model, got {type(model).__name__}")
     mode = validate.one_of(mode, MODES, "mode")
     tau = validate.tau(tau)
-    if mode != "approximate" and (tau < 1.0 or drilldown):
-        raise ValueError(f"tau < 1 and drilldown need mode='approximate', got mode={mode!r}")
+    if mode != "approximate" and (tau < 1.0 or drilldown or freeze_context):
+        raise ValueError(f"tau < 1, drilldown and freeze_context need mode='approximate', got "
+                         f"mode={mode!r}")
     graph = model.graph
     if len(graph.shapes[graph.output]) != 1:
         raise ValueError(f"occlusion needs a model whose output is a vector of class scores; "
@@ -187,6 +193,7 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
 
     start = time.perf_counter()
     occluder = Occluder(model, image, patch_hw, fill=fill, device=device, tau=tau,
+                        freeze_context=freeze_context,
                         mode="full" if mode == "full" else "incremental")
     scores0 = occluder.base_output
     probs0 = _probabilities(graph, scores0[None])[0]

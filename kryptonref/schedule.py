@@ -23,6 +23,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from .geometry import changed_output, fit_region, read_window, union
+from .layers.base import broadcasts
 from .layers.registry import Rule, entry
 
 __all__ = ["spatial_region", "merge_region", "whole_region", "batch_region", "is_empty",
@@ -134,6 +135,11 @@ class NodePlan:
         convolution): the engine reads the input's data without gathering it.
     macs : int
         Multiply-accumulates of computing the node for the whole batch.
+    frozen : tuple of int
+        A merge's inputs read from ``M`` whatever they are (the gates the
+        global-context approximation keeps at their unoccluded value).
+    why_whole : str
+        For a whole node: why every output may change here.
     """
 
     state: str
@@ -146,6 +152,8 @@ class NodePlan:
     window: Optional[tuple] = None
     reads_input_as_is: bool = False
     macs: int = 0
+    frozen: Tuple[int, ...] = ()
+    why_whole: str = ""
 
     @property
     def size(self):
@@ -170,6 +178,7 @@ class Plan:
     patch_hw: Tuple[int, int]
     tau: float
     nodes: Dict[str, NodePlan]
+    freeze_context: bool = False
 
     @property
     def n_items(self):
@@ -185,25 +194,36 @@ def _unchanged(n_items):
     return NodePlan(UNCHANGED, np.zeros(n_items, bool))
 
 
-def _whole(shape, changed, exact=None):
+@dataclass(frozen=True)
+class _Options:
+    tau: float = 1.0
+    freeze_context: bool = False
+
+
+def _whole(shape, changed, exact=None, why=""):
     """A node computed whole; a feature map's exact region is the whole map where changed,
     unless a merge gives the bounding box of its inputs' regions (``exact``)."""
     n_items = len(changed)
     zeros = np.zeros(n_items, np.int64)
     if len(shape) != 3:
-        return NodePlan(WHOLE, changed, None, zeros, zeros, 1, 1)
+        return NodePlan(WHOLE, changed, None, zeros, zeros, 1, 1, why_whole=why)
     if exact is None:
-        exact = tuple(np.where(changed, v, 0) for v in whole_region(shape, n_items))
-    return NodePlan(WHOLE, changed, exact, zeros, zeros, shape[1], shape[2])
+        exact = _whole_where(shape, changed)
+    return NodePlan(WHOLE, changed, exact, zeros, zeros, shape[1], shape[2], why_whole=why)
 
 
-def _plan_window(graph, name, layer, ins, n_items, tau):
+def _whole_where(shape, changed):
+    """The whole ``(C, H, W)`` map as the region of the positions that changed it."""
+    return tuple(np.where(changed, v, 0) for v in whole_region(shape, len(changed)))
+
+
+def _plan_window(graph, name, layer, ins, n_items, opts):
     """Conv and pool layers: eq. (1)-(8) generalised, the tau clamp, one size per batch."""
     src = ins[0]
     if src.state == UNCHANGED:
         return _unchanged(n_items)
     out_shape = graph.shapes[name]
-    exact = spatial_region(layer, src.exact, out_shape, tau)
+    exact = spatial_region(layer, src.exact, out_shape, opts.tau)
     empty = is_empty(exact)
     if np.all(empty):
         return _unchanged(n_items)
@@ -219,33 +239,53 @@ def _plan_window(graph, name, layer, ins, n_items, tau):
     return NodePlan(REGION, ~empty, exact, y0, x0, size[0], size[1], (ry0, rx0, rh, rw), as_is)
 
 
-def _plan_positionwise(graph, name, layer, ins, n_items, tau):
+def _plan_positionwise(graph, name, layer, ins, n_items, opts):
     """The input's plan: the region passes through."""
     src = ins[0]
+    if src.state == WHOLE:
+        return _whole(graph.shapes[name], src.changed, src.exact if len(graph.shapes[name]) == 3
+                      else None, src.why_whole)
     return NodePlan(src.state, src.changed, src.exact, src.y0, src.x0, src.h, src.w)
 
 
-def _plan_merge(graph, name, layer, ins, n_items, tau):
-    """Bounding box of the inputs' regions (SIGMOD 2019 eq. 20); whole if an input is."""
-    live = [p for p in ins if p.state != UNCHANGED]
-    if not live:
-        return _unchanged(n_items)
-    changed = np.any([p.changed for p in live], axis=0)
+def _plan_merge(graph, name, layer, ins, n_items, opts):
+    """Bounding box of the inputs' regions (SIGMOD 2019 eq. 20); whole if an input is, or
+    if a changed input is a gate broadcast over the map (squeeze-excitation: the product
+    changes everywhere). With ``freeze_context`` a gate is read unchanged from ``M``."""
     shape = graph.shapes[name]
-    exact = merge_region([p.exact for p in live]) if len(shape) == 3 and all(
-        p.exact is not None for p in live) else None
-    if any(p.state == WHOLE for p in live):
-        return _whole(shape, changed, exact)
+    gates = [broadcasts(graph.shapes[i], shape) for i in graph.nodes[name].inputs]
+    frozen = tuple(k for k, gate in enumerate(gates) if gate and opts.freeze_context)
+    live = [(p, gate) for k, (p, gate) in enumerate(zip(ins, gates))
+            if p.state != UNCHANGED and k not in frozen]
+    if not live:
+        return NodePlan(UNCHANGED, np.zeros(n_items, bool), frozen=frozen)
+    changed = np.any([p.changed for p, _ in live], axis=0)
+    exact = None
+    if len(shape) == 3 and all(p.exact is not None for p, _ in live):
+        exact = merge_region([_whole_where(shape, p.changed) if gate else p.exact
+                              for p, gate in live])
+    whole = None
+    if any(gate for _, gate in live):
+        whole = _whole(shape, changed, exact, f"{type(layer).__name__} multiplies by a gate "
+                       "computed from the whole map (squeeze-excitation): any change reaches "
+                       "the gate, and the gate every output")
+    elif any(p.state == WHOLE for p, _ in live):
+        whole = _whole(shape, changed, exact,
+                       next(p.why_whole for p, _ in live if p.state == WHOLE))
+    if whole is not None:
+        whole.frozen = frozen
+        return whole
     (y0, x0), (h, w) = batch_region(exact, shape[1:])
-    return NodePlan(REGION, changed, exact, y0, x0, h, w)
+    return NodePlan(REGION, changed, exact, y0, x0, h, w, frozen=frozen)
 
 
-def _plan_whole(graph, name, layer, ins, n_items, tau):
+def _plan_whole(graph, name, layer, ins, n_items, opts):
     """Every output may change: whole for every position as soon as one changed an input."""
     live = [p for p in ins if p.state != UNCHANGED]
     if not live:
         return _unchanged(n_items)
-    return _whole(graph.shapes[name], np.any([p.changed for p in live], axis=0))
+    return _whole(graph.shapes[name], np.any([p.changed for p in live], axis=0),
+                  why=f"{type(layer).__name__}: every output reads the whole input")
 
 
 _PLANNERS = {Rule.WINDOW: _plan_window, Rule.POSITIONWISE: _plan_positionwise,
@@ -264,7 +304,7 @@ def _macs(graph, name, layer, node_plan):
     return int(len(node_plan.changed)) * int(record.macs(layer, in_shapes, shape))
 
 
-def plan(graph, positions, patch_hw, tau=1.0):
+def plan(graph, positions, patch_hw, tau=1.0, freeze_context=False):
     """The :class:`Plan` of one batch of positions (SIGMOD 2019 eq. 1-8, 20, 21-27).
 
     Node by node in topological order, each node's rule (from the layer
@@ -278,11 +318,17 @@ def plan(graph, positions, patch_hw, tau=1.0):
     patch_hw : (int, int)
     tau : float in (0, 1]
         Projective-field threshold (:func:`clamp_region`); 1 is exact.
+    freeze_context : bool
+        The global-context approximation (not in the paper): a gate broadcast over a
+        map by a merge (squeeze-excitation) keeps its value on the unoccluded image,
+        so regions stay local through the block; the nodes that only fed such gates
+        are not computed.
 
     Returns
     -------
     Plan
     """
+    opts = _Options(float(tau), bool(freeze_context))
     positions = np.asarray(positions, np.int64)
     n_items = len(positions)
     ys, xs = positions[:, 0].copy(), positions[:, 1].copy()
@@ -292,11 +338,27 @@ def plan(graph, positions, patch_hw, tau=1.0):
     for name in graph.order:
         node = graph.nodes[name]
         planner = _PLANNERS[entry(node.layer).rule]
-        node_plan = planner(graph, name, node.layer, [nodes[i] for i in node.inputs], n_items,
-                            tau)
-        node_plan.macs = _macs(graph, name, node.layer, node_plan)
-        nodes[name] = node_plan
-    return Plan(positions, tuple(patch_hw), float(tau), nodes)
+        nodes[name] = planner(graph, name, node.layer, [nodes[i] for i in node.inputs], n_items,
+                              opts)
+    if opts.freeze_context:
+        _skip_unread(graph, nodes, n_items)
+    for name in graph.order:
+        nodes[name].macs = _macs(graph, name, graph.nodes[name].layer, nodes[name])
+    return Plan(positions, tuple(patch_hw), opts.tau, nodes, opts.freeze_context)
+
+
+def _skip_unread(graph, nodes, n_items):
+    """Mark unchanged the changed nodes whose data no computed node reads (the branches
+    computing frozen gates): nothing needs them."""
+    read = {graph.output}
+    for name in reversed(graph.order):
+        node_plan = nodes[name]
+        if name not in read:
+            nodes[name] = _unchanged(n_items)
+            continue
+        if node_plan.state != UNCHANGED:
+            read.update(src for k, src in enumerate(graph.nodes[name].inputs)
+                        if k not in node_plan.frozen)
 
 
 def executed_macs(graph, batch_plan):
@@ -321,21 +383,19 @@ def paper_macs(graph, batch_plan):
         node_plan = batch_plan.nodes[name]
         shape = graph.shapes[name]
         in_shapes = [graph.shapes[i] for i in node.inputs]
-        if record.rule is Rule.WINDOW:
-            per_output = int(record.macs(node.layer, in_shapes, (shape[0], 1, 1)))
-            if node_plan.state == UNCHANGED:
-                out[name] = np.zeros(n_items, np.int64)
-            else:
-                y0, y1, x0, x1 = node_plan.exact
-                out[name] = per_output * (y1 - y0) * (x1 - x0)
-        elif record.rule is Rule.WHOLE:
+        if record.rule is Rule.WHOLE:
             out[name] = np.full(n_items, int(record.macs(node.layer, in_shapes, shape)), np.int64)
+        elif node_plan.state == UNCHANGED or node_plan.exact is None:
+            out[name] = np.full(n_items, int(record.macs(node.layer, in_shapes, shape))
+                                if node_plan.state == WHOLE else 0, np.int64)
         else:
-            out[name] = np.zeros(n_items, np.int64)
+            per_output = int(record.macs(node.layer, in_shapes, (shape[0], 1, 1)))
+            y0, y1, x0, x1 = node_plan.exact
+            out[name] = per_output * (y1 - y0) * (x1 - x0)
     return out
 
 
-def batch_order(graph, positions, patch_hw, tau=1.0):
+def batch_order(graph, positions, patch_hw, tau=1.0, freeze_context=False):
     """The order in which to batch the positions: equal regions next to each other.
 
     A batch computes, per node, one region size: the largest of its positions'
@@ -370,7 +430,7 @@ def batch_order(graph, positions, patch_hw, tau=1.0):
     positions = np.asarray(positions, np.int64)
     n_pos = len(positions)
     heights, widths = [np.full(n_pos, patch_hw[0])], [np.full(n_pos, patch_hw[1])]
-    whole_batch = plan(graph, positions, patch_hw, tau)
+    whole_batch = plan(graph, positions, patch_hw, tau, freeze_context)
     for name in graph.order:
         node_plan = whole_batch.nodes[name]
         if node_plan.state != UNCHANGED and node_plan.exact is not None:

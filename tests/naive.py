@@ -240,6 +240,108 @@ def leaky_relu(x, negative_slope):
     return np.where(x < 0, negative_slope * x, x)
 
 
+def _vectorised(function, x):
+    return np.vectorize(function, otypes=[np.float64])(_f64(x))
+
+
+def sigmoid(x):
+    """``1 / (1 + exp(-x))``."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-_f64(x)))
+
+
+def hard_sigmoid(x, alpha, beta):
+    """``clip(alpha x + beta, 0, 1)``."""
+    return np.minimum(np.maximum(alpha * _f64(x) + beta, 0.0), 1.0)
+
+
+def hard_swish(x):
+    """``x relu6(x + 3) / 6``."""
+    x = _f64(x)
+    return x * np.minimum(np.maximum(x + 3.0, 0.0), 6.0) / 6.0
+
+
+def gelu(x, approximate):
+    """``x Phi(x)`` with the exact normal CDF, or its tanh approximation."""
+    x = _f64(x)
+    if approximate == "tanh":
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1.0 + _vectorised(math.erf, x / math.sqrt(2.0)))
+
+
+def elu(x, alpha):
+    """``x`` for ``x > 0``, ``alpha (exp(x) - 1)`` elsewhere."""
+    x = _f64(x)
+    return np.where(x > 0, x, alpha * (np.exp(np.minimum(x, 0.0)) - 1.0))
+
+
+def softplus(x):
+    """``log(1 + exp(x))``, written out per element."""
+    return _vectorised(lambda v: v + math.log1p(math.exp(-v)) if v > 0
+                       else math.log1p(math.exp(v)), x)
+
+
+def mish(x):
+    """``x tanh(softplus(x))``."""
+    return _f64(x) * np.tanh(softplus(x))
+
+
+def prelu(x, weight):
+    """``x`` for ``x >= 0``, the channel's slope times ``x`` elsewhere."""
+    x = _f64(x)
+    slope = _f64(weight)
+    slope = slope.reshape((1, -1) + (1,) * (x.ndim - 2)) if slope.size > 1 else slope[0]
+    return np.where(x < 0, slope * x, x)
+
+
+def arithmetic(x, op, value):
+    """``x op value`` (``value op x`` for rsub, rdiv), ``value`` one per channel (axis 1)."""
+    x = _f64(x)
+    v = _f64(value).reshape((1, -1) + (1,) * (x.ndim - 2))
+    return {"add": lambda: x + v, "sub": lambda: x - v, "mul": lambda: x * v,
+            "div": lambda: x / v, "rsub": lambda: v - x, "rdiv": lambda: v / x}[op]()
+
+
+def layer_norm_channels(x, weight, bias, eps):
+    """At each position, ``(x - mean) / sqrt(var + eps) * weight + bias`` over the channels."""
+    x = _f64(x)
+    out = np.empty_like(x)
+    n, c, h, w = x.shape
+    for b in range(n):
+        for i in range(h):
+            for j in range(w):
+                v = x[b, :, i, j]
+                mean = v.sum() / c
+                var = ((v - mean) ** 2).sum() / c
+                out[b, :, i, j] = (v - mean) / math.sqrt(var + eps) * _f64(weight) + _f64(bias)
+    return out
+
+
+def channel_linear(x, weight, bias=None):
+    """At each position, ``weight @ x[:, :, i, j] (+ bias)``."""
+    out = np.einsum("oc,nchw->nohw", _f64(weight), _f64(x))
+    if bias is not None:
+        out = out + _f64(bias)[None, :, None, None]
+    return out
+
+
+def channel_shuffle(x, groups):
+    """Output channel ``i * G + g`` is input channel ``g * (C / G) + i``."""
+    x = _f64(x)
+    c = x.shape[1]
+    per_group = c // groups
+    out = np.empty_like(x)
+    for g in range(groups):
+        for i in range(per_group):
+            out[:, i * groups + g] = x[:, g * per_group + i]
+    return out
+
+
+def mul(a, b):
+    """The product, a per-channel gate ``(N, C, 1, 1)`` broadcast over the map."""
+    return _f64(a) * _f64(b)
+
+
 def dropout(x):
     """Identity (inference)."""
     return _f64(x).copy()
@@ -322,6 +424,31 @@ ORACLE = {
     S.Linear: (lambda layer, p, xs: linear(xs[0], p["weight"], p.get("bias")), WHOLE),
     S.Softmax: (lambda layer, p, xs: softmax(xs[0]), WHOLE),
     S.Add: (lambda layer, p, xs: add(*xs), MERGE),
+    S.Mul: (lambda layer, p, xs: mul(*xs), MERGE),
+    S.Sigmoid: (lambda layer, p, xs: sigmoid(xs[0]), POSITIONWISE),
+    S.HardSigmoid: (lambda layer, p, xs: hard_sigmoid(xs[0], layer.alpha, layer.beta),
+                    POSITIONWISE),
+    S.HardSwish: (lambda layer, p, xs: hard_swish(xs[0]), POSITIONWISE),
+    S.SiLU: (lambda layer, p, xs: _f64(xs[0]) * sigmoid(xs[0]), POSITIONWISE),
+    S.GELU: (lambda layer, p, xs: gelu(xs[0], layer.approximate), POSITIONWISE),
+    S.ELU: (lambda layer, p, xs: elu(xs[0], layer.alpha), POSITIONWISE),
+    S.Tanh: (lambda layer, p, xs: np.tanh(_f64(xs[0])), POSITIONWISE),
+    S.Softplus: (lambda layer, p, xs: softplus(xs[0]), POSITIONWISE),
+    S.Mish: (lambda layer, p, xs: mish(xs[0]), POSITIONWISE),
+    S.Erf: (lambda layer, p, xs: _vectorised(math.erf, xs[0]), POSITIONWISE),
+    S.Clip: (lambda layer, p, xs: np.minimum(np.maximum(_f64(xs[0]), layer.low), layer.high),
+             POSITIONWISE),
+    S.Power: (lambda layer, p, xs: _f64(xs[0]) ** layer.exponent, POSITIONWISE),
+    S.PReLU: (lambda layer, p, xs: prelu(xs[0], p["weight"]), POSITIONWISE),
+    S.Arithmetic: (lambda layer, p, xs: arithmetic(xs[0], layer.op, p[layer.param]),
+                   POSITIONWISE),
+    S.LayerNorm2d: (lambda layer, p, xs: layer_norm_channels(xs[0], p["weight"], p["bias"],
+                                                             layer.eps), POSITIONWISE),
+    S.ChannelLinear: (lambda layer, p, xs: channel_linear(xs[0], p["weight"], p.get("bias")),
+                      POSITIONWISE),
+    S.ChannelSlice: (lambda layer, p, xs: _f64(xs[0])[:, layer.start:layer.stop].copy(),
+                     POSITIONWISE),
+    S.ChannelShuffle: (lambda layer, p, xs: channel_shuffle(xs[0], layer.groups), POSITIONWISE),
     S.Concat: (lambda layer, p, xs: concat(*xs), MERGE),
 }
 
@@ -426,7 +553,13 @@ def _naive_clamp(start, stop, n_out, tau):
     return start, start + limit
 
 
-def naive_approximate(graph, params, image, y, x, patch_hw, fill, tau):
+def _is_gate(graph, source, name):
+    """A merge input ``(C, 1, 1)`` broadcast over a larger ``(C, H, W)`` output."""
+    shape, out = graph.shapes[source], graph.shapes[name]
+    return len(shape) == 3 and shape[1:] == (1, 1) and len(out) == 3 and out[1:] != (1, 1)
+
+
+def naive_approximate(graph, params, image, y, x, patch_hw, fill, tau, freeze_context=False):
     """Approximate inference for one patch position, the obvious way (``docs/design.md``, Approximate inference).
 
     Every node holds a whole tensor. A conv or pool node is computed in full from
@@ -435,6 +568,8 @@ def naive_approximate(graph, params, image, y, x, patch_hw, fill, tau):
     input's region, cut to ``round(tau * W_out)`` per axis, centred. An
     element-wise node keeps its input's region, a merge the bounding box of its
     inputs' regions; global pooling, flatten, dense and softmax change everything.
+    With ``freeze_context`` a merge reads each gate it broadcasts over a map
+    (squeeze-excitation) with its unoccluded value, and as unchanged.
 
     Returns ``{name: (1, ...) float64 array}``.
     """
@@ -445,9 +580,12 @@ def naive_approximate(graph, params, image, y, x, patch_hw, fill, tau):
     for name in graph.order:
         node = graph.nodes[name]
         layer = node.layer
-        computed = naive_layer(layer, params.get(name, {}), [values[i] for i in node.inputs])
-        ins = [regions[i] for i in node.inputs]
         kind = propagation(layer)
+        frozen = [freeze_context and kind == MERGE and _is_gate(graph, i, name)
+                  for i in node.inputs]
+        computed = naive_layer(layer, params.get(name, {}),
+                               [base[i] if f else values[i] for i, f in zip(node.inputs, frozen)])
+        ins = [None if f else regions[i] for i, f in zip(node.inputs, frozen)]
         if kind == WINDOW:
             region = None
             if ins[0] is not None:
@@ -468,7 +606,8 @@ def naive_approximate(graph, params, image, y, x, patch_hw, fill, tau):
             values[name], regions[name] = computed, ins[0]
         elif kind == MERGE:
             live = [r for r in ins if r is not None]
-            if any(r == "whole" for r in live):
+            gate = any(r is not None and _is_gate(graph, i, name) for i, r in zip(node.inputs, ins))
+            if gate or any(r == "whole" for r in live):  # a changed gate scales every output
                 regions[name] = "whole"
             elif live:
                 regions[name] = (min(r[0] for r in live), max(r[1] for r in live),

@@ -54,13 +54,43 @@ SINGLE = {
     kr.LeakyReLU: lambda draw, shape: kr.LeakyReLU(draw(st.sampled_from([0.01, 0.2, -0.5, 1.5]))),
     kr.Dropout: lambda draw, shape: kr.Dropout(),
     kr.BatchNorm2d: lambda draw, shape: kr.BatchNorm2d(shape[0]),
+    kr.Sigmoid: lambda draw, shape: kr.Sigmoid(),
+    kr.HardSigmoid: lambda draw, shape: kr.HardSigmoid(*draw(st.sampled_from(
+        [(1 / 6, 0.5), (0.2, 0.5), (0.3, 0.1)]))),
+    kr.HardSwish: lambda draw, shape: kr.HardSwish(),
+    kr.SiLU: lambda draw, shape: kr.SiLU(),
+    kr.GELU: lambda draw, shape: kr.GELU(draw(st.sampled_from(["none", "tanh"]))),
+    kr.ELU: lambda draw, shape: kr.ELU(draw(st.sampled_from([1.0, 0.5]))),
+    kr.Tanh: lambda draw, shape: kr.Tanh(),
+    kr.Softplus: lambda draw, shape: kr.Softplus(),
+    kr.Mish: lambda draw, shape: kr.Mish(),
+    kr.Erf: lambda draw, shape: kr.Erf(),
+    kr.Clip: lambda draw, shape: kr.Clip(*draw(st.sampled_from(
+        [(-1.0, 1.0), (0.0, float("inf")), (float("-inf"), 0.5), (-0.25, 0.25)]))),
+    kr.Power: lambda draw, shape: kr.Power(draw(st.sampled_from([1.0, 2.0, 3.0]))),
+    kr.PReLU: lambda draw, shape: kr.PReLU(draw(st.sampled_from([1, shape[0]]))),
+    # (no "rdiv": 1 / x near 0 is ill-conditioned for float32 comparisons; tests/test_layers.py)
+    kr.Arithmetic: lambda draw, shape: kr.Arithmetic(draw(st.sampled_from(
+        ["add", "sub", "mul", "div", "rsub"]))),
+    kr.LayerNorm2d: lambda draw, shape: kr.LayerNorm2d(shape[0], eps=1e-5),
+    kr.ChannelLinear: lambda draw, shape: kr.ChannelLinear(shape[0], draw(st.integers(1, 5)),
+                                                           bias=draw(st.booleans())),
+    kr.ChannelSlice: lambda draw, shape: _channel_slice(draw, shape[0]),
+    kr.ChannelShuffle: lambda draw, shape: kr.ChannelShuffle(draw(st.sampled_from(
+        [g for g in range(1, shape[0] + 1) if shape[0] % g == 0]))),
 }
-#: Of those, the position-wise ones (a "fork" block reads one map with two of them).
-POSITIONWISE = [kr.ReLU, kr.ReLU6, kr.LeakyReLU, kr.Dropout, kr.BatchNorm2d]
+#: Of those, the position-wise ones keeping the shape (a "fork" block reads one map with two).
+POSITIONWISE = [kr.ReLU, kr.ReLU6, kr.LeakyReLU, kr.Dropout, kr.BatchNorm2d, kr.Sigmoid,
+                kr.HardSigmoid, kr.HardSwish, kr.SiLU, kr.GELU, kr.ELU, kr.Tanh, kr.Softplus,
+                kr.Mish, kr.Erf, kr.Clip, kr.Power, kr.PReLU, kr.Arithmetic, kr.LayerNorm2d,
+                kr.ChannelShuffle]
+#: Gates of squeeze-excitation blocks.
+GATES = [kr.Sigmoid, kr.HardSigmoid]
 #: Merges of two maps of one shape: type -> ``draw_layer(draw, shape)``.
 MERGES = {
     kr.Add: lambda draw, shape: kr.Add(),
     kr.Concat: lambda draw, shape: kr.Concat(),
+    kr.Mul: lambda draw, shape: kr.Mul(),
 }
 #: Whole-tensor layers on a feature map (a "global" block): type -> ``draw_layer(draw, shape)``.
 WHOLE_MAPS = {
@@ -72,6 +102,11 @@ WHOLE_MAPS = {
 HEAD = [kr.GlobalAvgPool2d, kr.Flatten, kr.Linear, kr.Softmax]
 #: Every layer type the random architectures can hold.
 COVERED = set(SINGLE) | set(MERGES) | set(WHOLE_MAPS) | set(HEAD)
+
+
+def _channel_slice(draw, channels):
+    start = draw(st.integers(0, channels - 1))
+    return kr.ChannelSlice(start, draw(st.integers(start + 1, channels)))
 
 
 def _draw_from(draw, table, shape, types=None):
@@ -102,7 +137,7 @@ def architectures(draw, dag=True, head=True, max_blocks=5, max_size=64):
     graph = kr.Graph((channels, height, width))
     current = graph.input_name
     n_blocks = draw(st.integers(1, max_blocks))
-    kinds = ["layer"] * 6 + (["res", "proj", "cat", "fork", "global"] if dag else [])
+    kinds = ["layer"] * 6 + (["res", "proj", "cat", "fork", "global", "se"] if dag else [])
     for _ in range(n_blocks):
         kind = draw(st.sampled_from(kinds))
         c, h, w = graph.shapes[current]
@@ -128,6 +163,15 @@ def architectures(draw, dag=True, head=True, max_blocks=5, max_size=64):
             elif kind == "fork":  # two position-wise readers (maybe an alias: Dropout), merged
                 first, second = (graph.add(_elementwise(draw, c), current) for _ in range(2))
                 current = graph.add(_draw_from(draw, MERGES, (c, h, w)), [first, second])
+            elif kind == "se":  # squeeze-excitation: x * gate(pool(x)), the gate broadcast
+                squeezed = graph.add(kr.GlobalAvgPool2d(), current)
+                hidden = draw(st.integers(1, 4))
+                squeezed = graph.add(kr.Conv2d(c, hidden, 1), squeezed)
+                squeezed = graph.add(_elementwise(draw, hidden), squeezed)
+                squeezed = graph.add(kr.Conv2d(hidden, c, 1), squeezed)
+                gate = graph.add(_draw_from(draw, SINGLE, (c, 1, 1), GATES), squeezed)
+                current = graph.add(kr.Mul(), [current, gate] if draw(st.booleans())
+                                    else [gate, current])
             elif kind == "global":  # a whole-tensor layer, then a merge after it
                 pooled = graph.add(_draw_from(draw, WHOLE_MAPS, (c, h, w)), current)
                 current = graph.add(_draw_from(draw, MERGES, graph.shapes[pooled]),

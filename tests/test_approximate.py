@@ -23,19 +23,22 @@ from .test_engine import SETTINGS, small_net
 TAUS = st.sampled_from([0.2, 0.35, 0.5, 0.75, 0.9])
 
 
-def check_against_the_oracle(graph, occlusion, tau, device="cpu"):
+def check_against_the_oracle(graph, occlusion, tau, device="cpu", freeze_context=False):
     patch_hw, positions, fill, batch_size, seed = occlusion
     model = kr.Model(graph, seed=seed % 1000, dtype=np.float64)
     image = np.random.default_rng(seed).normal(size=graph.input_shape)
-    result = kr.incremental_inference(model, image, positions, patch_hw, fill=fill,
-                                      batch_size=batch_size, nodes=graph.order, tau=tau,
-                                      device=device)
+    occluder = kr.Occluder(model, image, patch_hw, fill=fill, tau=tau, device=device,
+                           freeze_context=freeze_context)
+    result = occluder.run(positions, batch_size, nodes=graph.order)
     for p, (y, x) in enumerate(positions):
         expected = naive_approximate(graph, model.params, image, int(y), int(x), patch_hw,
                                      np.broadcast_to(np.asarray(fill, np.float64),
-                                                     np.asarray(fill).shape), tau)
+                                                     np.asarray(fill).shape), tau,
+                                     freeze_context)
         for name in graph.order:
-            np.testing.assert_allclose(result.nodes[name][p], expected[name][0], rtol=1e-10,
+            if freeze_context and name not in _read_nodes(graph):
+                continue  # a node only a frozen gate read is not computed (left at M)
+            np.testing.assert_allclose(result[name][p], expected[name][0], rtol=1e-10,
                                        atol=1e-10, err_msg=f"{name} at position {p}")
     return result
 
@@ -45,6 +48,54 @@ def check_against_the_oracle(graph, occlusion, tau, device="cpu"):
 def test_approximate_engine_equals_the_definition(data):
     graph = data.draw(architectures(dag=True, max_size=32))
     check_against_the_oracle(graph, data.draw(occlusions(graph)), data.draw(TAUS))
+
+
+def _read_nodes(graph):
+    """Nodes whose values reach the output other than through a gate a merge broadcasts."""
+    read, stack = set(), [graph.output]
+    while stack:
+        name = stack.pop()
+        if name in read or name == graph.input_name:
+            continue
+        read.add(name)
+        node = graph.nodes[name]
+        stack += [i for i in node.inputs if not (len(graph.shapes[i]) == 3 and
+                  graph.shapes[i][1:] == (1, 1) and graph.shapes[name][1:] != (1, 1)
+                  and isinstance(node.layer, kr.Mul))]
+    return read
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(st.data())
+def test_frozen_context_equals_the_definition(data):
+    """Squeeze-excitation gates kept at their unoccluded value: the engine equals the
+    definition, with tau and without."""
+    graph = data.draw(architectures(dag=True, max_size=32))
+    tau = data.draw(st.sampled_from([1.0, 0.5]))
+    check_against_the_oracle(graph, data.draw(occlusions(graph)), tau, freeze_context=True)
+
+
+def test_frozen_context_keeps_squeeze_excitation_local():
+    """With the gate frozen, a block's region stays local and nothing feeds the gate."""
+    g = kr.Graph((4, 16, 16))
+    g.add(kr.Conv2d(4, 4, 3, padding=1), name="conv")
+    g.add(kr.GlobalAvgPool2d(), name="pool")
+    g.add(kr.Conv2d(4, 2, 1), name="fc1")
+    g.add(kr.ReLU(), name="act")
+    g.add(kr.Conv2d(2, 4, 1), name="fc2")
+    g.add(kr.Sigmoid(), name="gate")
+    g.add(kr.Mul(), inputs=["conv", "gate"], name="scale")
+    g.add(kr.Conv2d(4, 4, 3, padding=1), name="after")
+    exact = kr.speedup(g, 4, 4)
+    frozen = kr.speedup(g, 4, 4, freeze_context=True)
+    assert exact.first_whole == "scale" and "squeeze-excitation" in exact.why_whole
+    assert frozen.first_whole is None      # nothing is whole, the gate is not even computed
+    after = {c.name: c for c in exact.layers}["after"]
+    assert after.incremental_macs == after.full_macs          # whole after the gate
+    after = {c.name: c for c in frozen.layers}["after"]
+    assert after.incremental_macs < after.full_macs / 4       # local again
+    assert {c.name: c for c in frozen.layers}["fc1"].incremental_macs == 0
+    assert "the region becomes whole at 'scale'" in exact.table()
 
 
 @settings(max_examples=40, **SETTINGS)

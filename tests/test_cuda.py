@@ -275,9 +275,10 @@ PTX_SCRIPT = textwrap.dedent("""
     from numba import cuda
     results = {}
     for module in (importlib.import_module(name) for name in sys.argv[1:]):
-        for kernel, signature in module.KERNELS:
+        for index, (kernel, signature) in enumerate(module.KERNELS):
             for ftype in ("float32", "float64") if "{T}" in signature else ("fixed",):
-                name = f"{module.__name__.rsplit('.', 1)[1]}.{kernel.py_func.__name__}[{ftype}]"
+                name = (f"{module.__name__.rsplit('.', 1)[1]}.{index}."
+                        f"{kernel.py_func.__name__}[{ftype}]")
                 try:
                     ptx, _ = cuda.compile_ptx(kernel.py_func, signature.format(T=ftype),
                                               cc=(8, 0))
@@ -424,3 +425,27 @@ def test_non_finite_values_on_cuda_as_on_the_cpu(layer, conv_method):
                                      shape))
     assert np.isinf(want).any() or np.isnan(want).any()
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_frozen_context_on_cuda_equals_the_cpu():
+    """The squeeze-excitation gate kept at its unoccluded value, on both backends."""
+    g = kr.Graph((3, 9, 8))
+    g.add(kr.Conv2d(3, 4, 3, padding=1), name="conv")
+    g.add(kr.GlobalAvgPool2d(), name="pool")
+    g.add(kr.Conv2d(4, 2, 1), name="fc1")
+    g.add(kr.SiLU(), name="act")
+    g.add(kr.Conv2d(2, 4, 1), name="fc2")
+    g.add(kr.HardSigmoid(), name="gate")
+    g.add(kr.Mul(), inputs=["gate", "conv"], name="scale")
+    g.add(kr.GlobalAvgPool2d(), name="head_pool")
+    g.add(kr.Flatten(), name="flat")
+    g.add(kr.Linear(4, 5), name="fc")
+    model = kr.Model(g, seed=4, dtype=np.float64)
+    image = np.random.default_rng(4).normal(size=g.input_shape)
+    for freeze in (False, True):
+        settings = dict(patch=3, stride=2, mode="approximate", freeze_context=freeze,
+                        batch_size=4)
+        cpu = kr.occlusion(model, image, **settings)
+        gpu = kr.occlusion(model, image, device="cuda", **settings)
+        np.testing.assert_allclose(gpu.heatmap, cpu.heatmap, rtol=1e-12, atol=1e-14)
+        assert gpu.macs == cpu.macs

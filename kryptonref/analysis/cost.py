@@ -38,7 +38,7 @@ from .. import validate
 from ..engine import patch_positions
 from ..graph import Graph
 from ..model import Model
-from ..schedule import batch_order, executed_macs, paper_macs, plan, run_in_order
+from ..schedule import WHOLE, batch_order, executed_macs, paper_macs, plan, run_in_order
 
 __all__ = ["speedup", "SpeedupReport", "LayerCost"]
 
@@ -76,6 +76,13 @@ class SpeedupReport:
         At the position nearest the image centre, and the extremes.
     layers : list of LayerCost
         The nodes with MACs (conv and fully-connected) in topological order.
+    first_whole, why_whole : str or None
+        The first node (in topological order) where the changed region becomes a whole
+        feature map of more than one position (from there on the network is computed in
+        full), or else the first whole node (the head), and why. ``None`` when no node
+        is whole.
+    freeze_context : bool
+        Whether squeeze-excitation gates were kept at their unoccluded value.
     """
 
     model: str
@@ -94,6 +101,9 @@ class SpeedupReport:
     centre_position: tuple
     layers: list = field(default_factory=list)
     speedup_map: np.ndarray | None = None
+    first_whole: str | None = None
+    why_whole: str | None = None
+    freeze_context: bool = False
 
     def to_dict(self):
         """A JSON-ready dict (without the speedup map)."""
@@ -106,6 +116,8 @@ class SpeedupReport:
             "max_speedup": self.max_speedup, "centre_position": list(self.centre_position),
             "layers": [{"name": c.name, "type": c.type, "full_macs": c.full_macs,
                         "incremental_macs": c.incremental_macs} for c in self.layers],
+            "first_whole": self.first_whole, "why_whole": self.why_whole,
+            "freeze_context": self.freeze_context,
         }
 
     def table(self):
@@ -114,7 +126,8 @@ class SpeedupReport:
         lines = [f"{self.model}: {self.image_size[0]}x{self.image_size[1]} px, patch "
                  f"{self.patch[0]}x{self.patch[1]}, "
                  + (f"stride {self.stride[0]}x{self.stride[1]}, " if self.stride else "")
-                 + f"{self.positions} positions, tau {self.tau:g}, mode {self.mode}",
+                 + f"{self.positions} positions, tau {self.tau:g}, mode {self.mode}"
+                 + (", gates frozen" if self.freeze_context else ""),
                  f"{'layer':<{width}}  {'type':<7} {'full MMACs':>14} {'incr. MMACs':>14} "
                  f"{'speedup':>8}"]
         for c in self.layers:
@@ -125,11 +138,13 @@ class SpeedupReport:
         lines.append(f"speedup (MACs): aggregate {self.speedup:.2f}x, centre "
                      f"{self.centre_speedup:.2f}x at {tuple(self.centre_position)}, "
                      f"min {self.min_speedup:.2f}x, max {self.max_speedup:.2f}x")
+        if self.first_whole is not None:
+            lines.append(f"the region becomes whole at {self.first_whole!r}: {self.why_whole}")
         return "\n".join(lines)
 
 
 def speedup(model, patch=16, stride=4, tau=1.0, mode="paper", positions=None, batch_size=64,
-            name=None):
+            name=None, freeze_context=False):
     """Theoretical speedup of incremental over full inference (Algorithm 1, generalised).
 
     Parameters
@@ -150,6 +165,9 @@ def speedup(model, patch=16, stride=4, tau=1.0, mode="paper", positions=None, ba
         the order of the positions.
     name : str, optional
         Name printed in the report.
+    freeze_context : bool
+        Count the global-context approximation: squeeze-excitation gates keep their
+        value on the unoccluded image (:func:`kryptonref.schedule.plan`).
 
     Returns
     -------
@@ -174,7 +192,11 @@ def speedup(model, patch=16, stride=4, tau=1.0, mode="paper", positions=None, ba
         stride_hw, grid = None, None
 
     full_per_node = graph.macs()
-    costs = _incremental_macs(graph, pos, patch_hw, tau, mode, batch_size)
+    freeze_context = bool(freeze_context)
+    whole_batch = plan(graph, pos, patch_hw, tau, freeze_context)
+    costs = _incremental_macs(graph, pos, patch_hw, tau, mode, batch_size, freeze_context,
+                              whole_batch)
+    first_whole = _first_whole(graph, whole_batch)
     n_pos = len(pos)
     full_one = sum(full_per_node.values())
     per_position = sum(costs.values())
@@ -192,7 +214,19 @@ def speedup(model, patch=16, stride=4, tau=1.0, mode="paper", positions=None, ba
         centre_speedup=float(position_speedup[centre]),
         min_speedup=float(position_speedup.min()), max_speedup=float(position_speedup.max()),
         centre_position=tuple(int(v) for v in pos[centre]), layers=layers,
-        speedup_map=None if grid is None else position_speedup.reshape(grid))
+        speedup_map=None if grid is None else position_speedup.reshape(grid),
+        first_whole=first_whole, freeze_context=freeze_context,
+        why_whole=None if first_whole is None else whole_batch.nodes[first_whole].why_whole)
+
+
+def _first_whole(graph, whole_batch):
+    """The first node computed whole: the first whole feature map of more than one
+    position (where the network stops being local, e.g. a squeeze-excitation product),
+    else the first whole node (the head's global pooling or flatten), else None."""
+    whole = [n for n in graph.order if whole_batch.nodes[n].state == WHOLE]
+    maps = [n for n in whole if len(graph.shapes[n]) == 3 and
+            graph.shapes[n][1] * graph.shapes[n][2] > 1]
+    return (maps or whole or [None])[0]
 
 
 def _centre_index(pos, patch_hw, image_hw):
@@ -201,7 +235,7 @@ def _centre_index(pos, patch_hw, image_hw):
     return int(np.argmin(np.abs(pos - centre).sum(axis=1)))
 
 
-def _incremental_macs(graph, pos, patch_hw, tau, mode, batch_size):
+def _incremental_macs(graph, pos, patch_hw, tau, mode, batch_size, freeze_context, whole_batch):
     """Per node, the incremental MACs of each position, shape (P,), in the order of ``pos``.
 
     ``paper``: one plan over all positions, each counted with its own exact
@@ -210,7 +244,7 @@ def _incremental_macs(graph, pos, patch_hw, tau, mode, batch_size):
     each position charged its share of its batch (:func:`schedule.executed_macs`).
     """
     if mode == "paper":
-        return paper_macs(graph, plan(graph, pos, patch_hw, tau))
-    order = batch_order(graph, pos, patch_hw, tau)
-    return run_in_order(order, batch_size,
-                        lambda batch: executed_macs(graph, plan(graph, pos[batch], patch_hw, tau)))
+        return paper_macs(graph, whole_batch)
+    order = batch_order(graph, pos, patch_hw, tau, freeze_context)
+    return run_in_order(order, batch_size, lambda batch: executed_macs(
+        graph, plan(graph, pos[batch], patch_hw, tau, freeze_context)))

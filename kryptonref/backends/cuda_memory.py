@@ -16,7 +16,7 @@ import numpy as np
 
 from .._cuda import SIMULATOR, cuda, cupy_or_none, launch
 
-__all__ = ["empty", "upload", "const_int", "zeros_int", "memory", "reset_peak", "free_bytes",
+__all__ = ["empty", "upload", "const_int", "zeros_int", "const_ints", "memory", "reset_peak", "free_bytes",
            "human_size", "KERNELS"]
 
 
@@ -192,6 +192,19 @@ def const_int(n_items, value):
 def zeros_int(n_items):
     """A device int64 vector of zeros (cached)."""
     return const_int(n_items, 0)
+
+
+_VECTORS = {}
+
+
+def const_ints(values):
+    """A device int64 vector holding ``values`` (a tuple; cached, never written)."""
+    key = tuple(int(v) for v in values)
+    if key not in _VECTORS:
+        if len(_VECTORS) > 256:
+            _VECTORS.clear()
+        _VECTORS[key] = upload(np.array(key, np.int64))
+    return _VECTORS[key]
 
 
 #: Kernels and their signatures (``{T}``: the float type) for the PTX compile test.

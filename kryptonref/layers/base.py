@@ -21,7 +21,7 @@ Pair = Tuple[int, int]
 Padding = Tuple[Tuple[int, int], Tuple[int, int]]
 
 __all__ = ["Layer", "Spatial", "Pair", "Padding", "as_int", "as_pair", "as_padding",
-           "check_rank"]
+           "check_rank", "broadcasts"]
 
 
 def as_int(value, what):
@@ -51,6 +51,13 @@ def as_padding(value):
         return tuple(as_pair(v, "padding", 0) for v in value)
     ph, pw = as_pair(value, "padding", 0)
     return ((ph, ph), (pw, pw))
+
+
+def broadcasts(input_shape, output_shape):
+    """Whether a merge input of ``input_shape`` is a per-channel gate ``(C, 1, 1)``
+    broadcast over a larger ``(C, H, W)`` output."""
+    return len(input_shape) == 3 and tuple(input_shape[1:]) == (1, 1) \
+        and len(output_shape) == 3 and tuple(output_shape[1:]) != (1, 1)
 
 
 def check_rank(shape, rank, layer):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import Layer, as_int, check_rank
+from .channels import ChannelLinear
 from .registry import Kernels, Rule, register
 
 __all__ = ["Flatten", "Linear", "Softmax", "softmax"]
@@ -61,13 +62,15 @@ def _flatten_from_onnx(ctx, node, attrs):
 def _reshape_from_onnx(ctx, node, attrs):
     """Reshape to ``(N, -1)`` (shapes from initializers, Constant nodes or
     Shape/Gather/Unsqueeze/Concat chains on the batch size) is a Flatten."""
-    src = ctx.act(node, node.input[0])
     shape_name = node.input[1]
+    src = None if node.input[0] in ctx.pending else ctx.act(node, node.input[0])
     if shape_name in ctx.symbolic:
         target = list(ctx.symbolic[shape_name])
     else:
         target = [int(v) for v in np.asarray(
             ctx.const(node, shape_name, "the target shape")).reshape(-1)]
+    if ctx.reshape_pattern(node, node.input[0], target):
+        return
     features = int(np.prod(ctx.shapes[src]))
     dims = [ctx.batch if ctx.batch is not None else ctx.BATCH] + list(ctx.shapes[src])
     if not int(attrs.get("allowzero", 0)):
@@ -184,32 +187,35 @@ def _matmul_from_onnx(ctx, node, attrs):
     _emit_linear(ctx, node, src, b.T, None)
 
 
-def fold_bias(ctx, node, src, value):
-    """Fold ``activation + constant`` into the bias of the Linear computing ``src``."""
+def why_no_bias_fold(ctx, node, src, value):
+    """Why ``activation + constant`` cannot become the bias of the Linear (or channels-last
+    Linear) computing ``src``, or None when it can."""
     entry = ctx.nodes.get(src)
-    why = None
-    if entry is None or not isinstance(entry[0], Linear):
-        why = "it does not follow a MatMul or Gemm"
-    elif entry[0].bias:
-        why = "the preceding Gemm already has a bias"
-    else:
-        aliases = {t for t, n in ctx.acts.items() if n == src}
-        for t in aliases:
-            if t in ctx.outputs:
-                why = f"the value before the addition ({t!r}) is a graph output"
-            for user in ctx.consumers.get(t, []):
-                if user is not node and not (user.output and user.output[0] in aliases):
-                    why = f"the value before the addition ({t!r}) is also read by " \
-                          f"{user.name or user.op_type!r}"
-    out_f = ctx.shapes.get(src, (0,))[0]
-    if why is None and not (value.size == 1 or value.shape in ((out_f,), (1, out_f))):
-        why = f"the constant of shape {value.shape} is not a per-feature bias"
-    if why is not None:
-        ctx.fail(node, "adding a constant to an activation is supported only as the bias of "
-                       f"a preceding MatMul/Gemm; here {why}")
-    layer = entry[0]
+    if entry is None or not isinstance(entry[0], (Linear, ChannelLinear)):
+        return "it does not follow a MatMul or Gemm"
+    if entry[0].bias:
+        return "the preceding Gemm already has a bias"
+    aliases = {t for t, n in ctx.acts.items() if n == src}
+    for t in aliases:
+        if t in ctx.outputs:
+            return f"the value before the addition ({t!r}) is a graph output"
+        for user in ctx.consumers.get(t, []):
+            if user is not node and not (user.output and user.output[0] in aliases):
+                return f"the value before the addition ({t!r}) is also read by " \
+                       f"{user.name or user.op_type!r}"
+    out_f = entry[0].out_features
+    if not (value.size == 1 or value.size == out_f and value.shape[-1] == out_f):
+        return f"the constant of shape {value.shape} is not a per-feature bias"
+    return None
+
+
+def fold_bias(ctx, node, src, value):
+    """Make ``activation + constant`` the bias of the Linear computing ``src``
+    (:func:`why_no_bias_fold` must have returned None)."""
+    layer = ctx.nodes[src][0]
+    out_f = layer.out_features
     bias = np.full(out_f, value.reshape(-1)[0]) if value.size == 1 else value.reshape(-1)
-    entry[0] = Linear(layer.in_features, layer.out_features, bias=True)
+    ctx.nodes[src][0] = type(layer)(layer.in_features, out_f, bias=True)
     ctx.params[src]["bias"] = bias
     ctx.alias(node, src)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .activations import Clip
 from .base import Layer, as_int, check_rank
 from .registry import Kernels, Rule, register
 
@@ -62,7 +63,7 @@ def _relu_from_onnx(ctx, node, attrs):
 
 
 def _clip_from_onnx(ctx, node, attrs):
-    """Clip(0, 6) is ReLU6, Clip(0, inf) ReLU; other bounds are refused."""
+    """Clip(0, 6) is ReLU6, Clip(0, inf) ReLU, other bounds :class:`.activations.Clip`."""
     src = ctx.act(node, node.input[0])
     if ctx.opset < 11:
         lo, hi = attrs.get("min", -math.inf), attrs.get("max", math.inf)
@@ -72,13 +73,14 @@ def _clip_from_onnx(ctx, node, attrs):
         hi = math.inf if hi is None else ctx.const(node, hi, "the max bound")
     lo, hi = (float(np.asarray(v).reshape(-1)[0]) if np.size(v) == 1 else None
               for v in (lo, hi))
+    if lo is None or hi is None:
+        ctx.fail(node, "Clip bounds must be scalars")
     if lo == 0.0 and hi == 6.0:
         ctx.emit(node, ReLU6(), [src])
     elif lo == 0.0 and hi == math.inf:
         ctx.emit(node, ReLU(), [src])
     else:
-        ctx.fail(node, f"Clip to [{lo}, {hi}] is not supported; kryptonref has ReLU6 "
-                       "(Clip to [0, 6]) and ReLU (Clip to [0, inf))")
+        ctx.emit(node, ctx.build(node, Clip, lo, hi), [src])
 
 
 # -- LeakyReLU -----------------------------------------------------------------------------

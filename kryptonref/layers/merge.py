@@ -1,11 +1,17 @@
-"""Merges of several tensors: ``Add`` (residual connections) and ``Concat`` (channels),
-and their CPU kernels (CUDA twin: :mod:`.merge_cuda`).
+"""Merges of several tensors: ``Add`` (residual connections), ``Concat`` (channels) and
+``Mul`` (products, squeeze-excitation gates), and their CPU kernels (CUDA twin:
+:mod:`.merge_cuda`).
 
 A merge's output at a position reads its inputs at that position only, so its
 changed region is the bounding box of its inputs' regions (the ``MERGE`` rule,
 SIGMOD 2019 eq. 20); an input unchanged for a batch is read from its
 materialised activations. The engine gathers each input's window straight
 into one array: ``Add`` accumulates them, ``Concat`` stacks their channels.
+
+``Mul`` may broadcast a gate ``(C, 1, 1)`` over a feature map ``(C, H, W)``
+(squeeze-excitation): any change reaches the gate, which changes the product
+everywhere, so a changed gate makes the product whole (``docs/design.md``,
+Region rules for modern operators).
 """
 from __future__ import annotations
 
@@ -15,10 +21,12 @@ from typing import ClassVar, Optional
 import numpy as np
 
 from .base import Layer, check_rank
-from .dense import fold_bias
+from .activations import SiLU, Sigmoid
+from .channels import arithmetic_from_onnx
+from .dense import fold_bias, why_no_bias_fold
 from .registry import Kernels, Rule, register
 
-__all__ = ["Add", "Concat"]
+__all__ = ["Add", "Concat", "Mul"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,27 @@ class Concat(Layer):
         return (sum(s[0] for s in input_shapes),) + tuple(input_shapes[0][1:])
 
 
+@dataclass(frozen=True)
+class Mul(Layer):
+    """Element-wise product of two inputs of equal shape, or of a feature map ``(C, H, W)``
+    and a per-channel gate ``(C, 1, 1)`` broadcast over it (either order)."""
+
+    n_inputs: ClassVar[Optional[int]] = 2
+
+    def output_shape(self, input_shapes):
+        a, b = (tuple(s) for s in input_shapes)
+        if a == b:
+            return a
+        if len(a) == len(b) == 3 and a[0] == b[0] and (a[1:] == (1, 1) or b[1:] == (1, 1)):
+            return a if b[1:] == (1, 1) else b
+        raise ValueError(f"Mul expects equal shapes, or a (C, H, W) map and a (C, 1, 1) gate, "
+                         f"got {a} and {b}")
+
+
+def _mul_full(layer, params, inputs, out_shape):
+    return np.multiply(inputs[0], inputs[1])
+
+
 def _add_full(layer, params, inputs, out_shape):
     """The sum in input order (the region path accumulates in the same order)."""
     total = inputs[0].copy()
@@ -70,9 +99,14 @@ def _concat_to_onnx(ctx, name, layer, params, inputs):
     ctx.node("Concat", inputs, name, axis=1)
 
 
+def _mul_to_onnx(ctx, name, layer, params, inputs):
+    ctx.node("Mul", inputs, name)
+
+
 def _add_from_onnx(ctx, node, attrs):
-    """Two activations: Add. An activation and a constant: zeros pass through, anything
-    else becomes the bias of a preceding MatMul/Gemm (:func:`.dense.fold_bias`)."""
+    """Two activations: Add. An activation and a constant: zeros pass through; the bias of
+    a preceding MatMul/Gemm becomes its bias (:func:`.dense.fold_bias`); a scalar or
+    per-channel constant is :class:`.channels.Arithmetic`."""
     a, b = node.input[0], node.input[1]
     if a in ctx.acts and b in ctx.acts:
         ctx.emit(node, Add(), [ctx.acts[a], ctx.acts[b]])
@@ -83,7 +117,34 @@ def _add_from_onnx(ctx, node, attrs):
     if not np.any(value):
         ctx.alias(node, src)       # adding zeros
         return
-    fold_bias(ctx, node, src, value)
+    why = why_no_bias_fold(ctx, node, src, value)
+    if why is None:
+        fold_bias(ctx, node, src, value)
+    elif not arithmetic_from_onnx(ctx, node, "Add", src, value, a != tensor, tensor):
+        ctx.fail(node, f"adding a constant of shape {value.shape} is supported as a scalar, a "
+                       f"per-channel constant or the bias of a preceding MatMul/Gemm; here "
+                       f"{why}")
+
+
+def _mul_from_onnx(ctx, node, attrs):
+    """Two activations: Mul (``x * sigmoid(x)``: SiLU); an activation and a scalar or
+    per-channel constant: :class:`.channels.Arithmetic`."""
+    a, b = node.input[0], node.input[1]
+    if a in ctx.acts and b in ctx.acts:
+        x, y = ctx.acts[a], ctx.acts[b]
+        for source, other in ((x, y), (y, x)):   # x * sigmoid(x): SiLU, as exporters write it
+            layer, inputs = ctx.nodes.get(other, (None, ()))
+            if isinstance(layer, Sigmoid) and inputs == (source,):
+                ctx.emit(node, SiLU(), [source])
+                return
+        ctx.emit(node, Mul(), [x, y])
+        return
+    tensor, const_name = (a, b) if a in ctx.acts else (b, a)
+    src = ctx.act(node, tensor)
+    value = np.asarray(ctx.const(node, const_name, "the constant factor"))
+    if not arithmetic_from_onnx(ctx, node, "Mul", src, value, a != tensor, tensor):
+        ctx.fail(node, f"multiplying by a constant of shape {value.shape} is supported only "
+                       "for a scalar or one value per channel")
 
 
 def _sum_from_onnx(ctx, node, attrs):
@@ -110,6 +171,9 @@ def _concat_from_onnx(ctx, node, attrs):
 register(Add, Rule.MERGE, cpu=Kernels(full=_add_full, gather="sum"),
          cuda="kryptonref.layers.merge_cuda:ADD", onnx_export=_add_to_onnx,
          onnx_import={"Add": _add_from_onnx, "Sum": _sum_from_onnx})
+register(Mul, Rule.MERGE, cpu=Kernels(full=_mul_full),
+         cuda="kryptonref.layers.merge_cuda:MUL", onnx_export=_mul_to_onnx,
+         onnx_import={"Mul": _mul_from_onnx})
 register(Concat, Rule.MERGE, cpu=Kernels(full=_concat_full, gather="channels"),
          cuda="kryptonref.layers.merge_cuda:CONCAT", onnx_export=_concat_to_onnx,
          onnx_import={"Concat": _concat_from_onnx})

@@ -229,7 +229,7 @@ def cuda_kernels(layer):
 
 
 #: The family modules that register layer types (imported by ``kryptonref.layers``).
-FAMILIES = ("conv", "pool", "elementwise", "dense", "merge")
+FAMILIES = ("conv", "pool", "activations", "elementwise", "channels", "dense", "merge")
 
 
 def _load_families():

@@ -153,6 +153,8 @@ class Importer:
         self.shapes = {}      # kryptonref name -> shape without batch
         self.names = set()
         self.handlers = _handlers()
+        self.layout = {}      # tensor name -> "nhwc": a channels-last view of an NCHW node
+        self.pending = {}     # tensor name -> a step of the channel-shuffle pattern
         for tensor in self.graph.initializer:
             try:
                 self.consts[tensor.name] = numpy_helper.to_array(tensor)
@@ -323,6 +325,16 @@ class Importer:
             if node.op_type == "Shape":
                 self._shape(node, self.attrs(node))
                 continue
+            if any(i in self.pending for i in ins) and node.op_type not in ("Transpose",
+                                                                             "Reshape"):
+                self.fail(node, "reads a 5-D reshaped feature map; only ShuffleNet's channel "
+                                "shuffle (Reshape, Transpose, Reshape) is supported")
+            if node.op_type == "Transpose":
+                self._transpose(node, self.attrs(node))
+                continue
+            if any(i in self.layout for i in ins):
+                self._channels_last(node, self.attrs(node))
+                continue
             handler = self.handlers.get(node.op_type)
             if handler is None:
                 raise ValueError(
@@ -481,6 +493,125 @@ class Importer:
                             "the dynamic batch size (supported: Shape, Gather, Unsqueeze, "
                             "Squeeze, Concat, Slice, Cast, Identity feeding a Reshape)")
         self._set_shape_value(node.output[0], result)
+
+    # -- channels-last islands and the channel shuffle --------------------------------------
+    #: Operators that work on a channels-last view as on its NCHW node (their output is
+    #: channels-last too): position-wise ones, and arithmetic whose constants broadcast over
+    #: the last axis (read by :meth:`channel_vector`).
+    CHANNELS_LAST_OPS = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
+                         "Erf", "Gelu", "Elu", "Softplus", "Mish", "Clip", "Pow", "Dropout",
+                         "Identity", "Add", "Sub", "Mul", "Div")
+
+    def _transpose(self, node, attrs):
+        """NCHW -> NHWC and back: aliases (a channels-last island, ConvNeXt); the
+        transpose of ShuffleNet's channel shuffle; anything else is refused."""
+        src_tensor = node.input[0]
+        perm = [int(p) for p in attrs.get("perm", [])]
+        if src_tensor in self.pending:
+            step = self.pending[src_tensor]
+            if step[0] == "groups" and perm == [0, 2, 1, 3, 4]:
+                self.pending[node.output[0]] = ("shuffled",) + step[1:]
+                return
+            self.fail(node, f"transposes a 5-D reshaped map with perm {perm}; only the channel "
+                            "shuffle's [0, 2, 1, 3, 4] is supported")
+        src = self.act(node, src_tensor)
+        if src_tensor in self.layout and perm == [0, 3, 1, 2]:
+            self.alias(node, src)               # back to NCHW
+        elif src_tensor not in self.layout and self.rank(src) == 4 and perm == [0, 2, 3, 1]:
+            self.alias(node, src)               # NCHW -> NHWC: a channels-last view
+            self.layout[node.output[0]] = "nhwc"
+        else:
+            shape = self.shapes[src]
+            self.fail(node, f"Transpose with perm {perm} of a tensor of shape (N, "
+                            f"{', '.join(map(str, shape))}) is not supported (NCHW <-> NHWC "
+                            "and the channel shuffle are)")
+
+    def reshape_pattern(self, node, src_tensor, target):
+        """The Reshape steps of the channel shuffle: (N, C, H, W) -> (N, G, C/G, H, W), and
+        back to (N, C, H, W) after the transpose (then :class:`ChannelShuffle`). Returns
+        whether ``node`` was one of them."""
+        from ..layers.channels import ChannelShuffle
+        if src_tensor in self.pending:
+            kind, src, groups = self.pending[src_tensor]
+            c, h, w = self.shapes[src]
+            if kind == "shuffled" and len(target) == 4 and [int(v) for v in target[1:]
+                                                             if not isinstance(v, str)] == \
+                    [c, h, w]:
+                self.emit(node, ChannelShuffle(groups), [src])
+                return True
+            self.fail(node, f"reshapes a 5-D map to {target}; only the channel shuffle's "
+                            f"(N, {c}, {h}, {w}) is supported")
+        if src_tensor in self.acts and self.rank(self.acts[src_tensor]) == 4 and len(target) == 5:
+            src = self.acts[src_tensor]
+            c, h, w = self.shapes[src]
+            dims = [v for v in target[1:]]
+            if all(not isinstance(v, str) for v in dims) and dims[2:] == [h, w] \
+                    and dims[0] * dims[1] == c:
+                self.pending[node.output[0]] = ("groups", src, int(dims[0]))
+                return True
+        return False
+
+    def channel_vector(self, value, tensor, channels):
+        """A constant as one value per channel of ``tensor`` (``(channels,)``), or None.
+
+        A scalar gives the same value for every channel. On an NCHW map the constant
+        broadcasts along axis 1 (``(C, 1, 1)``, ``(1, C, 1, 1)``), on a channels-last view
+        along the last axis (``(C,)``, ``(1, 1, 1, C)``), on a vector ``(N, F)`` along the
+        features (``(F,)``, ``(1, F)``).
+        """
+        value = np.asarray(value)
+        if value.size == 1:
+            return np.full(channels, float(value.reshape(-1)[0]))
+        rank = self.rank(self.acts[tensor]) if tensor in self.acts else 0
+        dims = list(value.shape)
+        if self.layout.get(tensor) == "nhwc" or rank == 2:
+            ok = len(dims) <= rank and dims[-1] == channels and all(d == 1 for d in dims[:-1])
+        else:
+            ok = (len(dims) <= rank and len(dims) >= rank - 1
+                  and dims[len(dims) - 3] == channels
+                  and all(d == 1 for i, d in enumerate(dims) if i != len(dims) - 3))
+        return value.reshape(channels) if ok else None
+
+    def _channels_last(self, node, attrs):
+        """An operator reading a channels-last view (NHWC) of an NCHW node."""
+        from ..layers.channels import ChannelLinear, LayerNorm2d
+        op = node.op_type
+        nhwc = [i for i in node.input if i in self.layout]
+        if op in self.CHANNELS_LAST_OPS:
+            acts = [i for i in node.input if i in self.acts]
+            if any(i not in self.layout for i in acts):
+                self.fail(node, "mixes a channels-last view with an NCHW tensor")
+            self.handlers[op](self, node, attrs)
+        elif op == "LayerNormalization":
+            src = self.act(node, nhwc[0])
+            if int(attrs.get("axis", -1)) not in (-1, 3):
+                self.fail(node, "LayerNormalization of a channels-last view is supported over "
+                                "the last axis (the channels) only")
+            self.unused(node)
+            channels = self.shapes[src][0]
+            params = {"weight": np.asarray(self.const(node, node.input[1], "the scale"))}
+            bias = self.optional(node, 2)
+            params["bias"] = np.asarray(self.const(node, bias, "the bias")) if bias \
+                else np.zeros(channels)
+            params = {k: v.reshape(-1) for k, v in params.items()}
+            eps = self.float32_attr(attrs.get("epsilon", 1e-5))
+            self.emit(node, self.build(node, LayerNorm2d, channels, eps=eps), [src], params)
+        elif op == "MatMul":
+            src = self.act(node, node.input[0])
+            weight = np.asarray(self.const(node, node.input[1], "the right-hand matrix"))
+            if node.input[0] not in self.layout or weight.ndim != 2:
+                self.fail(node, "MatMul of a channels-last view is supported by a constant "
+                                "(C_in, C_out) matrix")
+            layer = self.build(node, ChannelLinear, weight.shape[0], weight.shape[1],
+                               bias=False)
+            self.emit(node, layer, [src], {"weight": weight.T})
+        else:
+            self.fail(node, f"operator {op!r} on a channels-last (NHWC) view is not supported; "
+                            "supported are Transpose back to NCHW, LayerNormalization over "
+                            "the channels, MatMul by a constant, and position-wise operators")
+        for out in node.output:
+            if out and out in self.acts:
+                self.layout[out] = "nhwc"
 
     # -- what layer handlers use -----------------------------------------------------------
     def spatial_input(self, node):
