@@ -64,6 +64,7 @@ _EXPORTS = {
     "ChannelLinear": "layers",
     "ChannelSlice": "layers",
     "ChannelShuffle": "layers",
+    "TensorOp": "layers",
 }
 #: Public submodules.
 _MODULES = ("geometry", "images", "layers", "models", "analysis", "schedule", "engine",
@@ -97,7 +98,7 @@ if TYPE_CHECKING:  # pragma: no cover - what the names above resolve to, for typ
                          Dropout, Flatten, GlobalAvgPool2d, LeakyReLU, Linear, MaxPool2d, ReLU,
                          ReLU6, Softmax, Mul, Sigmoid, HardSigmoid, HardSwish, SiLU, GELU,
                          ELU, Tanh, Softplus, Mish, Erf, Clip, Power, PReLU, Arithmetic,
-                         LayerNorm2d, ChannelLinear, ChannelSlice, ChannelShuffle)
+                         LayerNorm2d, ChannelLinear, ChannelSlice, ChannelShuffle, TensorOp)
     from .model import Model
     from .models.onnx_export import to_onnx
     from .models.onnx_import import from_onnx

@@ -342,6 +342,49 @@ def mul(a, b):
     return _f64(a) * _f64(b)
 
 
+def tensor_op(layer, params, xs):
+    """A TensorOp, sample by sample, by onnx's reference evaluator (per-sample semantics:
+    ONNX shapes with the batch size 1; an ordinary input gets its unit batch axis)."""
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    from kryptonref.layers.tensor import thaw_value
+    attrs = {k: thaw_value(v) for k, v in layer.attributes}
+    samples = [np.asarray(_f64(x)) if batched else _f64(x)[:, None]
+               for x, batched in zip(xs, layer.batched)]
+    outputs = []
+    for b in range(samples[0].shape[0]):
+        if layer.op_type == "Unbatch":
+            outputs.append(samples[0][b][0])
+            continue
+        if layer.op_type == "SplitPart":
+            index = [slice(None)] * samples[0][b].ndim
+            index[attrs["axis"]] = slice(attrs["start"], attrs["stop"])
+            outputs.append(samples[0][b][tuple(index)])
+            continue
+        names, feeds, inits = [], {}, []
+        for k, slot in enumerate(layer.slots):
+            if slot == "":
+                names.append("")
+            elif slot.startswith("x"):
+                names.append(f"x{slot[1:]}")
+                feeds[names[-1]] = samples[int(slot[1:])][b]
+            else:
+                value = _f64(params[slot[2:]]) if slot.startswith("p:") else \
+                    thaw_value(layer.constants[int(slot[2:])])
+                names.append(f"c{k}")
+                inits.append(numpy_helper.from_array(np.asarray(value), names[-1]))
+        node = helper.make_node(layer.op_type, names, ["y"], **{
+            k: v for k, v in attrs.items()})
+        inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(
+            feeds[n].dtype), feeds[n].shape) for n in dict.fromkeys(n for n in names if n in feeds)]
+        graph = helper.make_graph([node], "oracle", inputs,
+                                  [helper.make_tensor_value_info("y", 11, None)], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        outputs.append(np.asarray(ReferenceEvaluator(model).run(None, feeds)[0], np.float64))
+    return np.stack(outputs)
+
+
 def dropout(x):
     """Identity (inference)."""
     return _f64(x).copy()
@@ -449,6 +492,7 @@ ORACLE = {
     S.ChannelSlice: (lambda layer, p, xs: _f64(xs[0])[:, layer.start:layer.stop].copy(),
                      POSITIONWISE),
     S.ChannelShuffle: (lambda layer, p, xs: channel_shuffle(xs[0], layer.groups), POSITIONWISE),
+    S.TensorOp: (tensor_op, WHOLE),
     S.Concat: (lambda layer, p, xs: concat(*xs), MERGE),
 }
 

@@ -101,7 +101,36 @@ WHOLE_MAPS = {
 #: The classifier head's layer types (drawn by :func:`architectures` in that order).
 HEAD = [kr.GlobalAvgPool2d, kr.Flatten, kr.Linear, kr.Softmax]
 #: Every layer type the random architectures can hold.
-COVERED = set(SINGLE) | set(MERGES) | set(WHOLE_MAPS) | set(HEAD)
+COVERED = set(SINGLE) | set(MERGES) | set(WHOLE_MAPS) | set(HEAD) | {kr.TensorOp}
+
+
+def _frozen(value):
+    from kryptonref.layers.tensor import freeze_value
+    return freeze_value(np.asarray(value, np.int64))
+
+
+def token_tail(draw, graph, current):
+    """A transformer's tail on a feature map: tokens (Reshape, Transpose), LayerNorm,
+    a projection, attention-like softmax and mixing, mean over tokens, the unit batch axis
+    dropped: whole-tensor :class:`kr.TensorOp` layers; returns the last node (a vector)."""
+    c, h, w = graph.shapes[current]
+    d = draw(st.integers(1, 4))
+    op = kr.TensorOp
+    x = graph.add(op("Reshape", (), ("x0", "i:0"), (False,), (), (_frozen([1, c, h * w]),)),
+                  current)
+    x = graph.add(op("Transpose", (("perm", (0, 2, 1)),), ("x0",), (True,)), x)
+    x = graph.add(op("LayerNormalization", (("axis", -1), ("epsilon", 1e-5)),
+                     ("x0", "p:scale", "p:bias"), (True,), (("scale", (c,)), ("bias", (c,)))),
+                  x)
+    x = graph.add(op("MatMul", (), ("x0", "p:weight"), (True,), (("weight", (c, d)),)), x)
+    if draw(st.booleans()):   # attention-like: softmax(x x^T) x
+        scores = graph.add(op("Transpose", (("perm", (0, 2, 1)),), ("x0",), (True,)), x)
+        scores = graph.add(op("MatMul", (), ("x0", "x1"), (True, True)), [x, scores])
+        scores = graph.add(op("Softmax", (("axis", -1),), ("x0",), (True,)), scores)
+        mixed = graph.add(op("MatMul", (), ("x0", "x1"), (True, True)), [scores, x])
+        x = graph.add(op("Add", (), ("x0", "x1"), (True, True)), [mixed, x])
+    x = graph.add(op("ReduceMean", (("axes", (1,)), ("keepdims", 0)), ("x0",), (True,)), x)
+    return graph.add(op("Unbatch", (), ("x0",), (True,)), x)
 
 
 def _channel_slice(draw, channels):
@@ -127,10 +156,11 @@ def _same_conv(draw, c_in, c_out, stride=1):
 
 
 @st.composite
-def architectures(draw, dag=True, head=True, max_blocks=5, max_size=64):
+def architectures(draw, dag=True, head=True, max_blocks=5, max_size=64, tensor_ops=True):
     """A random Graph: chains of conv/pool/elementwise layers, residual and concat blocks.
 
-    Input images are 8..``max_size`` pixels per side (small for the CUDA simulator).
+    Input images are 8..``max_size`` pixels per side (small for the CUDA simulator);
+    ``tensor_ops=False`` leaves out the transformer tail (TensorOp runs on the CPU only).
     """
     channels = draw(st.integers(1, 4))
     height, width = draw(st.integers(8, max_size)), draw(st.integers(8, max_size))
@@ -180,6 +210,11 @@ def architectures(draw, dag=True, head=True, max_blocks=5, max_size=64):
             continue  # the feature map became too small for this layer: skip it
     if current == graph.input_name:
         current = graph.add(kr.ReLU(), current)
+    if dag and tensor_ops and draw(st.integers(0, 9)) == 0:   # a transformer's tail
+        current = token_tail(draw, graph, current)
+        if head and draw(st.booleans()):
+            current = graph.add(kr.Linear(graph.shapes[current][0], 3), current)
+        return graph
     if head and draw(st.booleans()):
         c = graph.shapes[current][0]
         if draw(st.booleans()):
@@ -232,6 +267,15 @@ def graphs_with(draw, layer_type):
         graph.add(MERGES[layer_type](draw, shape), [source, other], name="layer")
     elif layer_type in WHOLE_MAPS:
         graph.add(WHOLE_MAPS[layer_type](draw, shape), source, name="layer")
+    elif layer_type is kr.TensorOp:
+        last = token_tail(draw, graph, source)
+        mixing = [n for n in graph.order if isinstance(graph.nodes[n].layer, kr.TensorOp)
+                  and graph.nodes[n].layer.op_type == "MatMul"][-1]
+        renamed = [(("layer" if n == mixing else n), graph.nodes[n].layer,
+                    tuple("layer" if i == mixing else i for i in graph.nodes[n].inputs))
+                   for n in graph.order]
+        graph = kr.Graph.from_nodes(graph.input_shape, renamed, output=None)
+        del last
     else:
         layers = {kr.GlobalAvgPool2d: kr.GlobalAvgPool2d(), kr.Flatten: kr.Flatten(),
                   kr.Linear: kr.Linear(shape[0], draw(st.integers(1, 4))),

@@ -18,6 +18,7 @@ import kryptonref as kr
 from .conftest import require
 from .naive import naive_approximate
 from .strategies import architectures, occlusions
+from .test_registry import NORMALISING
 from .test_engine import SETTINGS, small_net
 
 TAUS = st.sampled_from([0.2, 0.35, 0.5, 0.75, 0.9])
@@ -30,6 +31,8 @@ def check_against_the_oracle(graph, occlusion, tau, device="cpu", freeze_context
     occluder = kr.Occluder(model, image, patch_hw, fill=fill, tau=tau, device=device,
                            freeze_context=freeze_context)
     result = occluder.run(positions, batch_size, nodes=graph.order)
+    # (a normalising layer amplifies the oracle's different rounding: wider tolerance after it)
+    normalises = any(type(n.layer).__name__ in NORMALISING for n in graph.nodes.values())
     for p, (y, x) in enumerate(positions):
         expected = naive_approximate(graph, model.params, image, int(y), int(x), patch_hw,
                                      np.broadcast_to(np.asarray(fill, np.float64),
@@ -38,8 +41,9 @@ def check_against_the_oracle(graph, occlusion, tau, device="cpu", freeze_context
         for name in graph.order:
             if freeze_context and name not in _read_nodes(graph):
                 continue  # a node only a frozen gate read is not computed (left at M)
-            np.testing.assert_allclose(result[name][p], expected[name][0], rtol=1e-10,
-                                       atol=1e-10, err_msg=f"{name} at position {p}")
+            tol = 1e-8 if normalises else 1e-10
+            np.testing.assert_allclose(result[name][p], expected[name][0], rtol=tol,
+                                       atol=tol, err_msg=f"{name} at position {p}")
     return result
 
 

@@ -266,7 +266,7 @@ def test_wrong_dtype_and_shape_on_cuda():
 # -- PTX ------------------------------------------------------------------------------
 #: Every module holding CUDA kernels: each layer type's (from the registry), the gather
 #: kernels and the device memory's.
-KERNEL_MODULES = sorted({record.cuda.partition(":")[0] for record in registered()}
+KERNEL_MODULES = sorted({record.cuda.partition(":")[0] for record in registered() if record.cuda}
                         | {"kryptonref.layers.window_cuda", "kryptonref.backends.cuda_memory"})
 
 PTX_SCRIPT = textwrap.dedent("""

@@ -173,13 +173,14 @@ def test_constants_per_channel_are_arithmetic(shape, op):
     assert model.graph.nodes["shift"].layer.op == op.lower()
 
 
-def test_a_constant_not_per_channel_is_refused():
+def test_a_constant_not_per_channel_is_a_whole_tensor_operator():
+    """A constant per position mixes nothing but is no channel operator: a TensorOp."""
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
              helper.make_node("Add", ["c", "b"], ["y"], name="shift")]
     proto = make_model(nodes, [tensor("w", rand(2, 3, 1, 1)), tensor("b", rand(1, 2, 4, 4))],
                        ["N", 3, 4, 4])
-    with pytest.raises(ValueError, match="'shift'.*scalar, a per-channel constant"):
-        kr.from_onnx(proto)
+    model = check_import(proto, (3, 4, 4))
+    assert layer_types(model) == ["Conv2d", "TensorOp", "TensorOp"]   # Add, then Unbatch
 
 
 @pytest.mark.parametrize("shape", [[0, -1], [-1, 48], [0, 48]])
@@ -223,11 +224,13 @@ def test_reshape_torch_view_pattern():
     assert model.graph.order == ["pool", "view", "fc"]
 
 
-def test_reshape_to_a_feature_map_rejected():
+def test_reshape_to_tokens_is_a_whole_tensor_operator():
     nodes = [helper.make_node("Reshape", ["x", "s"], ["y"], name="to_map")]
     proto = make_model(nodes, [tensor("s", [0, 3, 16], np.int64)], ["N", 3, 4, 4])
-    with pytest.raises(ValueError, match="'to_map'.*only flattening"):
-        kr.from_onnx(proto)
+    model = check_import(proto, (3, 4, 4))
+    layer = model.graph.nodes["to_map"].layer
+    assert isinstance(layer, kr.TensorOp) and layer.op_type == "Reshape"
+    assert model.graph.shapes[model.graph.output] == (3, 16)
 
 
 def test_identity_and_dropout_removed():
@@ -279,10 +282,19 @@ def test_softmax(opset, axis):
     assert layer_types(model) == ["Flatten", "Softmax"]
 
 
-def test_softmax_over_channels_rejected():
+def test_softmax_over_channels_is_a_whole_tensor_operator():
     proto = make_model([helper.make_node("Softmax", ["x"], ["y"], name="chsoft", axis=1)], [],
                        ["N", 2, 3, 3])
-    with pytest.raises(ValueError, match="'chsoft'.*Softmax"):
+    model = check_import(proto, (2, 3, 3))
+    assert model.graph.nodes["chsoft"].layer.op_type == "Softmax"
+
+
+def test_an_operator_neither_a_layer_nor_a_tensor_operator_is_refused():
+    proto = make_model([helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+                        helper.make_node("Softmax", ["c"], ["s"], name="soft", axis=1),
+                        helper.make_node("LRN", ["s"], ["y"], name="norm", size=3)],
+                       [tensor("w", rand(2, 3, 1, 1))], ["N", 3, 4, 4])
+    with pytest.raises(ValueError, match=r"unsupported ONNX operator 'LRN' \(node 'norm'\)"):
         kr.from_onnx(proto)
 
 

@@ -15,9 +15,11 @@ from .dense import Flatten, Linear, Softmax
 from .elementwise import BatchNorm2d, Dropout, LeakyReLU, ReLU, ReLU6
 from .merge import Add, Concat, Mul
 from .pool import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from .tensor import TensorOp
 
 __all__ = ["Layer", "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "AdaptiveAvgPool2d",
            "ReLU", "ReLU6", "LeakyReLU", "BatchNorm2d", "Dropout", "Flatten", "Linear",
            "Softmax", "Add", "Concat", "Mul", "Sigmoid", "HardSigmoid", "HardSwish", "SiLU",
            "GELU", "ELU", "Tanh", "Softplus", "Mish", "Erf", "Clip", "Power", "PReLU",
-           "Arithmetic", "LayerNorm2d", "ChannelLinear", "ChannelSlice", "ChannelShuffle"]
+           "Arithmetic", "LayerNorm2d", "ChannelLinear", "ChannelSlice", "ChannelShuffle",
+           "TensorOp"]

@@ -138,8 +138,9 @@ class LayerType:
         How a changed region propagates.
     cpu : Kernels
         The CPU kernels.
-    cuda : str
-        ``"module:attribute"`` of the CUDA :class:`Kernels` (imported lazily).
+    cuda : str or None
+        ``"module:attribute"`` of the CUDA :class:`Kernels` (imported lazily); None for a
+        type the CUDA backend does not run, with the reason in ``cuda_unsupported``.
     onnx_export : callable
         ``onnx_export(ctx, name, layer, params, inputs)`` writes the ONNX node(s)
         computing the layer through an export context
@@ -162,18 +163,21 @@ class LayerType:
     aliases_input : bool
         A position-wise layer whose ``apply`` returns its input itself (Dropout):
         its data is never written in place.
+    cuda_unsupported : str
+        Why ``device="cuda"`` refuses this type (empty when it runs it).
     """
 
     spec: type
     rule: Rule
     cpu: Kernels
-    cuda: str
+    cuda: Optional[str]
     onnx_export: Callable
     onnx_import: Dict[str, Callable] = field(default_factory=dict)
     macs: Callable = _no_macs
     init: Callable = default_init
     prepare: Callable = _cast
     aliases_input: bool = False
+    cuda_unsupported: str = ""
 
     @property
     def name(self):
@@ -185,14 +189,17 @@ _CUDA: Dict[type, Any] = {}
 
 
 def register(spec, rule, cpu, cuda, onnx_export, onnx_import=None, macs=None, init=None,
-             prepare=None, aliases_input=False):
+             prepare=None, aliases_input=False, cuda_unsupported=""):
     """Register a layer type (see :class:`LayerType` for the arguments); returns the record."""
     if spec in _REGISTRY:
         raise ValueError(f"layer type {spec.__name__} is registered twice")
+    if (cuda is None) == (not cuda_unsupported):
+        raise ValueError(f"layer type {spec.__name__}: give its CUDA kernels or the reason "
+                         "the CUDA backend does not run it, not both")
     record = LayerType(spec=spec, rule=Rule(rule), cpu=cpu, cuda=cuda, onnx_export=onnx_export,
                        onnx_import=dict(onnx_import or {}), macs=macs or _no_macs,
                        init=init or default_init, prepare=prepare or _cast,
-                       aliases_input=bool(aliases_input))
+                       aliases_input=bool(aliases_input), cuda_unsupported=cuda_unsupported)
     _REGISTRY[spec] = record
     return record
 
@@ -219,8 +226,19 @@ def registered():
 
 
 def cuda_kernels(layer):
-    """The CUDA :class:`Kernels` of a layer type, importing its module on first use."""
+    """The CUDA :class:`Kernels` of a layer type, importing its module on first use.
+
+    Raises
+    ------
+    NotImplementedError
+        For a type the CUDA backend does not run, naming it (and its operator).
+    """
     record = entry(layer)
+    if record.cuda is None:
+        what = record.name + (f" ({layer.op_type})" if hasattr(layer, "op_type")
+                              and not isinstance(layer, type) else "")
+        raise NotImplementedError(f"device='cuda' does not run {what}: "
+                                  f"{record.cuda_unsupported}; use device='cpu'")
     if record.spec not in _CUDA:
         module_name, _, attribute = record.cuda.partition(":")
         module = importlib.import_module(module_name)
@@ -229,7 +247,8 @@ def cuda_kernels(layer):
 
 
 #: The family modules that register layer types (imported by ``kryptonref.layers``).
-FAMILIES = ("conv", "pool", "activations", "elementwise", "channels", "dense", "merge")
+FAMILIES = ("conv", "pool", "activations", "elementwise", "channels", "dense", "merge",
+            "tensor")
 
 
 def _load_families():

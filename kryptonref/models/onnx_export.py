@@ -85,6 +85,9 @@ class ExportContext:
         self._helper, self._graph, self._dtype, self.opset = helper, graph, dtype, opset
         self._used = set(graph.shapes)
         self.nodes, self.initializers = [], []
+        #: Set by a layer whose nodes hold the batch size 1 (a TensorOp's reshapes): the
+        #: model is written with a batch of one instead of a dynamic one.
+        self.fixed_batch = False
 
     def fresh(self, name):
         """A tensor name not used yet, ``name`` or ``name_2``, ``name_3``, ..."""
@@ -131,8 +134,10 @@ def to_onnx(model, path=None, opset=17):
     -------
     onnx.ModelProto
         The input is named after the graph's input (shape ``("N", C, H, W)``, a
-        dynamic batch), every value after the node that computes it, the weights
-        ``"<node>.<param>"``; the single output is the graph output.
+        dynamic batch; a batch of 1 for a model holding a :class:`~kryptonref.TensorOp`,
+        whose operators were read at batch size 1), every value after the node that
+        computes it, the weights ``"<node>.<param>"``; the single output is the graph
+        output.
 
     Raises
     ------
@@ -164,9 +169,14 @@ def to_onnx(model, path=None, opset=17):
                                           list(node.inputs))
 
     out = graph.output
+    batch = 1 if ctx.fixed_batch else BATCH
     inputs = [helper.make_tensor_value_info(graph.input_name, elem,
-                                            [BATCH] + list(graph.input_shape))]
-    outputs = [helper.make_tensor_value_info(out, elem, [BATCH] + list(graph.shapes[out]))]
+                                            [batch] + list(graph.input_shape))]
+    out_dims = list(graph.shapes[out])
+    if getattr(graph.nodes[out].layer, "batched", None) is not None \
+            and graph.nodes[out].layer.op_type != "Unbatch":
+        out_dims = out_dims[1:]      # a TensorOp's shape holds the batch axis already
+    outputs = [helper.make_tensor_value_info(out, elem, [batch] + out_dims)]
     onnx_graph = helper.make_graph(ctx.nodes, "kryptonref", inputs, outputs)
     opset_id = helper.make_opsetid("", opset)
     from .. import __version__

@@ -52,6 +52,7 @@ from .. import validate
 from ..graph import Graph
 from ..layers.registry import registered
 from ..model import Model
+from ..layers.tensor import TENSOR_OPS, TensorOp, freeze_value
 from .onnx_export import import_onnx, unique_name
 
 __all__ = ["from_onnx", "Importer", "supported_onnx_ops"]
@@ -80,8 +81,10 @@ def _handlers():
 
 
 def supported_onnx_ops():
-    """The ONNX operators :func:`from_onnx` understands (besides constant folding)."""
-    return tuple(sorted(_handlers())) + _STRUCTURAL_OPS
+    """The ONNX operators :func:`from_onnx` understands (besides constant folding): those of
+    the layer types, the structural ones, and the whole-tensor ones (TensorOp)."""
+    tensor_ops = set(TENSOR_OPS) - {"Unbatch", "SplitPart"} | {"Split"}
+    return tuple(sorted(set(_handlers()) | set(_STRUCTURAL_OPS) | tensor_ops))
 
 
 def _sanitise(name):
@@ -154,6 +157,7 @@ class Importer:
         self.names = set()
         self.handlers = _handlers()
         self.layout = {}      # tensor name -> "nhwc": a channels-last view of an NCHW node
+        self.batched = set()  # kryptonref nodes computed by TensorOps (per-sample ONNX shapes)
         self.pending = {}     # tensor name -> a step of the channel-shuffle pattern
         for tensor in self.graph.initializer:
             try:
@@ -329,6 +333,10 @@ class Importer:
                                                                              "Reshape"):
                 self.fail(node, "reads a 5-D reshaped feature map; only ShuffleNet's channel "
                                 "shuffle (Reshape, Transpose, Reshape) is supported")
+            if any(self.acts.get(i) in self.batched for i in ins):
+                if node.op_type in TENSOR_OPS or not self._unbatch_inputs(node):
+                    self.tensor_op(node, self.attrs(node))
+                    continue
             if node.op_type == "Transpose":
                 self._transpose(node, self.attrs(node))
                 continue
@@ -337,11 +345,18 @@ class Importer:
                 continue
             handler = self.handlers.get(node.op_type)
             if handler is None:
+                if node.op_type in TENSOR_OPS:
+                    self.tensor_op(node, self.attrs(node))
+                    continue
                 raise ValueError(
                     f"from_onnx: unsupported ONNX operator {node.op_type!r} (node "
                     f"{self.label(node)}); kryptonref imports "
                     f"{', '.join(supported_onnx_ops())}")
-            handler(self, node, self.attrs(node))
+            try:
+                handler(self, node, self.attrs(node))
+            except ValueError as error:
+                if node.op_type not in TENSOR_OPS or not self._tensor_op_fallback(node, error):
+                    raise
         return self._finish(dtype)
 
     def _sorted_nodes(self):
@@ -376,6 +391,12 @@ class Importer:
         if out == self.input_name:
             raise ValueError("from_onnx: the ONNX graph computes nothing (its output is its "
                              "input); the graph has no layers")
+        if out in self.batched and self.shapes[out][0] == 1:   # drop the unit batch axis
+            name = unique_name("output", self.names)
+            layer = TensorOp("Unbatch", batched=(True,))
+            self.nodes[name] = [layer, (out,)]
+            self.shapes[name] = layer.output_shape([self.shapes[out]])
+            out = name
         keep, stack = set(), [out]
         while stack:
             name = stack.pop()
@@ -435,6 +456,8 @@ class Importer:
         src = self.act(node, node.input[0])
         first = self.batch if self.batch is not None else _BATCH
         full = np.array([first] + list(self.shapes[src]), dtype=object)
+        if src in self.batched:     # a TensorOp's per-sample shape: batch size 1 inside
+            full = np.array(list(self.shapes[src]), dtype=object)
         rank = len(full)
         start, end = attrs.get("start", 0), attrs.get("end", rank)
         start = max(0, min(rank, start + rank if start < 0 else start))
@@ -483,16 +506,31 @@ class Importer:
                 steps = self.const(node, node.input[4], "steps").tolist() \
                     if self.optional(node, 4) else None
             if data.ndim != 1 or (axes is not None and list(axes) not in ([0], [-1])):
-                self.fail(node, "only 1-D slices of shape vectors are supported")
+                self._fold_at_batch_one(node)
+                return
             big = 2 ** 62
             start, end = (max(-big, min(big, int(v))) for v in (starts[0], ends[0]))
             step = 1 if steps is None else int(steps[0])
             result = data[slice(start, end, step)]
         else:
-            self.fail(node, f"unsupported ONNX operator {op!r} on a shape that depends on "
-                            "the dynamic batch size (supported: Shape, Gather, Unsqueeze, "
-                            "Squeeze, Concat, Slice, Cast, Identity feeding a Reshape)")
+            self._fold_at_batch_one(node)
+            return
         self._set_shape_value(node.output[0], result)
+
+    def _fold_at_batch_one(self, node):
+        """Fold shape arithmetic the symbolic batch size cannot follow (Range, ScatterND,
+        Where, ...) at batch size 1: what a TensorOp reads (per-sample semantics,
+        :mod:`kryptonref.layers.tensor`)."""
+        for name in node.input:
+            if name in self.symbolic:
+                self.consts[name + "#batch1"] = np.array(
+                    [1 if isinstance(v, str) else int(v) for v in self.symbolic[name].flat],
+                    np.int64).reshape(self.symbolic[name].shape)
+        renamed = [n + "#batch1" if n in self.symbolic else n for n in node.input]
+        clone = self.helper.make_node(node.op_type, renamed, list(node.output), name=node.name,
+                                      domain=node.domain)
+        clone.attribute.extend(node.attribute)
+        self._fold(clone)
 
     # -- channels-last islands and the channel shuffle --------------------------------------
     #: Operators that work on a channels-last view as on its NCHW node (their output is
@@ -521,10 +559,9 @@ class Importer:
             self.alias(node, src)               # NCHW -> NHWC: a channels-last view
             self.layout[node.output[0]] = "nhwc"
         else:
-            shape = self.shapes[src]
-            self.fail(node, f"Transpose with perm {perm} of a tensor of shape (N, "
-                            f"{', '.join(map(str, shape))}) is not supported (NCHW <-> NHWC "
-                            "and the channel shuffle are)")
+            if src_tensor in self.layout:
+                self._materialise_channels_last(node)
+            self.tensor_op(node, attrs)
 
     def reshape_pattern(self, node, src_tensor, target):
         """The Reshape steps of the channel shuffle: (N, C, H, W) -> (N, G, C/G, H, W), and
@@ -605,13 +642,125 @@ class Importer:
             layer = self.build(node, ChannelLinear, weight.shape[0], weight.shape[1],
                                bias=False)
             self.emit(node, layer, [src], {"weight": weight.T})
-        else:
-            self.fail(node, f"operator {op!r} on a channels-last (NHWC) view is not supported; "
-                            "supported are Transpose back to NCHW, LayerNormalization over "
-                            "the channels, MatMul by a constant, and position-wise operators")
+        else:       # anything else: the channels-last tensor for real, then a TensorOp
+            self._materialise_channels_last(node)
+            self.tensor_op(node, attrs)
+            return
         for out in node.output:
             if out and out in self.acts:
                 self.layout[out] = "nhwc"
+
+    # -- whole-tensor operators (TensorOp) ------------------------------------------------
+    def _tensor_op_fallback(self, node, error):
+        """After a layer handler refused ``node``: a TensorOp, if it can be one."""
+        try:
+            self.tensor_op(node, self.attrs(node))
+        except ValueError:
+            return False
+        return True
+
+    def _unbatch_inputs(self, node):
+        """Before an ordinary layer (a convolution, batch norm, pooling...): the TensorOp
+        outputs it reads, when they are NCHW maps ``(1, C, H, W)``, as ``(C, H, W)`` again.
+        Returns False (changing nothing) when one is not."""
+        tensors = [i for i in node.input if self.acts.get(i) in self.batched]
+        if any(len(self.shapes[self.acts[t]]) != 4 or self.shapes[self.acts[t]][0] != 1
+               for t in tensors):
+            return False
+        for tensor in tensors:
+            src = self.acts[tensor]
+            real = tensor + "#unbatched"
+            if real not in self.acts:
+                self.emit(node, TensorOp("Unbatch", batched=(True,)), [src], out=real,
+                          suffix="_unbatch")
+            self.acts[tensor] = self.acts[real]
+        return True
+
+    def _materialise_channels_last(self, node):
+        """Give each channels-last input of ``node`` its own TensorOp transpose (NHWC)."""
+        for tensor in [i for i in node.input if i in self.layout]:
+            src = self.acts[tensor]
+            real = tensor + "#nhwc"
+            if real not in self.acts:
+                layer = self.build(node, TensorOp, "Transpose", (("perm", (0, 2, 3, 1)),),
+                                   ("x0",), (src in self.batched,))
+                self.emit(node, layer, [src], out=real, suffix="_nhwc")
+                self.batched.add(self.acts[real])
+            self.acts[tensor] = self.acts[real]
+            del self.layout[tensor]
+
+    def tensor_op(self, node, attrs):
+        """``node`` as a :class:`~kryptonref.layers.tensor.TensorOp` (per-sample semantics):
+        activations are its inputs, float constants its parameters, integer constants and
+        shapes (the batch size read as 1) part of its spec."""
+        op = node.op_type
+        self._materialise_channels_last(node)
+        if op in ("Identity", "Dropout"):
+            self.alias(node, self.act(node, node.input[0]))
+            return
+        if op == "Cast":
+            src = self.act(node, node.input[0])
+            if self.onnx.helper.tensor_dtype_to_np_dtype(int(attrs["to"])).kind != "f":
+                self.fail(node, "casting an activation to a non-float type is not supported")
+            self.alias(node, src)
+            return
+        if op == "Split":
+            self._split_tensor(node, attrs)
+            return
+        if op not in TENSOR_OPS:
+            self.fail(node, f"operator {op!r} after a whole-tensor operator is not supported; "
+                            f"supported are {', '.join(sorted(TENSOR_OPS))}")
+        slots, sources, batched, parameters, constants, params = [], [], [], [], [], {}
+        for k, tensor in enumerate(node.input):
+            if not tensor:
+                slots.append("")
+            elif tensor in self.acts:
+                src = self.acts[tensor]
+                if src not in sources:
+                    sources.append(src)
+                    batched.append(src in self.batched)
+                slots.append(f"x{sources.index(src)}")
+            else:
+                if tensor in self.symbolic:
+                    value = np.array([1 if isinstance(v, str) else int(v)
+                                      for v in self.symbolic[tensor].flat], np.int64)
+                else:
+                    value = np.asarray(self.const(node, tensor, f"input {k}"))
+                if value.dtype.kind == "f":
+                    pname = f"p{k}"
+                    parameters.append((pname, tuple(int(d) for d in value.shape)))
+                    params[pname] = value
+                    slots.append(f"p:{pname}")
+                else:
+                    slots.append(f"i:{len(constants)}")
+                    constants.append(freeze_value(value))
+        if not sources:
+            self.fail(node, "reads no activation")
+        frozen = tuple(sorted((name, freeze_value(value)) for name, value in attrs.items()))
+        layer = self.build(node, TensorOp, op, frozen, tuple(slots), tuple(batched),
+                           tuple(parameters), tuple(constants))
+        name = self.emit(node, layer, sources, params or None)
+        self.batched.add(name)
+
+    def _split_tensor(self, node, attrs):
+        src = self.act(node, node.input[0])
+        shape = self.shapes[src] if src in self.batched else (1,) + tuple(self.shapes[src])
+        axis = int(attrs.get("axis", 0))
+        axis = axis + len(shape) if axis < 0 else axis
+        sizes = attrs.get("split")
+        if sizes is None and self.optional(node, 1):
+            sizes = self.const(node, node.input[1], "the split sizes").tolist()
+        if sizes is None:
+            parts = len(node.output)
+            sizes = [-(-shape[axis] // parts)] * parts
+            sizes[-1] = shape[axis] - sum(sizes[:-1])
+        edges = np.cumsum([0] + [int(v) for v in sizes])
+        for out, start, stop in zip(node.output, edges[:-1], edges[1:]):
+            if out:
+                layer = self.build(node, TensorOp, "SplitPart",
+                                   (("axis", axis), ("start", int(start)), ("stop", int(stop))),
+                                   ("x0",), (src in self.batched,))
+                self.batched.add(self.emit(node, layer, [src], out=out, suffix=f"_{start}"))
 
     # -- what layer handlers use -----------------------------------------------------------
     def spatial_input(self, node):
