@@ -268,14 +268,13 @@ def graphs_with(draw, layer_type):
     elif layer_type in WHOLE_MAPS:
         graph.add(WHOLE_MAPS[layer_type](draw, shape), source, name="layer")
     elif layer_type is kr.TensorOp:
-        last = token_tail(draw, graph, source)
+        token_tail(draw, graph, source)
         mixing = [n for n in graph.order if isinstance(graph.nodes[n].layer, kr.TensorOp)
                   and graph.nodes[n].layer.op_type == "MatMul"][-1]
         renamed = [(("layer" if n == mixing else n), graph.nodes[n].layer,
                     tuple("layer" if i == mixing else i for i in graph.nodes[n].inputs))
                    for n in graph.order]
         graph = kr.Graph.from_nodes(graph.input_shape, renamed, output=None)
-        del last
     else:
         layers = {kr.GlobalAvgPool2d: kr.GlobalAvgPool2d(), kr.Flatten: kr.Flatten(),
                   kr.Linear: kr.Linear(shape[0], draw(st.integers(1, 4))),
