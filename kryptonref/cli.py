@@ -154,7 +154,8 @@ def analyze(args):
         if args.drilldown:
             raise ValueError("--drilldown predicts for one model, not with --all")
         reports = [speedup(build_graph(name, args.image_size), args.patch, args.stride,
-                           tau=args.tau, mode=args.mode, batch_size=args.batch_size, name=name)
+                           tau=args.tau, mode=args.mode, batch_size=args.batch_size, name=name,
+                           freeze_context=args.freeze_context)
                    for name in zoo_names()]
         if args.plot:
             _write_plot(args.plot, lambda path: _plot_zoo(reports, path))
@@ -165,9 +166,11 @@ def analyze(args):
         return 0
     if not args.model:
         raise ValueError("give a model name (see `kryptonref models`) or --all")
-    graph = build_graph(args.model, args.image_size)
+    graph = _onnx_or_zoo(args.model, args.image_size, args.input_shape).graph \
+        if _is_onnx(args.model) else build_graph(args.model, args.image_size)
     report = speedup(graph, args.patch, args.stride, tau=args.tau, mode=args.mode,
-                     batch_size=args.batch_size, name=args.model)
+                     batch_size=args.batch_size, name=os.path.basename(args.model),
+                     freeze_context=args.freeze_context)
     drill = _drilldown_prediction(args, graph, report) if args.drilldown else None
     if args.plot:
         _write_plot(args.plot, lambda path: _plot_map(report, path))
@@ -182,6 +185,34 @@ def analyze(args):
                   f"{drill['speedup']:.2f}x predicted over the fine grid; with tau "
                   f"{report.tau:g}: {drill['combined']:.2f}x over full re-inference")
     return 0
+
+
+def _is_onnx(name):
+    """Whether a model argument names an ONNX file rather than a zoo model."""
+    return name.lower().endswith(".onnx") or os.path.isfile(name)
+
+
+def _onnx_or_zoo(name, image_size=None, input_shape=None, weights=None):
+    """A model from an ``.onnx`` path (``--input-shape`` for dynamic sizes) or the zoo."""
+    if _is_onnx(name):
+        if image_size is not None:
+            raise ValueError("--image-size goes with zoo models; give an ONNX model's size "
+                             "with --input-shape C,H,W")
+        from . import from_onnx
+        return from_onnx(name, input_shape=input_shape)
+    from .models.zoo import zoo
+    return zoo(name, image_size=image_size, weights=weights)
+
+
+def _shape_arg(text):
+    """``3,224,224`` -> (3, 224, 224)."""
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected C,H,W, got {text!r}") from None
+    if len(shape) != 3:
+        raise argparse.ArgumentTypeError(f"expected C,H,W, got {text!r}")
+    return shape
 
 
 def _drilldown_prediction(args, graph, report):
@@ -359,7 +390,6 @@ def _tune_images(source, count, model):
 
 def tune(args):
     """Tune tau (the paper's quadratic fit) or drill-down on sample images for a target SSIM."""
-    from .models.zoo import zoo
     from .tuning import tune_tau
 
     if args.count < 1:
@@ -367,7 +397,9 @@ def tune(args):
     weights = args.weights
     if weights is None and args.model.startswith("demo_"):
         weights = "pretrained"
-    model = zoo(args.model, weights=weights)
+    if _is_onnx(args.model) and weights is not None:
+        raise ValueError("--weights goes with zoo models; an ONNX file holds its weights")
+    model = _onnx_or_zoo(args.model, input_shape=args.input_shape, weights=weights)
     images = _tune_images(args.images, args.count, model)
     if args.drilldown:
         return _tune_drilldown(args, model, images)
@@ -474,13 +506,19 @@ def main(argv=None):
     p.set_defaults(func=models)
 
     p = sub.add_parser("analyze", help="theoretical speedup per layer and patch position")
-    p.add_argument("model", nargs="?", help="a zoo model (see `kryptonref models`)")
+    p.add_argument("model", nargs="?",
+                   help="a zoo model (see `kryptonref models`) or an .onnx file")
     p.add_argument("--all", action="store_true", help="every zoo model (paper Figure 6)")
     p.add_argument("--patch", type=_pair_arg, default=16, help="N or HxW (default 16)")
     p.add_argument("--stride", type=_pair_arg, default=4, help="N or HxW (default 4)")
     p.add_argument("--image-size", type=int, default=None,
                    help="input size (default: the model's own)")
     p.add_argument("--tau", type=float, default=1.0, help="projective-field threshold (0, 1]")
+    p.add_argument("--input-shape", type=_shape_arg, default=None, metavar="C,H,W",
+                   help="an ONNX model's input size where it is dynamic")
+    p.add_argument("--freeze-context", action="store_true",
+                   help="count squeeze-excitation gates frozen at their unoccluded value "
+                        "(the global-context approximation)")
     _add_drilldown_arguments(p, "also predict adaptive drill-down's speedup (one model)")
     p.add_argument("--mode", choices=("paper", "executed"), default="paper")
     p.add_argument("--batch-size", type=int, default=64,
@@ -520,7 +558,9 @@ def main(argv=None):
 
     p = sub.add_parser("tune", help="choose tau, or drill-down's settings, for a target heatmap "
                                     "SSIM (approximate mode)")
-    p.add_argument("model", help="a zoo model (see `kryptonref models`)")
+    p.add_argument("model", help="a zoo model (see `kryptonref models`) or an .onnx file")
+    p.add_argument("--input-shape", type=_shape_arg, default=None, metavar="C,H,W",
+                   help="an ONNX model's input size where it is dynamic")
     p.add_argument("--images", required=True,
                    help="a folder of PNG/JPEG images, or 'demo' for generated shapes images")
     p.add_argument("--count", type=int, default=12,

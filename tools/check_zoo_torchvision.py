@@ -40,6 +40,10 @@ TORCHVISION_NAMES = (
     "densenet121", "densenet161", "densenet169", "densenet201",
     "googlenet", "inception_v3",
     "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+    "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
+    "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",
+    "efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l",
+    "regnet_y_400mf", "shufflenet_v2_x1_0", "convnext_tiny", "vit_b_16",
 )
 
 #: Zoo models that torchvision lacks.
@@ -47,8 +51,8 @@ NOT_IN_TORCHVISION = ("mobilenet_v1",)
 
 #: Architecture modules of the zoo (imported one by one, so a missing one only
 #: skips its own models).
-ZOO_MODULES = ("alexnet", "densenet", "googlenet", "inception", "mobilenet", "resnet",
-               "squeezenet", "vgg")
+ZOO_MODULES = ("alexnet", "densenet", "googlenet", "inception", "mobilenet", "modern",
+               "resnet", "squeezenet", "vgg", "vit")
 
 #: Small but valid input size per model (default: 64).
 SMALL_SIZES = {"inception_v3": 75}
@@ -149,7 +153,8 @@ def torch_forward_and_macs(net, x):
         total[0] += out[0].numel() * (mod.in_channels // mod.groups) * kh * kw
 
     def linear_hook(mod, inp, out):
-        total[0] += mod.in_features * mod.out_features
+        # per output vector: a Linear on channels-last maps (ConvNeXt) runs at every position
+        total[0] += mod.in_features * out[0].numel()
 
     handles = []
     for mod in net.modules():

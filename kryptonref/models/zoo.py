@@ -86,7 +86,8 @@ def register(name, default_size=224, description="", num_classes=1000, pretraine
 
 def _load_all():
     """Import every architecture module so that it registers itself."""
-    from . import alexnet, densenet, demo, googlenet, inception, mobilenet, resnet, squeezenet, vgg  # noqa: F401
+    from . import (alexnet, demo, densenet, googlenet, inception, mobilenet, modern,  # noqa: F401
+                   resnet, squeezenet, vgg)
 
 
 def zoo_names():
