@@ -201,7 +201,11 @@ class Model:
 
 
 def _nest(weights):
-    """``{"node.param": a}`` or ``{node: {param: a}}`` -> nested mutable dict."""
+    """``{"node.param": a}`` or ``{node: {param: a}}`` -> nested mutable dict.
+
+    A key without a dot names a node whose one parameter has the node's own name
+    (torchvision's top-level parameters, such as ViT's ``class_token``).
+    """
     nested = {}
     for key, value in dict(weights).items():
         if isinstance(value, dict):
@@ -209,7 +213,7 @@ def _nest(weights):
         else:
             node, sep, pname = str(key).rpartition(".")
             if not sep:
-                raise ValueError(f"weights: key {key!r} is not of the form 'node.param'")
+                node = pname
             nested.setdefault(node, {})[pname] = value
     return nested
 

@@ -61,7 +61,8 @@ def run_ort_exported(proto, x, model):
     for init in proto.graph.initializer:
         if len(init.raw_data) > BIG_BYTES:
             node, pname = init.name.rsplit(".", 1)
-            feeds[init.name] = model.params[node][pname]
+            # (as exported: a channel-wise Linear's matrix goes out as a 1x1 convolution's)
+            feeds[init.name] = model.params[node][pname].reshape(tuple(init.dims))
             light.graph.input.append(helper.make_tensor_value_info(
                 init.name, init.data_type, list(init.dims)))
         else:

@@ -36,6 +36,11 @@ _SHARED = {}
 def fast_weights(graph, seed=0):
     """Random float32 weights (He-normal, non-trivial batch norm), drawn quickly.
 
+    Scales (batch norm's, layer norm's, layer scales) are drawn in [0.25, 0.75]: with
+    [0.5, 1.5] the deepest networks (EfficientNet B5-B7, V2) are chaotic, their float32
+    outputs 60-100 % away from their own float64 ones, so no float32 implementation
+    could be compared with another.
+
     Arrays of more than a million elements are cached by (node, shape), so the VGG
     variants share one classifier instead of drawing 120 M numbers each.
     """
@@ -50,13 +55,15 @@ def fast_weights(graph, seed=0):
                 weights[f"{name}.{pname}"] = _SHARED[key]
                 continue
             if isinstance(node.layer, kr.BatchNorm2d):
-                value = {"weight": rng.uniform(0.5, 1.5, shape),
+                value = {"weight": rng.uniform(0.25, 0.75, shape),
                          "bias": rng.normal(0, 0.1, shape),
                          "running_mean": rng.normal(0, 0.1, shape),
                          "running_var": rng.uniform(0.5, 1.5, shape)}[pname]
                 value = value.astype(np.float32)
             elif pname == "bias":
                 value = rng.normal(0, 0.05, shape).astype(np.float32)
+            elif int(np.prod(shape)) == max(shape, default=1):   # a vector of scales
+                value = rng.uniform(0.25, 0.75, shape).astype(np.float32)
             else:
                 value = rng.standard_normal(shape, dtype=np.float32)
                 value *= np.float32(np.sqrt(2.0 / np.prod(shape[1:])))
@@ -72,14 +79,17 @@ def test_zoo_round_trip(name):
     size = ZOO_SIZES.get(name, 32)
     graph = build_graph(name, size, num_classes=10)
     model = kr.Model(graph, weights=fast_weights(graph), dtype=np.float32)
-    batch = 1 if name.startswith(("vgg", "alexnet")) else 2   # the big classifiers
+    # (a whole-tensor operator, ViT's, exports at a fixed batch of one)
+    fixed_batch = any(isinstance(n.layer, kr.TensorOp) for n in graph.nodes.values())
+    batch = 1 if fixed_batch or name.startswith(("vgg", "alexnet")) else 2   # big classifiers
     x = np.random.default_rng(1).normal(size=(batch, 3, size, size)).astype(np.float32)
     want = model.forward(x)
 
     proto = kr.to_onnx(model, None)
     assert [i.name for i in proto.graph.input] == [graph.input_name]
     dims = proto.graph.input[0].type.tensor_type.shape.dim
-    assert dims[0].dim_param == "N" and [d.dim_value for d in dims[1:]] == [3, size, size]
+    assert (dims[0].dim_value == 1) if fixed_batch else (dims[0].dim_param == "N")
+    assert [d.dim_value for d in dims[1:]] == [3, size, size]
     assert_close(run_ort_exported(proto, x, model), want, f"{name}: onnxruntime vs kryptonref")
 
     back = kr.from_onnx(proto)
@@ -89,11 +99,17 @@ def test_zoo_round_trip(name):
     for node, params in model.params.items():
         for pname, value in params.items():
             # (np.array_equal: assert_array_equal's temporaries cost seconds for VGG)
-            assert np.array_equal(back.params[node][pname], value), f"{name}: {node}.{pname}"
+            # (a channels-last Linear, ConvNeXt's, comes back as the 1x1 convolution it
+            # is exported as: the same values in a 4-D weight)
+            assert np.array_equal(back.params[node][pname].reshape(value.shape), value), \
+                f"{name}: {node}.{pname}"
     # Dropout is removed on import; nothing else is added or lost (except that a
     # 1x1 AdaptiveAvgPool2d comes back as GlobalAvgPool2d).
     dropouts = sum(isinstance(n.layer, kr.Dropout) for n in graph.nodes.values())
-    assert len(back.graph) == len(graph) - dropouts
+    # (after a whole-tensor operator, ViT's GELU comes back as the five TensorOps of its
+    # opset-17 decomposition: exact, but more nodes)
+    if not fixed_batch:
+        assert len(back.graph) == len(graph) - dropouts
     assert_close(back.forward(x), want, f"{name}: from_onnx(to_onnx(model)) vs model")
 
 

@@ -478,3 +478,35 @@ def test_leaky_relu(alpha):
     model = check_import(make_model(nodes, [], (2, 3, 5, 4)), (3, 5, 4), scale=3.0)
     assert layer_types(model) == ["LeakyReLU"]
     assert model.graph.nodes["leaky"].layer.negative_slope == (0.01 if alpha is None else alpha)
+
+
+@pytest.mark.parametrize("scaling, half_first", [("Div", False), ("Mul", True)])
+def test_erf_gelu_pattern_is_one_gelu(scaling, half_first):
+    """``(x * (erf(x / sqrt 2) + 1)) * 0.5`` as exporters write GELU before opset 20 (or
+    with ``x * (1 / sqrt 2)`` and the half first) imports as one GELU layer."""
+    root = np.sqrt(2.0) if scaling == "Div" else np.sqrt(0.5)
+    product = ["half", "t"] if half_first else ["t", "half"]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node(scaling, ["c", "root"], ["d"], name="g.div"),
+             helper.make_node("Erf", ["d"], ["e"], name="g.erf"),
+             helper.make_node("Add", ["e", "one"], ["s"], name="g.sum"),
+             helper.make_node("Mul", ["c", "s"], ["t"], name="g.prod"),
+             helper.make_node("Mul", product, ["y"], name="gelu")]
+    inits = [tensor("w", rand(2, 3, 1, 1)), tensor("root", root), tensor("one", 1.0),
+             tensor("half", 0.5)]
+    model = check_import(make_model(nodes, inits, ["N", 3, 4, 4]), (3, 4, 4), scale=2.0)
+    assert layer_types(model) == ["Conv2d", "GELU"]
+
+
+def test_a_near_gelu_pattern_stays_as_written():
+    """The same chain with another factor is not GELU: imported operator by operator."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Div", ["c", "root"], ["d"], name="g.div"),
+             helper.make_node("Erf", ["d"], ["e"], name="g.erf"),
+             helper.make_node("Add", ["e", "one"], ["s"], name="g.sum"),
+             helper.make_node("Mul", ["c", "s"], ["t"], name="g.prod"),
+             helper.make_node("Mul", ["t", "half"], ["y"], name="gelu")]
+    inits = [tensor("w", rand(2, 3, 1, 1)), tensor("root", 1.5), tensor("one", 1.0),
+             tensor("half", 0.5)]
+    model = check_import(make_model(nodes, inits, ["N", 3, 4, 4]), (3, 4, 4), scale=2.0)
+    assert "GELU" not in layer_types(model) and "Erf" in layer_types(model)

@@ -21,13 +21,14 @@ import kryptonref as kr
 from kryptonref.model import Model
 from kryptonref.models import build_graph, zoo_entry
 
-# -- AlexNet, VGG, ResNet, SqueezeNet ------------------------------------------------
+# -- AlexNet, VGG, ResNet, SqueezeNet, and the networks designed after 2018 ------------
 # Import the architecture modules directly (independent of the rest of the zoo).
 _MODULES = {m: importlib.import_module(f"kryptonref.models.{m}")
-            for m in ("alexnet", "vgg", "resnet", "squeezenet")}
+            for m in ("alexnet", "vgg", "resnet", "squeezenet", "modern", "vit")}
 _ZOO = importlib.import_module("kryptonref.models.zoo")
 
-#: name -> (torchvision num_params, torchvision GMACs at 224 px (meta "_ops"), module)
+#: name -> (torchvision num_params, torchvision GMACs at the weights' size (meta "_ops"),
+#: module)
 PUBLISHED = {
     "alexnet": (61100840, 0.714, "alexnet"),
     "vgg11": (132863336, 7.609, "vgg"),
@@ -45,7 +46,30 @@ PUBLISHED = {
     "resnet152": (60192808, 11.514, "resnet"),
     "squeezenet1_0": (1248424, 0.819, "squeezenet"),
     "squeezenet1_1": (1235496, 0.349, "squeezenet"),
+    "mobilenet_v3_large": (5483032, 0.217, "modern"),
+    "mobilenet_v3_small": (2542856, 0.057, "modern"),
+    "efficientnet_b0": (5288548, 0.386, "modern"),
+    "efficientnet_b1": (7794184, 0.687, "modern"),
+    "efficientnet_b2": (9109994, 1.088, "modern"),
+    "efficientnet_b3": (12233232, 1.827, "modern"),
+    "efficientnet_b4": (19341616, 4.394, "modern"),
+    "efficientnet_b5": (30389784, 10.266, "modern"),
+    "efficientnet_b6": (43040704, 19.068, "modern"),
+    "efficientnet_b7": (66347960, 37.746, "modern"),
+    "efficientnet_v2_s": (21458488, 8.366, "modern"),
+    "efficientnet_v2_m": (54139356, 24.582, "modern"),
+    "efficientnet_v2_l": (118515272, 56.08, "modern"),
+    "regnet_y_400mf": (4344144, 0.402, "modern"),
+    "shufflenet_v2_x1_0": (2278604, 0.145, "modern"),
+    "convnext_tiny": (28589128, 4.456, "modern"),
+    "vit_b_16": (86567656, 17.564, "vit"),
 }
+
+#: The input size of torchvision's weights (its "_ops" are counted there), where not 224.
+DEFAULT_SIZE = {"efficientnet_b1": 240, "efficientnet_b2": 288, "efficientnet_b3": 300,
+                "efficientnet_b4": 380, "efficientnet_b5": 456, "efficientnet_b6": 528,
+                "efficientnet_b7": 600, "efficientnet_v2_s": 384, "efficientnet_v2_m": 480,
+                "efficientnet_v2_l": 480}
 
 #: name -> (entries of torchvision's state_dict without num_batches_tracked,
 #:          sha256[:16] of its sorted "key:shape" lines), num_classes=1000
@@ -66,6 +90,23 @@ STATE_DICT = {
     "resnet152": (777, "6d70075cc665eec5"),
     "squeezenet1_0": (52, "5404f64a358d9a02"),
     "squeezenet1_1": (52, "2ba7747eadf15fff"),
+    "mobilenet_v3_large": (266, "2bc5b9b26e60dc24"),
+    "mobilenet_v3_small": (210, "2dddd84da5d7f8f4"),
+    "efficientnet_b0": (311, "143808c45f22b694"),
+    "efficientnet_b1": (439, "d096085e6b8603ab"),
+    "efficientnet_b2": (439, "35c89bcfaa666e24"),
+    "efficientnet_b3": (496, "11758aeb2c44d60b"),
+    "efficientnet_b4": (610, "c11557bae004812d"),
+    "efficientnet_b5": (738, "1c878847b6646003"),
+    "efficientnet_b6": (852, "d96f2140408a9f80"),
+    "efficientnet_b7": (1037, "c341ea695ddbf4ed"),
+    "efficientnet_v2_s": (672, "1b63c7a9035ba7b9"),
+    "efficientnet_v2_m": (963, "52cc96ec51a016ac"),
+    "efficientnet_v2_l": (1331, "137ce7994bc9ceae"),
+    "regnet_y_400mf": (331, "75273a504b375baf"),
+    "shufflenet_v2_x1_0": (282, "deff7c0a173ea4f4"),
+    "convnext_tiny": (182, "ac823e08e31e87ce"),
+    "vit_b_16": (152, "a225aad3d62d44e8"),
 }
 
 #: name -> (a small valid size, a size too small, the node where it collapses).
@@ -85,6 +126,8 @@ SMALL = {
 }
 
 NAMES = sorted(PUBLISHED)
+#: A small valid size where 37 px is not one (ViT: a multiple of its 16-pixel patches).
+VALID_SMALL = {"vit_b_16": 32}
 
 
 def build(name, image_size=None, num_classes=1000):
@@ -98,17 +141,19 @@ def param_shapes(graph):
     for name in graph.order:
         node = graph.nodes[name]
         for p, shape in node.layer.param_shapes([graph.shapes[i] for i in node.inputs]).items():
-            shapes[f"{name}.{p}"] = tuple(shape)
+            # (a top-level torch parameter, ViT's class_token, is a node of its own name)
+            shapes[name if p == name else f"{name}.{p}"] = tuple(shape)
     return shapes
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_registered_with_default_size(name):
     entry = _ZOO._REGISTRY[name]
-    assert entry.default_size == 224
+    size = DEFAULT_SIZE.get(name, 224)
+    assert entry.default_size == size
     assert entry.description
     graph = build(name)
-    assert graph.input_shape == (3, 224, 224)
+    assert graph.input_shape == (3, size, size)
     assert graph.shapes[graph.output] == (1000,)
 
 
@@ -133,7 +178,7 @@ def test_state_dict_keys_and_shapes_match_torchvision(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_smaller_size_and_num_classes(name):
-    size = SMALL.get(name, (37,))[0]
+    size = SMALL.get(name, (VALID_SMALL.get(name, 37),))[0]
     graph = build(name, size, num_classes=10)
     assert graph.input_shape == (3, size, size)
     assert graph.shapes[graph.output] == (10,)

@@ -62,6 +62,8 @@ TV_KWARGS = {
     "googlenet": dict(aux_logits=False, transform_input=False, init_weights=True),
     "inception_v3": dict(aux_logits=False, transform_input=False, init_weights=True),
 }
+#: Constructor arguments that follow the input size.
+TV_SIZE_KWARG = {"vit_b_16": "image_size"}
 
 
 # -- kryptonref side ---------------------------------------------------------------------
@@ -113,15 +115,20 @@ def our_macs(model):
 
 
 # -- torchvision side --------------------------------------------------------------------
-def build_torch(name, num_classes=1000, seed=0):
+def build_torch(name, num_classes=1000, seed=0, size=None):
     import torch
     import torchvision
 
     torch.manual_seed(seed)
     kwargs = dict(TV_KWARGS.get(name, {}))
+    if name in TV_SIZE_KWARG and size is not None:
+        kwargs[TV_SIZE_KWARG[name]] = size
     net = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
+        for parameter in net.parameters():   # ViT's zero-initialised head: logits would be 0
+            if parameter.numel() > 1 and float(parameter.std()) == 0.0:
+                parameter.copy_(torch.randn(parameter.shape, generator=gen) * 0.02)
         for mod in net.modules():
             if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
                 n = mod.num_features
@@ -156,9 +163,17 @@ def torch_forward_and_macs(net, x):
         # per output vector: a Linear on channels-last maps (ConvNeXt) runs at every position
         total[0] += mod.in_features * out[0].numel()
 
+    def attention_hook(mod, inp, out):
+        # torch's MultiheadAttention calls its projections functionally (no Linear hook):
+        # the packed q/k/v and output projections, and the two products of attention
+        tokens, width = inp[0].shape[-2:] if mod.batch_first else inp[0].shape[::2]
+        total[0] += tokens * width * 4 * width + 2 * tokens * tokens * width
+
     handles = []
     for mod in net.modules():
-        if isinstance(mod, torch.nn.Conv2d):
+        if isinstance(mod, torch.nn.MultiheadAttention):
+            handles.append(mod.register_forward_hook(attention_hook))
+        elif isinstance(mod, torch.nn.Conv2d):
             handles.append(mod.register_forward_hook(conv_hook))
         elif isinstance(mod, torch.nn.Linear):
             handles.append(mod.register_forward_hook(linear_hook))
@@ -184,7 +199,7 @@ def check(name, size, batch=2, rtol=1e-9, seed=0):
     row = dict(name=name, size=size, status="", max_abs=np.nan, max_rel=np.nan,
                params_tv=0, params_ours=0, macs_tv=0, macs_ours=0, seconds=0.0, note="")
     t0 = time.perf_counter()
-    net = build_torch(name, seed=seed)
+    net = build_torch(name, seed=seed, size=size)
     state = torch_state_dict(net)
     x = np.random.default_rng(seed).standard_normal((batch, 3, size, size))
     ref, row["macs_tv"] = torch_forward_and_macs(net, x)

@@ -101,10 +101,16 @@ def _arithmetic_to_onnx(ctx, name, layer, params, inputs):
     ctx.node(op_type, [constant, inputs[0]] if constant_first else [inputs[0], constant], name)
 
 
-def arithmetic_from_onnx(ctx, node, op, src, constant, constant_first, tensor):
+def arithmetic_from_onnx(ctx, node, op, src, constant, constant_first, tensor,
+                         const_name=None):
     """Emit ``src op constant`` as :class:`Arithmetic` when the constant is a scalar or one
     value per channel of ``tensor`` (its channel axis: 1, or -1 in a channels-last island);
-    returns False (emitting nothing) for any other constant."""
+    returns False (emitting nothing) for any other constant.
+
+    An initializer named ``<node name>.<param>`` of shape ``(C, 1, ..., 1)`` (as
+    :func:`to_onnx <kryptonref.to_onnx>` writes ConvNeXt's ``layer_scale``) keeps its
+    parameter name and shape, so a round trip keeps the weight file's keys.
+    """
     value = np.asarray(constant)
     channels = ctx.shapes[src][0]
     per_channel = ctx.channel_vector(value, tensor, channels)
@@ -113,7 +119,13 @@ def arithmetic_from_onnx(ctx, node, op, src, constant, constant_first, tensor):
     name = {("Add", False): "add", ("Add", True): "add", ("Mul", False): "mul",
             ("Mul", True): "mul", ("Sub", False): "sub", ("Sub", True): "rsub",
             ("Div", False): "div", ("Div", True): "rdiv"}[(op, constant_first)]
-    ctx.emit(node, Arithmetic(name), [src], {"value": per_channel})
+    prefix, _, param = (const_name or "").rpartition(".")
+    if prefix and param.isidentifier() and prefix == node.name \
+            and value.shape[:1] == (channels,) and all(d == 1 for d in value.shape[1:]):
+        layer = Arithmetic(name, param=param, value_rank=value.ndim)
+        ctx.emit(node, layer, [src], {param: per_channel.reshape(value.shape)})
+    else:
+        ctx.emit(node, Arithmetic(name), [src], {"value": per_channel})
     return True
 
 
@@ -126,7 +138,8 @@ def _sub_div_from_onnx(op):
         tensor, const_name = (b, a) if constant_first else (a, b)
         src = ctx.act(node, tensor)
         value = ctx.const(node, const_name, "the constant")
-        if not arithmetic_from_onnx(ctx, node, op, src, value, constant_first, tensor):
+        if not arithmetic_from_onnx(ctx, node, op, src, value, constant_first, tensor,
+                                    const_name):
             ctx.fail(node, f"{op} by a constant of shape {np.shape(value)} is supported only "
                            "for a scalar or one value per channel")
     return handler
@@ -183,10 +196,12 @@ def _layernorm_to_onnx(ctx, name, layer, params, inputs):
                          "(LayerNormalization)")
     nhwc, normed = ctx.fresh(f"{name}.nhwc"), ctx.fresh(f"{name}.normed")
     ctx.node("Transpose", inputs, nhwc, perm=[0, 2, 3, 1])
+    # (the LayerNormalization node carries the kryptonref node's name: the importer names
+    # a channels-last island's operator after it, so a round trip keeps the name)
     ctx.node("LayerNormalization", [nhwc, ctx.init(f"{name}.weight", params["weight"]),
                                     ctx.init(f"{name}.bias", params["bias"])], normed,
-             axis=-1, epsilon=float(layer.eps))
-    ctx.node("Transpose", [normed], name, perm=[0, 3, 1, 2])
+             name=name, axis=-1, epsilon=float(layer.eps))
+    ctx.node("Transpose", [normed], name, name=ctx.fresh(f"{name}.nchw"), perm=[0, 3, 1, 2])
 
 
 # -- ChannelLinear -------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from typing import ClassVar, Optional
 import numpy as np
 
 from .base import Layer, check_rank
-from .activations import SiLU, Sigmoid
-from .channels import arithmetic_from_onnx
+from .activations import GELU, Erf, SiLU, Sigmoid
+from .channels import Arithmetic, arithmetic_from_onnx
 from .dense import fold_bias, why_no_bias_fold
 from .registry import Kernels, Rule, register
 
@@ -120,7 +120,8 @@ def _add_from_onnx(ctx, node, attrs):
     why = why_no_bias_fold(ctx, node, src, value)
     if why is None:
         fold_bias(ctx, node, src, value)
-    elif not arithmetic_from_onnx(ctx, node, "Add", src, value, a != tensor, tensor):
+    elif not arithmetic_from_onnx(ctx, node, "Add", src, value, a != tensor, tensor,
+                                  const_name):
         ctx.fail(node, f"adding a constant of shape {value.shape} is supported as a scalar, a "
                        f"per-channel constant or the bias of a preceding MatMul/Gemm; here "
                        f"{why}")
@@ -142,9 +143,46 @@ def _mul_from_onnx(ctx, node, attrs):
     tensor, const_name = (a, b) if a in ctx.acts else (b, a)
     src = ctx.act(node, tensor)
     value = np.asarray(ctx.const(node, const_name, "the constant factor"))
-    if not arithmetic_from_onnx(ctx, node, "Mul", src, value, a != tensor, tensor):
+    source = _gelu_source(ctx, src, value)
+    if source is not None:
+        ctx.emit(node, GELU(), [source])
+        return
+    if not arithmetic_from_onnx(ctx, node, "Mul", src, value, a != tensor, tensor,
+                                const_name):
         ctx.fail(node, f"multiplying by a constant of shape {value.shape} is supported only "
                        "for a scalar or one value per channel")
+
+
+def _constant_step(ctx, name, ops_values):
+    """The input of kryptonref node ``name`` if it is an :class:`Arithmetic` with one of
+    ``ops_values`` (``{op: value}``) in every channel (float32 rounding allowed), else None."""
+    layer, inputs = ctx.nodes.get(name, (None, ()))
+    if not isinstance(layer, Arithmetic) or layer.op not in ops_values:
+        return None
+    value = np.asarray(ctx.params.get(name, {}).get(layer.param), dtype=np.float64)
+    return inputs[0] if value.size and np.allclose(value, ops_values[layer.op], rtol=1e-6,
+                                                   atol=0) else None
+
+
+def _gelu_source(ctx, src, half):
+    """``x`` if ``src * half`` is the exact GELU as exporters write it before opset 20,
+    ``(x * (erf(x / sqrt(2)) + 1)) * 0.5`` (the first division may be a product with
+    ``1 / sqrt(2)``), else None."""
+    if half.size != 1 or not np.isclose(float(half.reshape(-1)[0]), 0.5, rtol=1e-7, atol=0):
+        return None
+    layer, inputs = ctx.nodes.get(src, (None, ()))
+    if not isinstance(layer, Mul) or len(inputs) != 2:
+        return None
+    for x, total in (inputs, inputs[::-1]):
+        erf = _constant_step(ctx, total, {"add": 1.0})
+        erf_layer, erf_inputs = ctx.nodes.get(erf, (None, ()))
+        if not isinstance(erf_layer, Erf):
+            continue
+        scaled = _constant_step(ctx, erf_inputs[0], {"div": np.sqrt(2.0),
+                                                     "mul": np.sqrt(0.5)})
+        if scaled == x:
+            return x
+    return None
 
 
 def _sum_from_onnx(ctx, node, attrs):

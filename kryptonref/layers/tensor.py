@@ -445,7 +445,10 @@ def _to_onnx(ctx, name, layer, params, inputs):
             args.append(ctx.init(f"{name}.{slot[2:]}", params[slot[2:]]))
         else:
             value = thaw_value(layer.constants[int(slot[2:])])
-            args.append(ctx.init(f"{name}.const{slot[2:]}", value, value.dtype))
+            # (a float constant, e.g. attention's scale, in the model's dtype as ONNX's
+            # operators need their inputs of one type; integers keep theirs)
+            args.append(ctx.init(f"{name}.const{slot[2:]}", value,
+                                 None if value.dtype.kind == "f" else value.dtype))
     op = layer.op_type
     if op == "Unbatch" or op == "Identity":
         ctx.node("Identity", args[:1], name)

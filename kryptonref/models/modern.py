@@ -198,9 +198,11 @@ def _efficientnet_v1_stages(width, depth):
                   int(math.ceil(n * depth))) for e, k, s, i, o, n in EFFICIENTNET_B0)
 
 
-#: name -> (width multiplier, depth multiplier, default size, dropout, batch-norm eps).
+#: name -> (width multiplier, depth multiplier, default size, dropout, batch-norm eps);
+#: the default sizes are those torchvision's weights are evaluated at (B2: 288, where the
+#: paper says 260).
 EFFICIENTNET_V1 = {"b0": (1.0, 1.0, 224, 0.2, 1e-5), "b1": (1.0, 1.1, 240, 0.2, 1e-5),
-                   "b2": (1.1, 1.2, 260, 0.3, 1e-5), "b3": (1.2, 1.4, 300, 0.3, 1e-5),
+                   "b2": (1.1, 1.2, 288, 0.3, 1e-5), "b3": (1.2, 1.4, 300, 0.3, 1e-5),
                    "b4": (1.4, 1.8, 380, 0.4, 1e-5), "b5": (1.6, 2.2, 456, 0.4, 1e-3),
                    "b6": (1.8, 2.6, 528, 0.5, 1e-3), "b7": (2.0, 3.1, 600, 0.5, 1e-3)}
 #: name -> (default size, dropout).

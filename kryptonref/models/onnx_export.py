@@ -96,7 +96,9 @@ class ExportContext:
     def init(self, name, value, as_type=None):
         """Add an initializer (in the model's dtype unless ``as_type``); returns its name."""
         name = self.fresh(name)
-        value = np.ascontiguousarray(value, dtype=self._dtype if as_type is None else as_type)
+        # (np.asarray, not np.ascontiguousarray: that makes a 0-d index such as ViT's
+        # Gather 0 one-dimensional, and the gathered tensor one rank too high)
+        value = np.asarray(value, dtype=self._dtype if as_type is None else as_type, order="C")
         self.initializers.append((name, value))
         return name
 

@@ -727,7 +727,11 @@ class Importer:
                 else:
                     value = np.asarray(self.const(node, tensor, f"input {k}"))
                 if value.dtype.kind == "f":
-                    pname = f"p{k}"
+                    # (an initializer named "<node name>.<param>", as to_onnx writes
+                    # them, keeps its parameter name: round trips keep weight keys)
+                    prefix, _, pname = tensor.rpartition(".")
+                    if prefix != node.name or not pname.isidentifier() or pname in params:
+                        pname = f"p{k}"
                     parameters.append((pname, tuple(int(d) for d in value.shape)))
                     params[pname] = value
                     slots.append(f"p:{pname}")

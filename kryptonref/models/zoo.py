@@ -87,7 +87,7 @@ def register(name, default_size=224, description="", num_classes=1000, pretraine
 def _load_all():
     """Import every architecture module so that it registers itself."""
     from . import (alexnet, demo, densenet, googlenet, inception, mobilenet, modern,  # noqa: F401
-                   resnet, squeezenet, vgg)
+                   resnet, squeezenet, vgg, vit)
 
 
 def zoo_names():
