@@ -41,6 +41,21 @@ def test_missing_and_unexpected_weights(model):
         kr.Model(tiny(), weights=weights)
 
 
+def test_a_key_without_a_dot_names_a_node_and_its_parameter():
+    """torchvision's top-level parameters (ViT's ``class_token``) have no module path."""
+    model = kr.zoo("vit_b_16", image_size=32, num_classes=3, seed=0)
+    weights = model.weights()
+    token = np.full((1, 1, 768), 0.25, dtype=np.float32)
+    weights = {("class_token" if k == "class_token.class_token" else k): v
+               for k, v in weights.items()}
+    weights["class_token"] = token
+    again = kr.Model(model.graph, weights=weights)
+    np.testing.assert_array_equal(again.params["class_token"]["class_token"], token)
+    weights["ghost"] = np.zeros(1)   # and an unknown one is still refused
+    with pytest.raises(ValueError, match="unexpected entries for nodes \\['ghost'\\]"):
+        kr.Model(model.graph, weights=weights)
+
+
 def test_weights_round_trip_through_npz(model, tmp_path):
     path = tmp_path / "w.npz"
     model.save_weights(path)
