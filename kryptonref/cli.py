@@ -114,9 +114,10 @@ def models(args):
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'model':<16} {'input':>7} {'parameters':>12} {'full MACs':>12}  description")
+    width = max([len("model")] + [len(r["name"]) for r in rows])
+    print(f"{'model':<{width}} {'input':>7} {'parameters':>12} {'full MACs':>12}  description")
     for r in rows:
-        print(f"{r['name']:<16} {r['image_size']:>4} px {r['parameters'] / 1e6:10.2f} M "
+        print(f"{r['name']:<{width}} {r['image_size']:>4} px {r['parameters'] / 1e6:10.2f} M "
               f"{r['full_macs'] / 1e6:10.1f} M  {r['description']}")
     return 0
 
@@ -231,12 +232,13 @@ def _drilldown_prediction(args, graph, report):
 
 def _zoo_table(reports):
     first = reports[0]
+    width = max([len("model")] + [len(r.model) for r in reports])   # names line up
     lines = [f"theoretical speedup (MACs), patch {first.patch[0]}x{first.patch[1]}, stride "
              f"{first.stride[0]}x{first.stride[1]}, tau {first.tau:g}, mode {first.mode}",
-             f"{'model':<16} {'input':>7} {'positions':>9} {'full GMACs':>11} "
+             f"{'model':<{width}} {'input':>7} {'positions':>9} {'full GMACs':>11} "
              f"{'aggregate':>9} {'centre':>7} {'min':>6} {'max':>6}"]
     for r in reports:
-        lines.append(f"{r.model:<16} {r.image_size[0]:>4} px {r.positions:>9} "
+        lines.append(f"{r.model:<{width}} {r.image_size[0]:>4} px {r.positions:>9} "
                      f"{r.full_macs / r.positions / 1e9:11.3f} {r.speedup:9.2f} "
                      f"{r.centre_speedup:7.2f} {r.min_speedup:6.2f} {r.max_speedup:6.2f}")
     return "\n".join(lines)
