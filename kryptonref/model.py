@@ -86,12 +86,15 @@ class Model:
                 if pname not in given:
                     raise ValueError(f"weights: node {node!r} is missing {pname!r}")
                 arr = np.asarray(given.pop(pname))
+                if arr.dtype.kind not in "fiu":   # complex would lose its imaginary part
+                    raise TypeError(f"weights: {node}.{pname} must hold real numbers, got "
+                                    f"dtype {arr.dtype}")
                 if arr.shape != tuple(shape):
                     raise ValueError(f"weights: {node}.{pname} has shape {arr.shape}, "
                                      f"expected {tuple(shape)}")
                 if not np.all(np.isfinite(arr)):
                     raise ValueError(f"weights: {node}.{pname} contains NaN or Inf")
-                params[node][pname] = np.ascontiguousarray(arr, dtype=self.dtype)
+                params[node][pname] = _frozen(arr, self.dtype)
             if given:
                 raise ValueError(f"weights: node {node!r} has unexpected parameters {sorted(given)}")
         if nested:
@@ -122,14 +125,21 @@ class Model:
 
     @params.setter
     def params(self, value):
-        self._params = value
+        self._params = {node: {p: _frozen(v, self.dtype) for p, v in ps.items()}
+                        for node, ps in dict(value).items()}
         self._weights_version = next(_VERSIONS)
 
     @property
     def weights_version(self):
-        """A number that changes whenever :attr:`params` is replaced (backends key their
-        prepared parameters on it)."""
-        return self._weights_version
+        """A key that changes whenever the weights change (backends key their prepared
+        parameters on it): a new number each time :attr:`params` is replaced, and the
+        identity of every array, so that ``model.params[node][p] = new`` is seen too.
+
+        The arrays themselves are read-only, so an in-place edit raises instead of
+        being ignored by a cached prepared copy.
+        """
+        return (self._weights_version,) + tuple(id(v) for ps in self._params.values()
+                                                for v in ps.values())
 
     @property
     def prepared(self):
@@ -198,6 +208,17 @@ class Model:
 
     def __repr__(self):
         return f"Model({len(self.graph)} nodes, input {self.graph.input_shape}, {self.dtype})"
+
+
+def _frozen(value, dtype):
+    """``value`` as a C-contiguous, read-only array of ``dtype`` that owns its data (a
+    copy unless it already is one): a weight that cannot change behind a cache."""
+    arr = np.asarray(value)
+    if arr.dtype != dtype or not arr.flags.c_contiguous or arr.flags.writeable \
+            or not arr.flags.owndata:
+        arr = np.array(arr, dtype=dtype, order="C", copy=True)
+        arr.setflags(write=False)
+    return arr
 
 
 def _nest(weights):

@@ -56,6 +56,43 @@ def test_a_key_without_a_dot_names_a_node_and_its_parameter():
         kr.Model(model.graph, weights=weights)
 
 
+@pytest.mark.parametrize("dtype", [np.complex128, object, "U3", bool])
+def test_weights_that_are_not_real_numbers_are_refused(model, dtype):
+    """Complex weights were cast to real with a warning: a silently wrong model."""
+    weights = model.weights()
+    weights["conv.weight"] = np.ones((3, 2, 3, 3)).astype(dtype)
+    with pytest.raises(TypeError, match=f"conv.weight must hold real numbers, got dtype"):
+        kr.Model(tiny(), weights=weights)
+
+
+def test_weights_edited_in_place_raise_instead_of_being_ignored():
+    """Conv weights edited in place after a first forward were ignored (a cached
+    prepared copy) while bias edits applied: the arrays are read-only now."""
+    other = kr.Model(tiny(), seed=0)
+    other.forward(image()[None])
+    with pytest.raises(ValueError, match="read-only"):
+        other.params["conv"]["weight"][...] = 0.0
+    with pytest.raises(ValueError, match="read-only"):
+        other.params["conv"]["bias"] += 1.0
+
+
+def test_one_weight_replaced_after_a_first_forward_is_used():
+    other = kr.Model(tiny(), seed=0)
+    x = image()[None]
+    first = other.forward(x)
+    other.params["conv"]["weight"] = np.zeros((3, 2, 3, 3), dtype=np.float32)
+    other.params["conv"]["bias"] = np.ones(3, dtype=np.float32)
+    # (the replaced arrays are taken as they are; the result is relu(0 * x + 1) = 1)
+    np.testing.assert_array_equal(other.forward(x), np.ones_like(first))
+
+
+def test_weights_given_are_copied_not_frozen_in_the_callers_hands():
+    weights = kr.Model(tiny(), seed=0).weights()
+    model = kr.Model(tiny(), weights=weights)
+    weights["conv.weight"][...] = 0.0          # the caller's array stays theirs, writable
+    assert np.any(model.params["conv"]["weight"] != 0.0)
+
+
 def test_weights_round_trip_through_npz(model, tmp_path):
     path = tmp_path / "w.npz"
     model.save_weights(path)

@@ -123,7 +123,10 @@ class KernelBackend:
         if cached is not None and cached[0] == version:
             return cached[1]
         prepared = self._prepare(model)
-        self._params[model] = (version, prepared)
+        # (the entry holds the arrays it was prepared from, so that their ids, part of
+        # the version, cannot be reused by new arrays while it lives)
+        arrays = [v for ps in model.params.values() for v in ps.values()]
+        self._params[model] = (version, prepared, arrays)
         return prepared
 
     def _prepare(self, model):
