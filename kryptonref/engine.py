@@ -160,7 +160,9 @@ class Occluder:
                                      keep_all=self.mode == "incremental")
         else:
             self.base = {name: self.backend.to_device(np.ascontiguousarray(value))
-                         for name, value in base.items()}
+                         for name, value in _checked_base(base, self.graph, self.image,
+                                                          keep_all=self.mode == "incremental"
+                                                          ).items()}
         self.base_output = self.backend.to_host(self.base[self.graph.output])[0]
         self._base_items = {name: value[0] for name, value in self.base.items()}
         self.base_macs = int(sum(self.graph.macs().values()))
@@ -355,6 +357,35 @@ def _owns_its_data(record, node_plan):
         return not record.aliases_input
     return record.rule is Rule.WINDOW or (record.rule is Rule.MERGE
                                           and node_plan.state == REGION)
+
+
+def _checked_base(base, graph, image, keep_all=True):
+    """``base`` (``model.forward_all(image[None])``) if it holds this image's activations of
+    this graph: every node (the output at least when not ``keep_all``) with its shape and a
+    batch of one, and an input equal to ``image``. Activations of another image gave wrong
+    outputs without a word.
+    """
+    if not isinstance(base, dict):
+        raise TypeError(f"base must be the dict model.forward_all(image[None]) returns, got "
+                        f"{type(base).__name__}")
+    needed = [graph.input_name] + (list(graph.order) if keep_all else [graph.output])
+    missing = [name for name in needed if name not in base]
+    if missing:
+        raise ValueError(f"base lacks the activations of {len(missing)} node(s) "
+                         f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); "
+                         "pass model.forward_all(image[None])")
+    checked = {}
+    for name, value in base.items():
+        want = (1,) + tuple(graph.shapes[name]) if name in graph.shapes else None
+        value = np.asarray(value)
+        if want is not None and value.shape != want:
+            raise ValueError(f"base[{name!r}] has shape {value.shape}, expected {want} "
+                             "(model.forward_all(image[None]) of this model)")
+        checked[name] = value.astype(image.dtype, copy=False)
+    if not np.array_equal(checked[graph.input_name][0], image):
+        raise ValueError("base holds the activations of another image: its input differs "
+                         "from `image`")
+    return checked
 
 
 def execute(backend, graph, params, base, batch_plan, fill, keep=()):

@@ -389,3 +389,41 @@ def test_fill_mean_is_the_images_channel_mean():
     got = kr.incremental_inference(model, image, positions, 3, fill="mean").output
     want = kr.incremental_inference(model, image, positions, 3, fill=mean).output
     np.testing.assert_array_equal(got, want)
+
+
+# -- base= (the unoccluded image's activations, passed in) ---------------------------------
+def _small_model():
+    g = kr.Graph((2, 8, 8))
+    g.add(kr.Conv2d(2, 3, 3, padding=1), name="conv")
+    g.add(kr.ReLU(), name="relu")
+    g.add(kr.MaxPool2d(2), name="pool")
+    return kr.Model(g, seed=0)
+
+
+def test_base_of_the_same_image_gives_the_same_outputs():
+    model = _small_model()
+    image = np.random.default_rng(0).normal(size=(2, 8, 8)).astype(np.float32)
+    positions = kr.patch_positions((8, 8), 3, 2)
+    plain = kr.incremental_inference(model, image, positions, 3)
+    given = kr.incremental_inference(model, image, positions, 3,
+                                     base=model.forward_all(image[None]))
+    np.testing.assert_array_equal(given.output, plain.output)
+
+
+def test_base_of_another_image_or_model_is_refused():
+    """Another image's activations gave wrong outputs without a word."""
+    model = _small_model()
+    rng = np.random.default_rng(0)
+    image, other = (rng.normal(size=(2, 8, 8)).astype(np.float32) for _ in range(2))
+    positions = kr.patch_positions((8, 8), 3, 2)
+    with pytest.raises(ValueError, match="activations of another image"):
+        kr.incremental_inference(model, image, positions, 3, base=model.forward_all(other[None]))
+    base = model.forward_all(image[None])
+    del base["relu"]
+    with pytest.raises(ValueError, match="base lacks the activations of 1 node"):
+        kr.incremental_inference(model, image, positions, 3, base=base)
+    base = model.forward_all(np.stack([image, image]))
+    with pytest.raises(ValueError, match=r"base\['input'\] has shape \(2, 2, 8, 8\)"):
+        kr.incremental_inference(model, image, positions, 3, base=base)
+    with pytest.raises(TypeError, match="base must be the dict"):
+        kr.incremental_inference(model, image, positions, 3, base=[1, 2])

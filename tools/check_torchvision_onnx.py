@@ -29,7 +29,7 @@ import kryptonref as kr
 
 #: Sizes the transformers need (their position embeddings fix the image size).
 FIXED_SIZE = {"vit_b_16": 224, "vit_b_32": 224, "vit_l_16": 224, "vit_l_32": 224,
-              "vit_h_14": 518, "inception_v3": 299, "maxvit_t": 224}
+              "inception_v3": 299, "maxvit_t": 224}
 
 
 def randomise(model, seed=0):
