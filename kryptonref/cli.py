@@ -585,12 +585,33 @@ def main(argv=None):
                    help="progress bar (default: when tqdm is installed and stderr is a terminal)")
     p.set_defaults(func=tune)
     args = parser.parse_args(argv)
+    return _error_boundary(args.func, args)
+
+
+def _error_boundary(function, args):
+    """Run a subcommand; a user's mistake or a fault of the environment is one line on
+    stderr, never a traceback: exit 2 for bad input (as argparse), 1 for files, disks and
+    memory, 130 for Ctrl-C."""
+    import zipfile
+
     try:
-        return args.func(args)
-    except (ValueError, TypeError, ImportError, FileNotFoundError, RuntimeError,
-            MemoryError) as err:
+        return function(args)
+    except KeyboardInterrupt:
+        print("kryptonref: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, ImportError, FileNotFoundError, RuntimeError) as err:
         print(f"kryptonref: error: {err}", file=sys.stderr)
         return 2
+    except zipfile.BadZipFile as err:
+        print(f"kryptonref: error: not a readable .npz weights file ({err})", file=sys.stderr)
+        return 1
+    except OSError as err:   # a directory, permissions, a full disk...
+        where = f": {err.filename}" if getattr(err, "filename", None) else ""
+        print(f"kryptonref: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("kryptonref: error: out of memory (try a smaller --batch-size)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

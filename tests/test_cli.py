@@ -82,3 +82,45 @@ def test_demo_runs_on_the_embedded_default(capsys, tmp_path):
     assert "prediction: cross" in text and "speedup:" in text and "9 positions" in text
     assert "max |incremental - full|" in text
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def _one_line(err):
+    return len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_truncated_weights_file_is_one_line_exit_1(capsys, tmp_path):
+    """A truncated .npz reached the user as a BadZipFile traceback."""
+    weights = tmp_path / "w.npz"
+    weights.write_bytes(b"PK\x03\x04 truncated")
+    code, out, err = run(capsys, "occlude", "demo", "--model", "demo_vgg", "--weights",
+                         str(weights), "--patch", "56", "--stride", "56")
+    assert code == 1 and _one_line(err) and "not a readable .npz" in err, err
+
+
+def test_an_image_path_that_is_a_directory_is_one_line(capsys, tmp_path):
+    code, out, err = run(capsys, "occlude", str(tmp_path), "--model", "demo_vgg",
+                         "--patch", "56", "--stride", "56")
+    assert code in (1, 2) and _one_line(err) and str(tmp_path) in err, err
+
+
+def test_ctrl_c_is_one_line_exit_130(capsys, monkeypatch):
+    import kryptonref.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "models", interrupted)
+    code, out, err = run(capsys, "models")
+    assert code == 130 and err.strip() == "kryptonref: interrupted"
+
+
+def test_an_os_fault_names_the_file(capsys, monkeypatch):
+    import errno
+
+    import kryptonref.cli as cli
+
+    def disk_full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out.png")
+    monkeypatch.setattr(cli, "models", disk_full)
+    code, out, err = run(capsys, "models")
+    assert code == 1 and err.strip() == \
+        "kryptonref: error: No space left on device: /data/out.png"
