@@ -159,7 +159,7 @@ def analyze(args):
                            freeze_context=args.freeze_context)
                    for name in zoo_names()]
         if args.plot:
-            _write_plot(args.plot, lambda path: _plot_zoo(reports, path))
+            _write_plot(args.plot, lambda path, fmt: _plot_zoo(reports, path, fmt))
         if args.json:
             print(json.dumps([r.to_dict() for r in reports], indent=2))
         else:
@@ -174,7 +174,7 @@ def analyze(args):
                      freeze_context=args.freeze_context)
     drill = _drilldown_prediction(args, graph, report) if args.drilldown else None
     if args.plot:
-        _write_plot(args.plot, lambda path: _plot_map(report, path))
+        _write_plot(args.plot, lambda path, fmt: _plot_map(report, path, fmt))
     if args.json:
         print(json.dumps(dict(report.to_dict(), **({"drilldown": drill} if drill else {})),
                          indent=2))
@@ -255,15 +255,18 @@ def _pyplot():
 
 
 def _write_plot(path, draw):
-    """Draw a PNG to ``path`` atomically: no partial file is left on an error."""
+    """Draw a figure to ``path`` atomically, in the format its extension names: no partial
+    file is left on an error."""
+    from .files import figure_format
     plt = _pyplot()
+    fmt = figure_format(path)
     try:
-        _write_atomically(path, draw, ".png")
+        _write_atomically(path, lambda tmp: draw(tmp, fmt), None)
     finally:
         plt.close("all")
 
 
-def _plot_map(report, path):
+def _plot_map(report, path, fmt="png"):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
     image = ax.imshow(report.speedup_map, cmap="viridis")
@@ -273,10 +276,10 @@ def _plot_map(report, path):
     ax.set_xlabel("position x")
     ax.set_ylabel("position y")
     fig.colorbar(image, ax=ax, label="speedup (MACs)")
-    fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
+    fig.savefig(path, dpi=120, bbox_inches="tight", format=fmt)
 
 
-def _plot_zoo(reports, path):
+def _plot_zoo(reports, path, fmt="png"):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(11, 4))
     where = np.arange(len(reports))
@@ -287,7 +290,7 @@ def _plot_zoo(reports, path):
     ax.set_title(f"Incremental inference, patch {reports[0].patch[0]}, stride "
                  f"{reports[0].stride[0]}, tau {reports[0].tau:g} (paper Figure 6)")
     ax.legend()
-    fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
+    fig.savefig(path, dpi=120, bbox_inches="tight", format=fmt)
 
 
 def _fill_arg(text):
@@ -464,16 +467,9 @@ def _pair(value):
 
 
 def _write_atomically(path, write, suffix):
-    """Write through a temporary file in the destination folder; rename on success only."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(suffix=suffix, dir=folder)
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write ``path`` whole or not at all (:func:`kryptonref.files.atomic_write`)."""
+    from .files import atomic_write
+    atomic_write(path, write, suffix)
 
 
 def _add_drilldown_arguments(parser, help_drilldown):

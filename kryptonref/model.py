@@ -106,8 +106,15 @@ class Model:
         return {f"{node}.{p}": v.copy() for node, ps in self.params.items() for p, v in ps.items()}
 
     def save_weights(self, path):
-        """Write the weights to an ``.npz`` file keyed ``"node.param"``."""
-        np.savez(path, **self.weights())
+        """Write the weights to an ``.npz`` file keyed ``"node.param"``, exactly at ``path``
+        (no extension added, so ``load_weights(path)`` reads it back) and whole or not at
+        all: an interrupt or a full disk leaves the previous file intact."""
+        from .files import atomic_write
+
+        def write(tmp):
+            with open(tmp, "wb") as handle:   # (a file object: NumPy adds no ".npz")
+                np.savez(handle, **self.weights())
+        atomic_write(path, write)
 
     def astype(self, dtype):
         """A model with the same graph and weights (cast) that computes in ``dtype``."""

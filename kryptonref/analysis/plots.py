@@ -11,10 +11,10 @@ with the Agg canvas directly, without pyplot, so no global backend is switched.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 
+from ..files import atomic_write, check_writable, figure_format
 from ..validate import int_pair as _pair
 
 __all__ = ["upsample_heatmap", "save_overlay"]
@@ -106,25 +106,10 @@ def _matplotlib():
     return Figure, FigureCanvasAgg, ScalarMappable
 
 
-def _write_atomically(path, draw):
-    """Run ``draw(tmp)`` on a temporary file next to ``path``; move it in place on success."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(suffix=".png", prefix=".overlay-", dir=folder)
-    os.close(handle)
-    try:
-        draw(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_overlay(image_display, heatmap, path, patch, stride, title=None, alpha=0.5,
                  cmap="jet"):
-    """Write a PNG: the image, and next to it the image with the occlusion heatmap over it.
+    """Write a figure (PNG, JPEG, PDF or SVG, by ``path``'s extension), whole or not at
+    all: the image, and next to it the image with the occlusion heatmap over it.
 
     The heatmap is brought to pixel coordinates with ``upsample_heatmap`` (each pixel:
     the mean of the cells whose patches cover it; uncovered pixels are left transparent)
@@ -172,6 +157,8 @@ def save_overlay(image_display, heatmap, path, patch, stride, title=None, alpha=
             or not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
     path = os.fspath(path)
+    fmt = figure_format(path)          # (format and destination checked before drawing)
+    check_writable(path)
     patch_hw, stride_hw = _pair(patch, "patch"), _pair(stride, "stride")
     Figure, FigureCanvasAgg, ScalarMappable = _matplotlib()
 
@@ -196,7 +183,7 @@ def save_overlay(image_display, heatmap, path, patch, stride, title=None, alpha=
         fig.colorbar(opaque, ax=right, shrink=0.9)
         if title:
             fig.suptitle(str(title))
-        fig.savefig(target, dpi=100, bbox_inches="tight", format="png")
+        fig.savefig(target, dpi=100, bbox_inches="tight", format=fmt)
 
-    _write_atomically(path, draw)
+    atomic_write(path, draw)
     return path

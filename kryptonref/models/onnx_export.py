@@ -128,7 +128,9 @@ def to_onnx(model, path=None, opset=17):
         Any kryptonref model (float32 or float64).
     path : str or os.PathLike, optional
         Where to write the ``.onnx`` file; ``None`` only returns the model.
-        Models above 1.8 GB are written with their weights in ``<path>.data``.
+        Models above 1.8 GB are written with their weights in ``<path>.data``. The
+        file is replaced atomically (the external ``.data`` file of the largest models
+        is written in place).
     opset : int
         ONNX opset of the default domain, ``>= 11``.
 
@@ -201,6 +203,7 @@ def to_onnx(model, path=None, opset=17):
                             location=os.path.basename(path) + ".data")
             # save_model moved the weights out of ``proto``: read them back in.
             load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
-        else:
-            onnx.save_model(proto, path)
+        else:   # whole or not at all: an interrupt keeps the previous file
+            from ..files import atomic_write
+            atomic_write(path, lambda tmp: onnx.save_model(proto, tmp))
     return proto
