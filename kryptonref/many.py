@@ -104,7 +104,8 @@ def resolve_images(images):
     """``images`` -> (sources, identifiers, digest).
 
     A source is an absolute path or a (C, H, W) array; an identifier its path or
-    index; the digest covers the paths and sizes, or the pixels.
+    index; the digest covers the paths (not the files' contents: a failed image
+    fixed in place is retried), or the pixels of in-memory images.
     """
     digest = hashlib.sha256()
     if isinstance(images, np.ndarray):
@@ -149,11 +150,7 @@ def resolve_images(images):
     for i, source in enumerate(sources):
         if isinstance(source, str):
             identifiers.append(source)
-            try:
-                size = os.path.getsize(source)
-            except OSError:
-                size = -1
-            digest.update(f"{source}\0{size}\0".encode())
+            digest.update(f"{source}\0".encode())
         else:
             identifiers.append(str(i))
             digest.update(f"{source.shape}{source.dtype}".encode())
@@ -592,6 +589,7 @@ def explain_many(model, images, store, patch=16, stride=4, fill=0.0, mode="exact
         raise ValueError(f"images must have shape (N,) + {model.graph.input_shape}, got "
                          f"{images.shape}")
     shapes = {"heatmap": _heatmap_shape(model, settings), "dtype": model.dtype,
+              "input_shape": model.graph.input_shape,
               "attribution": model.graph.input_shape if attribution else None}
     group = zstore.open_run(store, identity, shapes, identifiers)
     target = os.fspath(store) if zstore.is_url(store) else os.path.abspath(

@@ -127,7 +127,7 @@ def _differences(stored, wanted):
     if old.get("count") != new["count"]:
         lines.append(f"images: store has {old.get('count')}, this run {new['count']}")
     elif old.get("digest") != new["digest"]:
-        lines.append("images: the same count but different images (paths, sizes or pixels)")
+        lines.append("images: the same count but different images (paths or pixels)")
     return lines
 
 
@@ -141,7 +141,8 @@ def open_run(store, identity, shapes, identifiers):
     identity : dict
         ``parameters``, ``model``, ``images`` (JSON-ready).
     shapes : dict
-        ``heatmap``: (Hy, Wx); ``attribution``: (C, H, W) or None; ``dtype``.
+        ``heatmap``: (Hy, Wx); ``attribution``: (C, H, W) or None; ``dtype``;
+        ``input_shape``: the model's (C, H, W).
     identifiers : list of str
         Per image: its path or index.
 
@@ -190,7 +191,7 @@ def open_run(store, identity, shapes, identifiers):
     ids[:] = np.array(identifiers, dtype=object)
     from . import __version__
     group.attrs.update(dict(identity, kryptonref_version=__version__, quality=None,
-                            complete_layout=True))
+                            input_shape=list(shapes["input_shape"]), complete_layout=True))
     return group
 
 
@@ -263,7 +264,7 @@ def load_result(path, index):
     dict
         ``status`` ("pending", "done" or "failed"), ``image`` (path or index),
         ``heatmap``, ``label``, ``probability``, ``seconds``, ``macs``, ``error``,
-        ``attribution`` (or None), ``parameters``.
+        ``attribution`` (or None), ``parameters``, ``input_shape`` (the model's).
     """
     group = _open_read(path)
     n = group["status"].shape[0]
@@ -279,4 +280,5 @@ def load_result(path, index):
             "seconds": float(group["seconds"][index]), "macs": int(group["macs"][index]),
             "error": str(group["error"][index]),
             "attribution": group["attribution"][index] if "attribution" in group else None,
-            "parameters": dict(group.attrs).get("parameters")}
+            "parameters": dict(group.attrs).get("parameters"),
+            "input_shape": dict(group.attrs).get("input_shape")}
