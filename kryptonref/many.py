@@ -180,6 +180,8 @@ _MODELS: dict = {}
 _WARM: set = set()
 #: On a worker: store -> opened group.
 _GROUPS: dict = {}
+#: On a worker: the BLAS thread limit applied.
+_LIMITED: dict = {}
 
 
 def plugin_name(key):
@@ -191,6 +193,9 @@ def _limit_threads(threads):
     """Numba's and (with threadpoolctl) BLAS's threads in this worker process."""
     import numba
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    if _LIMITED.get("blas") == threads:   # threadpoolctl scans the loaded libraries: once
+        return
+    _LIMITED["blas"] = threads
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

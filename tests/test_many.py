@@ -329,6 +329,18 @@ def test_cli_on_a_folder_then_show(tmp_path, capsys, client, png_folder):
     assert "--out goes with one image" in capsys.readouterr().err
 
 
+def test_cli_ctrl_c_says_how_far_it_got_and_exits_130(tmp_path, capsys, monkeypatch,
+                                                       complete, png_folder):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(many, "explain_many", interrupted)
+    code = main(["occlude", str(png_folder), "--store", complete[0], "--model", "demo_vgg",
+                 "--image-size", "48"])
+    assert code == 130
+    assert "12 of 12 complete, rerun to resume" in capsys.readouterr().err
+
+
 def test_show_draws_the_heatmap_alone_without_the_image(capsys, tmp_path, complete):
     out = tmp_path / "heat.png"
     assert main(["show", complete[0], "--index", "1", "--out", str(out)]) == 0
