@@ -611,23 +611,25 @@ def explain_many(model, images, store, patch=16, stride=4, fill=0.0, mode="exact
 
     report, close_bar = _progress(progress, len(sources), skipped)
     client, owned, threads = _connect(client, workers, threads, device)
-    futures = []
+    futures = set()
     run = uuid.uuid4().hex[:8]
     try:
         _deliver(client, key, model)
         if quality is not None:
             if stored_quality is None:
                 stored_quality = _tune(client, group, sources, key, quality, quality_sample,
-                                       settings, threads)
+                                       settings, threads, futures)
             summary.quality = stored_quality
             settings = _choice_settings(settings, stored_quality["choice"])
-        futures = [client.submit(explain_task, target, i, sources[i], key, settings,
+        def submit(i):
+            return client.submit(explain_task, target, i, sources[i], key, settings,
                                  attribution, threads, key=f"kryptonref-{run}-{i}",
-                                 pure=False, priority=-i) for i in todo]
-        _collect(client, futures, group, summary, report, skipped)
+                                 pure=False)
+
+        _run_tasks(client, submit, todo, group, summary, report, skipped, futures)
     except BaseException:
         with contextlib.suppress(Exception):
-            client.cancel(futures)
+            client.cancel(list(futures))
         raise
     finally:
         close_bar()
@@ -636,38 +638,61 @@ def explain_many(model, images, store, patch=16, stride=4, fill=0.0, mode="exact
     return summary
 
 
-def _collect(client, futures, group, summary, report, skipped):
-    """Wait for the tasks with short sleeps (so that Ctrl-C lands), recording each."""
-    distributed = _distributed()
-    pending = set(futures)
+def _window(client):
+    """Tasks kept queued on the cluster: four per worker thread, at least 16."""
+    try:
+        return max(16, 4 * sum(client.nthreads().values()))
+    except Exception:  # a scheduler that does not answer: the minimum
+        return 16
+
+
+def _run_tasks(client, submit, todo, group, summary, report, skipped, inflight):
+    """Submit the images a window at a time and record each as it completes.
+
+    The client polls with short sleeps (so that Ctrl-C lands at once) and keeps
+    four tasks per worker thread queued (the window follows workers that join),
+    so a long run holds neither every task nor every in-memory image on the
+    scheduler at once. ``inflight`` (a set) holds the futures not yet recorded.
+    """
+    queue = list(reversed(todo))
     completed = skipped
-    while pending:
-        finished = [f for f in pending if f.status in ("finished", "error", "cancelled")]
+    window, checked = _window(client), time.monotonic()
+    while queue or inflight:
+        if time.monotonic() - checked > 5.0:
+            window, checked = _window(client), time.monotonic()
+        while queue and len(inflight) < window:
+            inflight.add(submit(queue.pop()))
+        finished = [f for f in inflight if f.status in ("finished", "error", "cancelled")]
         if not finished:
             time.sleep(0.05)
             continue
         for future in finished:
-            pending.discard(future)
-            index = int(future.key.rsplit("-", 1)[1])
-            if future.status == "finished":
-                _, state, error = future.result()
-            else:
-                err = future.exception() if future.status == "error" else "cancelled"
-                if isinstance(err, distributed.KilledWorker):
-                    error = (f"KilledWorker: the worker running this image died "
-                             f"{_allowed_failures()} times")
-                else:
-                    error = f"{type(err).__name__}: {err}"
-                state = zstore.FAILED
-                zstore.write_failure(group, index, error)
+            inflight.discard(future)
+            state, error = _record(future, group)
             if state == zstore.DONE:
                 summary.done += 1
             else:
                 summary.failed += 1
-                summary.errors[index] = error
+                summary.errors[int(future.key.rsplit("-", 1)[1])] = error
             completed += 1
             report(completed, summary.total)
             future.release()
+
+
+def _record(future, group):
+    """(status, error) of a finished future; a task that raised (a worker that died
+    ``allowed-failures + 1`` times: KilledWorker) is recorded failed by the client."""
+    if future.status == "finished":
+        _, state, error = future.result()
+        return state, error
+    err = future.exception() if future.status == "error" else "cancelled"
+    if isinstance(err, _distributed().KilledWorker):
+        error = (f"KilledWorker: the workers running this image died "
+                 f"{_allowed_failures()} times")
+    else:
+        error = f"{type(err).__name__}: {err}"
+    zstore.write_failure(group, int(future.key.rsplit("-", 1)[1]), error)
+    return zstore.FAILED, error
 
 
 def _allowed_failures():
@@ -675,13 +700,18 @@ def _allowed_failures():
     return dask.config.get("distributed.scheduler.allowed-failures", 3) + 1
 
 
-def _tune(client, group, sources, key, quality, count, settings, threads):
+def _tune(client, group, sources, key, quality, count, settings, threads, inflight):
     """Run ``quality=``'s search on one worker; store and return the choice."""
     rng = np.random.default_rng(QUALITY_SEED)
     n = len(sources)
     sample = sorted(int(i) for i in rng.choice(n, size=min(count, n), replace=False))
-    tuned = client.submit(tune_task, [sources[i] for i in sample], key, quality, settings,
-                          threads, pure=False).result()
+    future = client.submit(tune_task, [sources[i] for i in sample], key, quality, settings,
+                           threads, pure=False)
+    inflight.add(future)
+    while future.status not in ("finished", "error", "cancelled"):
+        time.sleep(0.05)   # short sleeps: Ctrl-C lands
+    inflight.discard(future)
+    tuned = future.result()
     passes = bool(tuned["reached"]) and tuned["held_out_ssim"] is not None \
         and tuned["held_out_ssim"] >= quality
     choice = ({"mode": "approximate", "tau": tuned["tau"], "r_drill": tuned["r_drill"],

@@ -169,7 +169,6 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, client, model, 
 
     with pytest.raises(KeyboardInterrupt):
         kr.explain_many(model, images, path, client=client, progress=interrupt, **SETTINGS)
-    client.cancel(list(client.futures))   # nothing of the run is left queued
     info = kr.store_info(path)
     assert 4 <= info.done < N and info.failed == 0
     summary = kr.explain_many(model, images, path, client=client, progress=False, **SETTINGS)
@@ -250,6 +249,24 @@ def test_model_travels_once_per_cluster_and_release_removes_it(client, model, co
     assert many.plugin_name(key) in many.release(client, model)
     assert many.plugin_name(key) not in many._registered(client)
     assert many._deliver(client, key, model) is True
+
+
+def test_a_task_whose_workers_died_is_recorded_failed_by_the_client(tmp_path, client, model,
+                                                                   images):
+    import distributed
+    path = str(tmp_path / "died.zarr")
+    kr.explain_many(model, images[:2], path, client=client, **SETTINGS)
+    group = many.zstore._zarr().open_group(path, mode="r+")
+
+    def died():
+        raise distributed.KilledWorker("task", "worker", 3)
+
+    future = client.submit(died, key="kryptonref-test-1", pure=False)
+    distributed.wait(future)
+    state, error = many._record(future, group)
+    assert state == 2 and error.startswith("KilledWorker")
+    info = kr.store_info(path)
+    assert info.failed == 1 and info.errors[1].startswith("KilledWorker")
 
 
 def test_cluster_layout():
