@@ -259,7 +259,8 @@ def test_a_task_whose_workers_died_is_recorded_failed_by_the_client(tmp_path, cl
     group = many.zstore._zarr().open_group(path, mode="r+")
 
     def died():
-        raise distributed.KilledWorker("task", "worker", 3)
+        import types
+        raise distributed.KilledWorker("task", types.SimpleNamespace(address="worker"), 3)
 
     future = client.submit(died, key="kryptonref-test-1", pure=False)
     distributed.wait(future)
