@@ -265,12 +265,13 @@ def tune_task(sources, key, quality, settings, threads):
 def cluster_layout(device="cpu", workers=None, threads=None, cores=None, gpus=None):
     """The worker processes a local cluster starts: a list of ``{"env": ..., "nthreads": 1}``.
 
-    ``device="cpu"``: ``workers`` processes (default ``cores // threads``), each
+    ``device="cpu"``: ``workers`` processes (default ``cores // threads``, ``cores``
+    by default :func:`usable_cores`), each
     running one image at a time with ``threads`` Numba/BLAS threads (default 2).
     ``device="cuda"``: one worker per GPU (``gpus``: default the visible ones),
     each with its own ``CUDA_VISIBLE_DEVICES``.
     """
-    cores = (os.cpu_count() or 1) if cores is None else validate.positive_int(cores, "cores")
+    cores = usable_cores() if cores is None else validate.positive_int(cores, "cores")
     threads = DEFAULT_THREADS if threads is None else validate.positive_int(threads, "threads")
     threads = min(threads, cores)
     base = {name: str(threads) for name in THREAD_VARIABLES}
@@ -286,6 +287,15 @@ def cluster_layout(device="cpu", workers=None, threads=None, cores=None, gpus=No
     workers = max(1, cores // threads) if workers is None else validate.positive_int(
         workers, "workers")
     return [{"env": dict(base), "nthreads": 1} for _ in range(workers)]
+
+
+def usable_cores():
+    """The cores this process may run on (its affinity mask, e.g. under ``taskset`` or a
+    container's cpuset), else ``os.cpu_count()``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _visible_gpus():
