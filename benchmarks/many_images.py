@@ -9,7 +9,7 @@ zero patch at ``--stride`` (default 8). Throughput is images per minute.
 
 (a) loop: ``for image in images: kr.occlusion(model, image, ...)`` in this process,
     after one warm-up call (the kernels compiled or loaded from Numba's cache).
-(b) explain_many on the default local cluster (``kryptonref.many.local_cluster()``:
+(b) explain_many on the default local cluster (``kryptonref.cluster.local_cluster()``:
     ``cores // 2`` workers of 2 threads; one worker on 2 cores):
     cold: one call that starts the cluster, delivers the model, warms each worker
     and writes a new store;
@@ -77,7 +77,7 @@ def many_run(model, images, settings, folder, name, client=None, **kwargs):
 
 def warm_cluster(model, images, settings, folder, name, **cluster):
     """(b)/(c) warm: a cluster started and warmed beforehand; returns seconds."""
-    from kryptonref.many import local_cluster
+    from kryptonref.cluster import local_cluster
     client = local_cluster(**cluster)
     try:
         many_run(model, images[:max(1, len(client.scheduler_info()["workers"]))], settings,
@@ -114,7 +114,7 @@ def store_write_seconds(model, settings, folder, writes):
 
 def task_rate(tasks):
     """No-op tasks per second through the default local cluster's scheduler."""
-    from kryptonref.many import local_cluster
+    from kryptonref.cluster import local_cluster
     client = local_cluster()
     try:
         client.gather(client.map(_noop, range(100)))   # warm the connections

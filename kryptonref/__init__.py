@@ -43,7 +43,7 @@ _EXPORTS = {
     "speedup": "analysis.cost", "SpeedupReport": "analysis.cost",
     "tune_tau": "tuning", "TauTuning": "tuning", "tune_drilldown": "tuning",
     "DrilldownTuning": "tuning",
-    "explain_many": "many", "ManySummary": "many", "local_cluster": "many",
+    "explain_many": "many", "ManySummary": "many", "local_cluster": "cluster",
     "store_info": "store", "load_result": "store",
     "Conv2d": "layers", "MaxPool2d": "layers", "AvgPool2d": "layers",
     "GlobalAvgPool2d": "layers", "AdaptiveAvgPool2d": "layers", "ReLU": "layers",
@@ -72,7 +72,7 @@ _EXPORTS = {
 }
 #: Public submodules.
 _MODULES = ("geometry", "images", "layers", "models", "analysis", "schedule", "engine",
-            "explain", "runtime", "backends", "datasets", "validate", "many", "store")
+            "explain", "runtime", "backends", "datasets", "validate", "many", "store", "cluster")
 
 __all__ = sorted(_EXPORTS) + ["geometry", "images", "runtime", "__version__"]
 
@@ -109,6 +109,7 @@ if TYPE_CHECKING:  # pragma: no cover - what the names above resolve to, for typ
     from .models.zoo import zoo, zoo_names
     from .explain import OcclusionResult, occlusion
     from .tuning import DrilldownTuning, TauTuning, tune_drilldown, tune_tau
-    from . import many, store
-    from .many import ManySummary, explain_many, local_cluster
+    from . import cluster, many, store
+    from .cluster import local_cluster
+    from .many import ManySummary, explain_many
     from .store import load_result, store_info

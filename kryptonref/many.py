@@ -20,7 +20,6 @@ import glob
 import hashlib
 import json
 import os
-import pickle
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,9 +28,15 @@ import numpy as np
 
 from . import store as zstore
 from . import validate
+from .cluster import (DEFAULT_THREADS, _deliver, cluster_layout,
+                      distributed_module, local_cluster, plugin_name, preserved_environ,
+                      release, usable_cores)
 
-__all__ = ["explain_many", "ManySummary", "local_cluster", "cluster_layout", "release",
-           "IMAGE_SUFFIXES", "QUALITY_TAUS", "QUALITY_SAMPLE", "DEFAULT_THREADS"]
+__all__ = ["explain_many", "ManySummary", "resolve_images", "load_source", "explain_task",
+           "tune_task", "IMAGE_SUFFIXES", "QUALITY_TAUS", "QUALITY_SAMPLE",
+           # from kryptonref.cluster:
+           "local_cluster", "cluster_layout", "release", "plugin_name", "usable_cores",
+           "DEFAULT_THREADS"]
 
 #: File suffixes a folder or glob of images contributes (``.npy``: a (C, H, W) array).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
@@ -39,24 +44,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
 QUALITY_TAUS = (1.0, 0.9, 0.7, 0.5)
 #: Images ``quality=`` samples from the dataset by default (a third held out).
 QUALITY_SAMPLE = 12
-#: Numba/BLAS threads per worker process by default (``docs/scaling.md``, Threads).
-DEFAULT_THREADS = 2
 #: Seed of ``quality=``'s sample.
 QUALITY_SEED = 0
 #: The modes :func:`explain_many` accepts (``"exact"``: incremental inference).
 MODES = ("exact", "full", "approximate")
-#: Environment variables that carry the thread count to worker processes.
-THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                    "MKL_NUM_THREADS")
 
 
 def _distributed():
-    try:
-        import distributed
-    except ImportError:
-        raise ImportError("explain_many needs dask.distributed: "
-                          "pip install 'kryptonref[dask]'") from None
-    return distributed
+    return distributed_module()
 
 
 @dataclass
@@ -184,11 +179,6 @@ _GROUPS: dict = {}
 _LIMITED: dict = {}
 
 
-def plugin_name(key):
-    """The worker plugin's name for a model digest."""
-    return f"kryptonref-model-{key}"
-
-
 def _limit_threads(threads):
     """Numba's and (with threadpoolctl) BLAS's threads in this worker process."""
     import numba
@@ -261,141 +251,6 @@ def tune_task(sources, key, quality, settings, threads):
     return tuned.to_dict()
 
 
-# -- clusters -------------------------------------------------------------------------------
-def cluster_layout(device="cpu", workers=None, threads=None, cores=None, gpus=None):
-    """The worker processes a local cluster starts: a list of ``{"env": ..., "nthreads": 1}``.
-
-    ``device="cpu"``: ``workers`` processes (default ``cores // threads``, ``cores``
-    by default :func:`usable_cores`), each
-    running one image at a time with ``threads`` Numba/BLAS threads (default 2).
-    ``device="cuda"``: one worker per GPU (``gpus``: default the visible ones),
-    each with its own ``CUDA_VISIBLE_DEVICES``.
-    """
-    cores = usable_cores() if cores is None else validate.positive_int(cores, "cores")
-    threads = DEFAULT_THREADS if threads is None else validate.positive_int(threads, "threads")
-    threads = min(threads, cores)
-    base = {name: str(threads) for name in THREAD_VARIABLES}
-    if device == "cuda":
-        if gpus is None:
-            gpus = _visible_gpus()
-        if not gpus:
-            raise ValueError("device='cuda' needs a GPU; none is visible")
-        if workers is not None and validate.positive_int(workers, "workers") != len(gpus):
-            raise ValueError(f"device='cuda' runs one worker per GPU ({len(gpus)}), "
-                             f"got workers={workers}")
-        return [{"env": dict(base, CUDA_VISIBLE_DEVICES=str(g)), "nthreads": 1} for g in gpus]
-    workers = max(1, cores // threads) if workers is None else validate.positive_int(
-        workers, "workers")
-    return [{"env": dict(base), "nthreads": 1} for _ in range(workers)]
-
-
-def usable_cores():
-    """The cores this process may run on (its affinity mask, e.g. under ``taskset`` or a
-    container's cpuset), else ``os.cpu_count()``."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def _visible_gpus():
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [v.strip() for v in visible.split(",") if v.strip()]
-    try:
-        from numba import cuda
-        return [str(i) for i in range(len(cuda.gpus))]
-    except Exception:  # no driver, no numba-cuda
-        return []
-
-
-@contextlib.contextmanager
-def preserved_environ():
-    """Restore ``os.environ`` on exit: Dask's nanny writes its pre-spawn variables into the
-    process that starts workers."""
-    saved = dict(os.environ)
-    try:
-        yield
-    finally:
-        for name in set(os.environ) - set(saved):
-            del os.environ[name]
-        for name, value in saved.items():
-            if os.environ.get(name) != value:
-                os.environ[name] = value
-
-
-def local_cluster(workers=None, threads=None, device="cpu", **kwargs):
-    """A ``dask.distributed.Client`` on a new local cluster laid out by :func:`cluster_layout`.
-
-    Worker processes run one image at a time (one Dask thread each) with ``threads``
-    Numba and BLAS threads, set before each process starts (Dask's
-    ``distributed.nanny.pre-spawn-environ``) and again by each task. The caller's
-    environment is left as it was. ``kwargs`` go to the cluster (e.g.
-    ``memory_limit``). Close the client and its cluster with ``client.close();
-    client.cluster.close()``, or use it as a context manager.
-    """
-    distributed = _distributed()
-    import dask
-    layout = cluster_layout(device, workers, threads)
-    spawn = dict(layout[0]["env"])
-    spawn.pop("CUDA_VISIBLE_DEVICES", None)
-    if "OPENBLAS_THREAD_TIMEOUT" not in os.environ:
-        from .runtime import OPENBLAS_THREAD_TIMEOUT
-        spawn["OPENBLAS_THREAD_TIMEOUT"] = OPENBLAS_THREAD_TIMEOUT
-    options = dict(dashboard_address=None, silence_logs=40)
-    options.update(kwargs)
-    with preserved_environ(), dask.config.set(
-            {"distributed.nanny.pre-spawn-environ":
-             dict(dask.config.get("distributed.nanny.pre-spawn-environ"), **spawn)}):
-        if device == "cuda":
-            specs = {i: {"cls": distributed.Nanny,
-                         "options": {"nthreads": 1, "env": w["env"],
-                                     **{k: v for k, v in kwargs.items()
-                                        if k == "memory_limit"}}}
-                     for i, w in enumerate(layout)}
-            scheduler = {"cls": distributed.Scheduler, "options": {"dashboard_address": None}}
-            cluster = distributed.SpecCluster(workers=specs, scheduler=scheduler)
-        else:
-            cluster = distributed.LocalCluster(n_workers=len(layout), threads_per_worker=1,
-                                               processes=True, env=layout[0]["env"], **options)
-        client = distributed.Client(cluster)
-    client._kryptonref_threads = int(layout[0]["env"]["NUMBA_NUM_THREADS"])
-    return client
-
-
-def release(client, model=None):
-    """Remove kryptonref's model plugins (of ``model``, or all) from a cluster's workers.
-
-    Returns the names removed.
-    """
-    names = _registered(client)
-    if model is not None:
-        names = [n for n in names if n == plugin_name(zstore.model_digest(model))]
-    for name in names:
-        client.unregister_worker_plugin(name)
-    return names
-
-
-def _registered(client):
-    """The names of kryptonref's model plugins the scheduler holds."""
-    def names(dask_scheduler=None):   # a closure: sent by value, the scheduler need not
-        return [n for n in dask_scheduler.worker_plugins   # import kryptonref
-                if n.startswith("kryptonref-model-")]
-    return client.run_on_scheduler(names)
-
-
-def _deliver(client, key, model):
-    """Register the model's plugin unless the scheduler has it already (once per cluster).
-
-    Returns whether it was sent.
-    """
-    if plugin_name(key) in _registered(client):
-        return False
-    from ._dask_plugin import ModelPlugin
-    client.register_plugin(ModelPlugin(key, pickle.dumps(model)), name=plugin_name(key))
-    return True
-
-
 # -- progress ---------------------------------------------------------------------------------
 def _progress(progress, total, initial):
     """A callable ``(completed, total)`` and a closer."""
@@ -403,12 +258,8 @@ def _progress(progress, total, initial):
     if callable(progress):
         return progress, lambda: None
     if progress is None:
-        try:
-            import tqdm  # noqa: F401
-        except ImportError:
-            progress = False
-        else:
-            progress = sys.stderr.isatty()
+        import importlib.util
+        progress = importlib.util.find_spec("tqdm") is not None and sys.stderr.isatty()
     if not progress:
         return (lambda completed, total: None), lambda: None
     try:

@@ -21,7 +21,7 @@ require("zarr", "dask")
 require("PIL", "image")
 
 import kryptonref as kr  # noqa: E402
-from kryptonref import datasets, many  # noqa: E402
+from kryptonref import cluster, datasets, many  # noqa: E402
 from kryptonref.cli import main  # noqa: E402
 from kryptonref.images import load_image  # noqa: E402
 
@@ -41,11 +41,11 @@ def environ_before():
 
 @pytest.fixture(scope="module")
 def client(environ_before):
-    client = many.local_cluster(workers=2, threads=1)
+    client = cluster.local_cluster(workers=2, threads=1)
     yield client
-    cluster = client.cluster
+    local = client.cluster
     client.close()
-    cluster.close()
+    local.close()
 
 
 @pytest.fixture(scope="module")
@@ -244,11 +244,11 @@ def test_wrong_sized_array_fails_alone_and_attribution_is_stored(tmp_path, clien
 
 def test_model_travels_once_per_cluster_and_release_removes_it(client, model, complete):
     key = kr.store.model_digest(model)
-    assert many._registered(client).count(many.plugin_name(key)) == 1
-    assert many._deliver(client, key, model) is False
-    assert many.plugin_name(key) in many.release(client, model)
-    assert many.plugin_name(key) not in many._registered(client)
-    assert many._deliver(client, key, model) is True
+    assert cluster._registered(client).count(cluster.plugin_name(key)) == 1
+    assert cluster._deliver(client, key, model) is False
+    assert cluster.plugin_name(key) in cluster.release(client, model)
+    assert cluster.plugin_name(key) not in cluster._registered(client)
+    assert cluster._deliver(client, key, model) is True
 
 
 def test_a_task_whose_workers_died_is_recorded_failed_by_the_client(tmp_path, client, model,
@@ -271,18 +271,18 @@ def test_a_task_whose_workers_died_is_recorded_failed_by_the_client(tmp_path, cl
 
 
 def test_cluster_layout():
-    cpu = many.cluster_layout(cores=16)
+    cpu = cluster.cluster_layout(cores=16)
     assert len(cpu) == 8 and all(w["nthreads"] == 1 for w in cpu)
     assert cpu[0]["env"]["NUMBA_NUM_THREADS"] == "2" == cpu[0]["env"]["OPENBLAS_NUM_THREADS"]
-    assert len(many.cluster_layout(cores=16, threads=4)) == 4
-    assert len(many.cluster_layout(cores=2, workers=2, threads=1)) == 2
-    cuda = many.cluster_layout("cuda", gpus=["0", "1", "2"], threads=4)
+    assert len(cluster.cluster_layout(cores=16, threads=4)) == 4
+    assert len(cluster.cluster_layout(cores=2, workers=2, threads=1)) == 2
+    cuda = cluster.cluster_layout("cuda", gpus=["0", "1", "2"], threads=4)
     assert [w["env"]["CUDA_VISIBLE_DEVICES"] for w in cuda] == ["0", "1", "2"]
     assert all(w["env"]["NUMBA_NUM_THREADS"] == "4" for w in cuda) or os.cpu_count() < 4
     with pytest.raises(ValueError, match="one worker per GPU"):
-        many.cluster_layout("cuda", gpus=["0", "1"], workers=3)
+        cluster.cluster_layout("cuda", gpus=["0", "1"], workers=3)
     with pytest.raises(ValueError, match="threads"):
-        many.cluster_layout(threads=0)
+        cluster.cluster_layout(threads=0)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
