@@ -17,6 +17,8 @@ images                 load_image: PNG/JPEG -> normalised (3, H, W) array (needs
 speedup                the cost simulator: theoretical speedup per layer and position
 from_onnx, to_onnx     ONNX import and export (extra ``kryptonref[onnx]``)
 runtime                process-wide performance settings, applied by the entry points
+explain_many           many images on Dask into a resumable Zarr store (extra ``kryptonref[dask]``);
+                       store_info, load_result read the store
 
 Importing kryptonref changes nothing in the host process and loads its
 modules on first use of a name (PEP 562), so ``import kryptonref`` is cheap and
@@ -41,6 +43,8 @@ _EXPORTS = {
     "speedup": "analysis.cost", "SpeedupReport": "analysis.cost",
     "tune_tau": "tuning", "TauTuning": "tuning", "tune_drilldown": "tuning",
     "DrilldownTuning": "tuning",
+    "explain_many": "many", "ManySummary": "many", "local_cluster": "cluster",
+    "store_info": "store", "load_result": "store",
     "Conv2d": "layers", "MaxPool2d": "layers", "AvgPool2d": "layers",
     "GlobalAvgPool2d": "layers", "AdaptiveAvgPool2d": "layers", "ReLU": "layers",
     "ReLU6": "layers", "LeakyReLU": "layers", "BatchNorm2d": "layers", "Dropout": "layers",
@@ -68,7 +72,7 @@ _EXPORTS = {
 }
 #: Public submodules.
 _MODULES = ("geometry", "images", "layers", "models", "analysis", "schedule", "engine",
-            "explain", "runtime", "backends", "datasets", "validate")
+            "explain", "runtime", "backends", "datasets", "validate", "many", "store", "cluster")
 
 __all__ = sorted(_EXPORTS) + ["geometry", "images", "runtime", "__version__"]
 
@@ -105,3 +109,7 @@ if TYPE_CHECKING:  # pragma: no cover - what the names above resolve to, for typ
     from .models.zoo import zoo, zoo_names
     from .explain import OcclusionResult, occlusion
     from .tuning import DrilldownTuning, TauTuning, tune_drilldown, tune_tau
+    from . import cluster, many, store
+    from .cluster import local_cluster
+    from .many import ManySummary, explain_many
+    from .store import load_result, store_info

@@ -1,4 +1,4 @@
-"""Command-line interface: ``kryptonref demo | models | analyze | occlude``."""
+"""Command-line interface: ``kryptonref demo | models | analyze | occlude | tune | show``."""
 from __future__ import annotations
 
 import argparse
@@ -330,7 +330,10 @@ def _show_progress(requested):
 
 
 def occlude(args):
-    """Occlusion heatmap of one image file."""
+    """Occlusion heatmap of one image file (with --store: of many, :mod:`.cli_store`)."""
+    if args.store:
+        from .cli_store import occlude_many
+        return occlude_many(args)
     from .explain import occlusion
     from .images import load_image, to_display
 
@@ -552,7 +555,10 @@ def main(argv=None):
                    help="progress bar (default: when tqdm is installed and stderr is a terminal)")
     p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where to compute (cuda: numba-cuda on a GPU, extra kryptonref[cuda])")
+    from .cli_store import add_show_parser, add_store_arguments
+    add_store_arguments(p)
     p.set_defaults(func=occlude)
+    add_show_parser(sub)
 
     p = sub.add_parser("tune", help="choose tau, or drill-down's settings, for a target heatmap "
                                     "SSIM (approximate mode)")

@@ -13,7 +13,7 @@ import numpy as np
 
 __all__ = ["positive_int", "non_negative_int", "int_pair", "tau", "open_fraction",
            "unit_interval", "one_of", "dtype", "image_batch", "image", "patch_fits",
-           "positions", "fill_patch", "node_names", "SUPPORTED_DTYPES"]
+           "positions", "fill_patch", "node_names", "drilldown_options", "SUPPORTED_DTYPES"]
 
 #: The computation dtypes of models.
 SUPPORTED_DTYPES = (np.float32, np.float64)
@@ -213,3 +213,33 @@ def node_names(nodes, graph, name="nodes"):
         if not isinstance(node, str) or node not in graph.shapes:
             raise ValueError(f"{name}: {node!r} is not a node of the graph")
     return names
+
+
+#: The keys a drill-down options dict may hold (:func:`kryptonref.explain_many`).
+DRILLDOWN_KEYS = ("r_drill", "coarse_stride", "target_speedup")
+
+
+def drilldown_options(value, name="drilldown"):
+    """``None``/``False`` (no drill-down), ``True`` (the defaults) or a dict of
+    ``r_drill``, ``coarse_stride`` and ``target_speedup``, as a JSON-ready dict or None."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be None, True or a dict of {DRILLDOWN_KEYS}, "
+                        f"got {value!r}")
+    unknown = sorted(set(value) - set(DRILLDOWN_KEYS))
+    if unknown:
+        raise ValueError(f"{name}: unknown keys {unknown}; known: {DRILLDOWN_KEYS}")
+    options = {}
+    if "r_drill" in value:
+        options["r_drill"] = open_fraction(value["r_drill"], "r_drill")
+    if "coarse_stride" in value:
+        options["coarse_stride"] = list(int_pair(value["coarse_stride"], "coarse_stride"))
+    if "target_speedup" in value:
+        speed = _real(value["target_speedup"], "target_speedup", "a number > 1")
+        if not speed > 1.0:
+            raise ValueError(f"target_speedup must be > 1, got {value['target_speedup']!r}")
+        options["target_speedup"] = speed
+    return options
