@@ -167,18 +167,15 @@ def _draw(result, out):
             return "overlay"
         except ValueError:
             pass
-    from .cli import _pyplot, _write_atomically
+    from .cli import _pyplot, _write_plot
     plt = _pyplot()
 
-    def draw(target):
+    def draw(target, fmt):
         fig, ax = plt.subplots(figsize=(5, 4.5))
         shown = ax.imshow(result["heatmap"], cmap="jet")
         ax.set_title(title)
         fig.colorbar(shown, ax=ax, label="probability with the patch")
-        fig.savefig(target, dpi=120, bbox_inches="tight", format="png")
+        fig.savefig(target, dpi=120, bbox_inches="tight", format=fmt)
 
-    try:
-        _write_atomically(out, draw, ".png")
-    finally:
-        plt.close("all")
+    _write_plot(out, draw)        # (in the format of its extension; whole or not at all)
     return "heatmap"
