@@ -592,8 +592,8 @@ def main(argv=None):
 
 def _error_boundary(function, args):
     """Run a subcommand; a user's mistake or a fault of the environment is one line on
-    stderr, never a traceback: exit 2 for bad input (as argparse), 1 for files, disks and
-    memory, 130 for Ctrl-C."""
+    stderr, never a traceback: exit 1 (argparse itself exits 2 for malformed command
+    lines), 130 for Ctrl-C (``DESIGN.md`` section 14)."""
     import zipfile
 
     try:
@@ -603,7 +603,7 @@ def _error_boundary(function, args):
         return 130
     except (ValueError, TypeError, ImportError, FileNotFoundError, RuntimeError) as err:
         print(f"kryptonref: error: {err}", file=sys.stderr)
-        return 2
+        return 1
     except zipfile.BadZipFile as err:
         print(f"kryptonref: error: not a readable .npz weights file ({err})", file=sys.stderr)
         return 1

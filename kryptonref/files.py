@@ -23,7 +23,7 @@ def destination(path):
     IsADirectoryError
         If the destination is a directory.
     ValueError
-        If it exists and is not a regular file (a device, a FIFO, a socket).
+        If it exists and is neither a regular file nor a device or FIFO (a socket).
     FileNotFoundError
         If its folder does not exist (naming ``path``, not a temporary file).
     """
@@ -35,12 +35,18 @@ def destination(path):
         raise IsADirectoryError(21, "Is a directory", path)
     if os.path.lexists(target):
         mode = os.stat(target).st_mode
-        if not stat.S_ISREG(mode):
-            raise ValueError(f"{path} exists and is not a regular file; refusing to replace it")
+        if not (stat.S_ISREG(mode) or _is_stream(mode)):
+            raise ValueError(f"{path} exists and is not a regular file, a device or a FIFO; "
+                             "refusing to write to it")
     folder = os.path.dirname(target)
     if not os.path.isdir(folder):
         raise FileNotFoundError(2, "No such directory for the output", path)
     return target
+
+
+def _is_stream(mode):
+    """A device or FIFO: written directly, never replaced (``/dev/stdout``, a pipe)."""
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)
 
 
 def check_writable(path):
@@ -73,8 +79,9 @@ def atomic_write(path, write, suffix=None):
     Parameters
     ----------
     path : str or os.PathLike
-        The output. A symbolic link is written through (its target changes); a
-        directory or special file is refused (:func:`destination`).
+        The output. A symbolic link is written through (its target changes); a device
+        or FIFO is written directly; a directory or socket is refused
+        (:func:`destination`).
     write : callable
         ``write(tmp_path)`` writes the whole content to ``tmp_path``.
     suffix : str, optional
@@ -92,6 +99,9 @@ def atomic_write(path, write, suffix=None):
     file's mode, or ``0o666`` less the umask (``mkstemp`` would leave ``0o600``).
     """
     target = destination(path)
+    if os.path.exists(target) and _is_stream(os.stat(target).st_mode):
+        write(target)                  # a device or FIFO: written to, never replaced
+        return target
     folder = os.path.dirname(target)
     if suffix is None:
         suffix = os.path.splitext(target)[1]

@@ -41,7 +41,10 @@ def check_against_the_oracle(graph, occlusion, tau, device="cpu", freeze_context
         for name in graph.order:
             if freeze_context and name not in _read_nodes(graph):
                 continue  # a node only a frozen gate read is not computed (left at M)
-            tol = 1e-8 if normalises else 1e-10
+            # (1e-8 was too tight: a LayerNorm over nearly equal values amplified float64
+            # rounding to 1.4e-8 on a value of 0.08 in CI-like draws; any wrong region or
+            # formula errs by orders of magnitude more)
+            tol = 1e-7 if normalises else 1e-10
             np.testing.assert_allclose(result[name][p], expected[name][0], rtol=tol,
                                        atol=tol, err_msg=f"{name} at position {p}")
     return result
@@ -268,7 +271,7 @@ def test_cli_approximate_errors(capsys, argv, match):
     from kryptonref.images import sample_image_path
     code, _, err = _cli(capsys, "occlude", sample_image_path(), "--model", "demo_vgg",
                         "--weights", "pretrained", "--patch", "32", "--stride", "16", *argv)
-    assert code == 2 and re.search(match, err)
+    assert code == 1 and re.search(match, err)
 
 
 def test_cli_analyze_predicts_drilldown(capsys):
@@ -281,4 +284,4 @@ def test_cli_analyze_predicts_drilldown(capsys):
     assert drill["speedup"] == pytest.approx(drilldown_speedup(16, 4, 0.25))
     assert drill["combined"] == pytest.approx(drill["speedup"] * summary["speedup"])
     code, _, err = _cli(capsys, "analyze", "--all", "--drilldown")
-    assert code == 2 and "not with --all" in err
+    assert code == 1 and "not with --all" in err

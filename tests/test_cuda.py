@@ -357,7 +357,7 @@ def test_cli_without_a_gpu_exits_non_zero_and_writes_nothing(tmp_path, capsys, m
     heat = tmp_path / "heat.npy"
     code = main(["occlude", sample_image_path(), "--onnx", onnx_path, "--device", "cuda",
                  "--patch", "4", "--save", str(heat)])
-    assert code == 2
+    assert code == 1
     assert "device='cuda' is not usable: no CUDA GPU" in capsys.readouterr().err
     assert not heat.exists()
 

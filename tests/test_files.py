@@ -57,11 +57,32 @@ def test_new_files_follow_the_umask_and_replaced_ones_keep_their_mode(tmp_path):
         os.umask(old)
 
 
-def test_directories_special_files_and_missing_folders_are_refused(tmp_path):
+def test_devices_and_fifos_are_written_directly_never_replaced(tmp_path):
+    """The old helper would have renamed its temp file over /dev/null."""
+    atomic_write("/dev/null", _write_text("x"))
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    import threading
+    received = []
+    reader = threading.Thread(target=lambda: received.append(open(fifo).read()))
+    reader.start()
+    atomic_write(fifo, _write_text("through the pipe"))
+    reader.join(10)
+    assert received == ["through the pipe"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_directories_sockets_and_missing_folders_are_refused(tmp_path):
+    import socket
     with pytest.raises(IsADirectoryError):
         atomic_write(tmp_path, _write_text("x"))
-    with pytest.raises(ValueError, match="not a regular file"):
-        atomic_write("/dev/null", _write_text("x"))
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock"))
+    try:
+        with pytest.raises(ValueError, match="not a regular file, a device or a FIFO"):
+            atomic_write(tmp_path / "sock", _write_text("x"))
+    finally:
+        server.close()
     missing = tmp_path / "nowhere" / "out.png"
     with pytest.raises(FileNotFoundError) as err:
         check_writable(missing)
