@@ -54,7 +54,7 @@ class Model:
         self.dtype = validate.dtype(dtype)
         self.params: dict[str, dict[str, np.ndarray]] = {}
         if weights is None:
-            self.params = random_weights(graph, seed, self.dtype)
+            self.params = random_weights(graph, validate.seed(seed), self.dtype)
         else:
             self.load_weights(weights)
 
@@ -71,9 +71,7 @@ class Model:
 
     def load_weights(self, weights):
         """Replace the weights from a mapping or an ``.npz`` path; every shape is checked."""
-        if isinstance(weights, (str, os.PathLike)):
-            with np.load(weights) as data:
-                weights = {k: data[k] for k in data.files}
+        weights = _read_weights(weights)
         nested = _nest(weights)
         expected = self.param_shapes()
         params = {}
@@ -215,6 +213,34 @@ class Model:
 
     def __repr__(self):
         return f"Model({len(self.graph)} nodes, input {self.graph.input_shape}, {self.dtype})"
+
+
+def _read_weights(source):
+    """The one weights loader: a mapping as it is, or the arrays of an ``.npz`` file, with
+    one clear error for anything else (a ``.npy``, a damaged or truncated file, pickles)."""
+    import zipfile
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        try:
+            data = np.load(path, allow_pickle=False)
+        except zipfile.BadZipFile:
+            raise ValueError(f"weights: {path} is a damaged or truncated .npz file") from None
+        except ValueError:   # neither .npy nor .npz, or a pickle
+            raise ValueError(f"weights: {path} is not an .npz weights file (save_weights or "
+                             "np.savez writes one)") from None
+        if isinstance(data, np.ndarray):
+            raise ValueError(f"weights: {path} holds one array (.npy); weights are an .npz "
+                             "of 'node.param' arrays")
+        try:
+            with data:
+                return {k: data[k] for k in data.files}
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            raise ValueError(f"weights: {path} is a damaged or truncated .npz file "
+                             f"({err})") from None
+    if not hasattr(source, "items"):
+        raise TypeError(f"weights must be a mapping {{'node.param': array}} or the path of an "
+                        f".npz file, got {type(source).__name__}")
+    return source
 
 
 def _frozen(value, dtype):

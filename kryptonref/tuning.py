@@ -134,7 +134,7 @@ def tune_tau(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0, grid=
     TauTuning
     """
     target_ssim = validate.unit_interval(target_ssim, "target_ssim")
-    images, held_out = _split_held_out(images, held_out, "tune_tau")
+    images, held_out = _split_held_out(model, images, held_out, "tune_tau")
     taus = np.array(sorted({float(t) for t in grid}, reverse=True))
     if len(taus) < 3 or taus.min() <= 0 or taus.max() > 1:
         raise ValueError(f"grid needs at least 3 distinct taus in (0, 1], got {tuple(grid)}")
@@ -228,18 +228,24 @@ class DrilldownTuning:
                 "n_fit": self.n_fit, "n_held_out": self.n_held_out, "table": self.table}
 
 
-def _split_held_out(images, held_out, tuner):
-    """The fitting images and the held-out ones (the last third by default).
+def _split_held_out(model, images, held_out, tuner):
+    """The fitting images and the held-out ones (the last third by default), every one
+    checked before any is explained (a NaN in the second image was found only after the
+    first one's long run, without its index).
 
     Raises ValueError, naming ``tuner``, when no image is left to fit on.
     """
-    images = [np.asarray(im) for im in images]
+    validate.model(model)
+    images = validate.image_list(images, model.graph.input_shape, model.dtype, "images")
     if not images:
         raise ValueError(f"{tuner} needs at least one image")
     if held_out is None and len(images) >= 3:
         n_hold = len(images) // 3
         images, held_out = images[:-n_hold], images[-n_hold:]
-    return images, [] if held_out is None else [np.asarray(im) for im in held_out]
+    elif held_out is not None:
+        held_out = validate.image_list(held_out, model.graph.input_shape, model.dtype,
+                                       "held_out")
+    return images, [] if held_out is None else held_out
 
 
 def _check_heatmap_size(model, patch, stride):
@@ -374,7 +380,7 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
     """
     target_ssim = validate.unit_interval(target_ssim, "target_ssim")
     taus = _check_taus(tau)
-    images, held_out = _split_held_out(images, held_out, "tune_drilldown")
+    images, held_out = _split_held_out(model, images, held_out, "tune_drilldown")
     if not steps or any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer))
                         or k < 2 for k in steps):
         raise ValueError(f"steps must be integers >= 2 (coarse stride / fine stride), "

@@ -243,3 +243,38 @@ def drilldown_options(value, name="drilldown"):
             raise ValueError(f"target_speedup must be > 1, got {value['target_speedup']!r}")
         options["target_speedup"] = speed
     return options
+
+
+def model(value, name="model"):
+    """A :class:`kryptonref.Model` (``TypeError`` naming what was given otherwise)."""
+    from .model import Model
+    if not isinstance(value, Model):
+        raise TypeError(f"{name} must be a kryptonref Model (kr.zoo, kr.from_onnx, "
+                        f"kr.Model(graph)), got {type(value).__name__}")
+    return value
+
+
+def seed(value, name="seed"):
+    """A seed for NumPy's generator: a non-negative integer."""
+    if not _is_int(value) or int(value) < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def image_list(images, shape, dtype_, name="images"):
+    """A list of images ``(C, H, W)`` of ``shape`` (as ``dtype_``) from a sequence of them
+    or an ``(N, C, H, W)`` array, each checked now (its index named), not after a long run.
+
+    A single ``(C, H, W)`` array is refused: it would read as C images of shape (H, W).
+    """
+    if isinstance(images, np.ndarray):
+        if images.ndim == 3:
+            raise ValueError(f"{name} must be a list of images or an (N, C, H, W) array; got "
+                             f"one image of shape {images.shape} (write [image])")
+        if images.ndim != 4:
+            raise ValueError(f"{name} must be an (N, C, H, W) array, got shape {images.shape}")
+    elif images is None or isinstance(images, (str, bytes)) or not hasattr(images, "__iter__"):
+        raise TypeError(f"{name} must be a list of (C, H, W) arrays or an (N, C, H, W) array, "
+                        f"got {type(images).__name__}")
+    return [image(np.asarray(value), shape, dtype_, f"{name}[{index}]")
+            for index, value in enumerate(images)]

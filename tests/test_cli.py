@@ -94,7 +94,7 @@ def test_a_truncated_weights_file_is_one_line_exit_1(capsys, tmp_path):
     weights.write_bytes(b"PK\x03\x04 truncated")
     code, out, err = run(capsys, "occlude", "demo", "--model", "demo_vgg", "--weights",
                          str(weights), "--patch", "56", "--stride", "56")
-    assert code == 1 and _one_line(err) and "not a readable .npz" in err, err
+    assert code == 1 and _one_line(err) and "damaged or truncated .npz" in err, err
 
 
 def test_an_image_path_that_is_a_directory_is_one_line(capsys, tmp_path):

@@ -139,3 +139,25 @@ def test_replaced_weights_are_used_after_a_first_forward(model):
     other.params = kr.Model(tiny(), seed=1).params
     np.testing.assert_array_equal(other.forward(x), kr.Model(tiny(), seed=1).forward(x))
     assert not np.array_equal(other.forward(x), first)
+
+
+def test_one_weights_loader_with_one_clear_error_each(tmp_path):
+    """A .npy, a garbage or truncated .npz and a number were unclear errors or tracebacks."""
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    (tmp_path / "garbage.npz").write_bytes(b"garbage")
+    kr.Model(tiny(), seed=0).save_weights(tmp_path / "good.npz")
+    good = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(good[:len(good) // 2])
+    cases = [(tmp_path / "one.npy", ValueError, r"holds one array \(.npy\)"),
+             (tmp_path / "garbage.npz", ValueError, "is not an .npz weights file"),
+             (tmp_path / "cut.npz", ValueError, "damaged or truncated .npz"),
+             (42, TypeError, "weights must be a mapping .* got int")]
+    for weights, error, match in cases:
+        with pytest.raises(error, match=match):
+            kr.Model(tiny(), weights=weights)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", None])
+def test_a_seed_must_be_a_non_negative_integer(seed):
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        kr.Model(tiny(), seed=seed)

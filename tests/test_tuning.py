@@ -65,6 +65,26 @@ def test_tune_tau_bad_arguments(kwargs, match):
         kr.tune_tau(model, [], patch=4, stride=1)
 
 
+@pytest.mark.parametrize("tuner", ["tune_tau", "tune_drilldown"])
+def test_tuners_check_the_model_and_every_image_first(tuner):
+    """tune_tau(None, ...) was an AttributeError; one (C, H, W) image read as C images; a
+    NaN in the second image was found after the first one's run, without its index."""
+    graph = small_classifier()
+    model = kr.Model(graph, seed=0)
+    image = image_for(graph, dtype=np.float32)
+    tune = getattr(kr, tuner)
+    with pytest.raises(TypeError, match="model must be a kryptonref Model .*got NoneType"):
+        tune(None, [image], patch=4, stride=1)
+    with pytest.raises(ValueError, match=r"got one image of shape .* \(write \[image\]\)"):
+        tune(model, image, patch=4, stride=1)
+    spoiled = image.copy()
+    spoiled[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"images\[1\] contains NaN"):
+        tune(model, [image, spoiled, image], patch=4, stride=1)
+    with pytest.raises(TypeError, match="images must be a list"):
+        tune(model, None, patch=4, stride=1)
+
+
 # -- tune_drilldown ------------------------------------------------------------------------
 @pytest.mark.parametrize("tau", [1.0, 0.3, (0.3, 1.0, 0.3)])
 def test_tune_drilldown_keeps_the_cheapest_setting_at_the_target(tau):
@@ -186,7 +206,7 @@ def test_cli_tune_on_generated_images(capsys):
     assert 0.4 <= summary["tau"] <= 1.0 and summary["grid"][0] == 1.0
     assert summary["mean_ssim"][0] == 1.0 and summary["n_held_out"] == 0
     code, _, err = _cli(capsys, "tune", "demo_vgg", "--images", "/no/such/folder")
-    assert code == 2 and "neither a folder nor 'demo'" in err
+    assert code == 1 and "neither a folder nor 'demo'" in err
 
 
 def test_cli_tune_drilldown(capsys):
@@ -215,4 +235,4 @@ def test_cli_tune_drilldown(capsys):
     assert exit_info.value.code == 2 and "expected T or T,T" in capsys.readouterr().err
     code, _, err = _cli(capsys, "tune", "demo_vgg", "--images", "demo", "--count", "1",
                         "--tau", "0.7")
-    assert code == 2 and "--tau goes with --drilldown" in err
+    assert code == 1 and "--tau goes with --drilldown" in err
