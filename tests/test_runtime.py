@@ -239,3 +239,30 @@ def test_overlapping_jobs_release_the_memory_when_the_last_one_ends(monkeypatch)
     second.__exit__(None, None, None)
     assert trims == [0] and _memory._STATE["jobs"] == 0
     assert mmap_max == [0, _memory.DEFAULT_MMAP_MAX]  # mapping off while any job runs
+
+
+def test_no_writable_kernel_cache_means_no_disk_cache_not_a_failed_import(monkeypatch):
+    """With site-packages and $HOME read-only, Numba refuses cache=True kernels at
+    import; kryptonref then compiles them without the disk cache, with one warning."""
+    from numba.core import caching
+
+    from kryptonref import _numba
+
+    def read_only(self):
+        raise PermissionError(13, "Permission denied", self.get_cache_path())
+    for locator in caching.CacheImpl._locator_classes:
+        monkeypatch.setattr(locator, "ensure_cache_path", read_only)
+    assert not _numba.disk_cache_available()
+    with pytest.warns(RuntimeWarning, match="no writable folder for Numba's kernel cache"):
+        options = _numba.kernel_options()
+    assert options["cache"] is False
+
+    @_numba.njit(**options)
+    def twice(x):
+        return 2 * x
+    assert twice(21) == 42            # compiles and runs without a cache
+
+
+def test_a_writable_kernel_cache_is_used():
+    from kryptonref import _numba
+    assert _numba.disk_cache_available() and _numba.KERNEL["cache"] is True
