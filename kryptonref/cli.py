@@ -1,11 +1,10 @@
-"""Command-line interface: ``kryptonref demo | models | analyze | occlude | tune | show``."""
+"""Command-line interface: ``kryptonref demo | models | analyze | occlude | show | tune``."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -487,8 +486,14 @@ def _add_drilldown_arguments(parser, help_drilldown):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="kryptonref", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    from . import __version__
+    parser = argparse.ArgumentParser(
+        prog="kryptonref",
+        description="Occlusion explanations of CNNs with KRYPTON's incremental inference "
+                    "(Nakandala & Kumar): heatmaps, speedup analysis, tuning and whole "
+                    "datasets. 'kryptonref COMMAND --help' describes each command.")
+    parser.add_argument("--version", action="version", version=f"kryptonref {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("demo", help="incremental vs full occlusion on the embedded default")
     p.add_argument("--model", default="demo_vgg", choices=("demo_vgg", "demo_resnet"),
                    help="a shipped demo model (default demo_vgg)")

@@ -124,3 +124,18 @@ def test_an_os_fault_names_the_file(capsys, monkeypatch):
     code, out, err = run(capsys, "models")
     assert code == 1 and err.strip() == \
         "kryptonref: error: No space left on device: /data/out.png"
+
+
+def test_version_and_a_help_that_lists_every_command(capsys):
+    """--version did not exist; the help omitted tune and showed raw reST backticks."""
+    import kryptonref
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == \
+        f"kryptonref {kryptonref.__version__}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for command in ("demo", "models", "analyze", "occlude", "show", "tune"):
+        assert re.search(rf"^\s+{command}\s+\S", text, re.M), command
+    assert "``" not in text
