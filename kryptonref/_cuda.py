@@ -20,7 +20,7 @@ __all__ = ["cuda", "SIMULATOR", "launch", "launch_rows", "blocks_for", "cuda_err
            "cupy_or_none", "unravel3", "unravel4"]
 
 #: True when Numba's CUDA simulator runs the kernels on the CPU.
-SIMULATOR = bool(_config.ENABLE_CUDASIM)
+SIMULATOR = bool(getattr(_config, "ENABLE_CUDASIM", 0))
 
 if "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS" not in os.environ:
     # Region kernels of small patches legitimately launch few blocks.
@@ -28,7 +28,7 @@ if "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS" not in os.environ:
         from numba.cuda.core import config as _cuda_config
         _cuda_config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
     except ImportError:  # numba's built-in CUDA target
-        _config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+        setattr(_config, "CUDA_LOW_OCCUPANCY_WARNINGS", 0)
 
 #: Threads per block of the grid-stride kernels.
 THREADS = 32 if SIMULATOR else 256
@@ -96,7 +96,7 @@ def cuda_error():
             "in Numba's (slow) simulator")
 
 
-_CUPY = []
+_CUPY: list = []
 
 
 def cupy_or_none():

@@ -14,6 +14,7 @@ threshold ``tau`` and adaptive drill-down (:mod:`kryptonref.drilldown`).
 from __future__ import annotations
 
 import time
+from typing import Optional
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,8 +80,8 @@ class OcclusionResult:
     patch: tuple
     stride: tuple
     tau: float = 1.0
-    coarse_stride: tuple = None
-    computed: np.ndarray = None
+    coarse_stride: Optional[tuple] = None
+    computed: Optional[np.ndarray] = None
 
     def to_dict(self):
         """A JSON-ready summary (without the arrays)."""

@@ -22,6 +22,7 @@ import json
 import os
 import time
 import uuid
+from typing import Optional
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,7 +84,7 @@ class ManySummary:
     failed: int
     seconds: float
     errors: dict = field(default_factory=dict)
-    quality: dict = None
+    quality: Optional[dict] = None
     store: str = ""
 
     def to_dict(self):

@@ -18,7 +18,7 @@ __all__ = ["Backend", "KernelBackend", "DEVICES", "get_backend", "register_backe
 _FACTORIES = {"cpu": "kryptonref.backends.cpu:CPUBackend",
               "cuda": "kryptonref.backends.cuda:CUDABackend"}
 #: Backends made so far (one per device, made on first use).
-_BACKENDS = {}
+_BACKENDS: dict = {}
 
 #: Devices accepted by ``device=`` arguments.
 DEVICES = tuple(_FACTORIES)

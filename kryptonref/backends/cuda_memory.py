@@ -174,7 +174,7 @@ def _fill_int(out, value):
         out[idx] = value
 
 
-_CONSTS = {}
+_CONSTS: dict = {}
 
 
 def const_int(n_items, value):
@@ -194,7 +194,7 @@ def zeros_int(n_items):
     return const_int(n_items, 0)
 
 
-_VECTORS = {}
+_VECTORS: dict = {}
 
 
 def const_ints(values):

@@ -13,12 +13,14 @@ also accepts ``((top, bottom), (left, right))`` for asymmetric padding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Optional, Tuple
+from typing import ClassVar, Optional, Tuple, Union
 
 from ..geometry import effective_kernel, output_size
 
-Pair = Tuple[int, int]
-Padding = Tuple[Tuple[int, int], Tuple[int, int]]
+#: A size per axis as given (one int for both, or (h, w)); specs store (h, w).
+Pair = Union[int, Tuple[int, int]]
+#: Padding as given: one int, (h, w), or ((top, bottom), (left, right)), which specs store.
+Padding = Union[int, Tuple[int, int], Tuple[Tuple[int, int], Tuple[int, int]]]
 
 __all__ = ["Layer", "Spatial", "Pair", "Padding", "as_int", "as_pair", "as_padding",
            "check_rank", "broadcasts"]

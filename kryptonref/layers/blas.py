@@ -19,7 +19,7 @@ from .._numba import KERNEL, njit
 __all__ = ["gemm", "gemm_function"]
 
 _GEMM_TYPE = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 13))
-_FUNCTIONS = {}
+_FUNCTIONS: dict = {}
 
 
 def gemm_function(dtype):
