@@ -135,3 +135,12 @@ class Spatial(Layer):
                     f"kernel {effective_kernel(k, d)} with padding ({p0}, {p1})")
             sizes.append(size)
         return tuple(sizes)
+
+
+def dense_param_shapes(layer):
+    """A dense layer's parameters as torch stores them: ``weight`` ``(out, in)`` and, with
+    ``layer.bias``, ``bias`` ``(out,)`` (Linear, and ChannelLinear over the channels)."""
+    shapes = {"weight": (layer.out_features, layer.in_features)}
+    if layer.bias:
+        shapes["bias"] = (layer.out_features,)
+    return shapes

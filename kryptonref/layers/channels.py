@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Layer, as_int, check_rank
+from .base import Layer, as_int, check_rank, dense_param_shapes
 from .registry import Kernels, Rule, register
 
 __all__ = ["Arithmetic", "LayerNorm2d", "ChannelLinear", "ChannelSlice", "ChannelShuffle",
@@ -228,10 +228,7 @@ class ChannelLinear(Layer):
         return (self.out_features,) + tuple(shape[1:])
 
     def param_shapes(self, input_shapes):
-        shapes = {"weight": (self.out_features, self.in_features)}
-        if self.bias:
-            shapes["bias"] = (self.out_features,)
-        return shapes
+        return dense_param_shapes(self)
 
 
 def _channel_linear_macs(layer, input_shapes, output_shape):

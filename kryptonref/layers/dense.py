@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Layer, as_int, check_rank
+from .base import Layer, as_int, check_rank, dense_param_shapes
 from .channels import ChannelLinear
 from .registry import Kernels, Rule, register
 
@@ -116,10 +116,7 @@ class Linear(Layer):
         return (self.out_features,)
 
     def param_shapes(self, input_shapes):
-        shapes = {"weight": (self.out_features, self.in_features)}
-        if self.bias:
-            shapes["bias"] = (self.out_features,)
-        return shapes
+        return dense_param_shapes(self)
 
 
 def _linear_macs(layer, input_shapes, output_shape):
