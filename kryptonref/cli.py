@@ -77,7 +77,8 @@ def demo(args):
         from .analysis.plots import save_overlay
         try:
             save_overlay(sample.pixels()[0], exact.heatmap, args.out, args.patch, args.stride,
-                         title=f"{args.model}: {predicted} (p = {exact.probability:.3f})")
+                         title=f"{args.model}: {predicted} (p = {exact.probability:.3f})",
+                         score=exact.probability, score_name=f"probability of {predicted}")
         except ImportError as err:
             print(f"overlay not written: {err}")
         else:
@@ -358,7 +359,8 @@ def occlude(args):
         title = (f"{model_name}: class {result.label} (p = {result.probability:.3f}), "
                  f"patch {result.patch[0]}, stride {result.stride[0]}")
         save_overlay(to_display(image), result.heatmap, args.out, result.patch, result.stride,
-                     title=title)
+                     title=title, score=result.probability,
+                     score_name=f"probability of class {result.label}")
     summary = result.to_dict()
     summary["model"] = model_name
     summary["device"] = args.device

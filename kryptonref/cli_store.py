@@ -6,6 +6,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 __all__ = ["add_store_arguments", "add_show_parser", "occlude_many", "show"]
 
 #: Exit status of an interrupted run (Ctrl-C), as a shell reports SIGINT.
@@ -163,7 +165,9 @@ def _draw(result, out):
             from .analysis.plots import save_overlay
             from .images import load_image, to_display
             image = to_display(load_image(path, size=tuple(result["input_shape"][1:])))
-            save_overlay(image, result["heatmap"], out, patch, stride, title=title)
+            save_overlay(image, result["heatmap"], out, patch, stride, title=title,
+                         score=float(result["probability"]),
+                         score_name=f"probability of class {result['label']}")
             return "overlay"
         except ValueError:
             pass
@@ -172,9 +176,11 @@ def _draw(result, out):
 
     def draw(target, fmt):
         fig, ax = plt.subplots(figsize=(5, 4.5))
-        shown = ax.imshow(result["heatmap"], cmap="jet")
-        ax.set_title(title)
-        fig.colorbar(shown, ax=ax, label="probability with the patch")
+        drop = float(result["probability"]) - np.asarray(result["heatmap"], np.float64)
+        shown = ax.imshow(drop, cmap="inferno", vmin=min(0.0, float(np.nanmin(drop))))
+        ax.set_title(f"{title}\ndrop {np.nanmin(drop):.3g} to {np.nanmax(drop):.3g}")
+        fig.colorbar(shown, ax=ax, label=f"drop in the probability of class "
+                                         f"{result['label']} when covered")
         fig.savefig(target, dpi=120, bbox_inches="tight", format=fmt)
 
     _write_plot(out, draw)        # (in the format of its extension; whole or not at all)

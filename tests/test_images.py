@@ -342,7 +342,8 @@ def test_overlay_writes_a_png(tmp_path):
     require("matplotlib", "plot")
     image, heat = overlay_inputs()
     out = tmp_path / "overlay.png"
-    assert save_overlay(image, heat, out, patch=8, stride=4, title="a title") == str(out)
+    figure = save_overlay(image, heat, out, patch=8, stride=4, title="a title")
+    assert type(figure).__name__ == "Figure"          # for notebooks
     assert out.read_bytes()[:8] == PNG_MAGIC
     assert sorted(os.listdir(tmp_path)) == ["overlay.png"]
     # uint8 images, rectangular patches and a flat heatmap are accepted too
@@ -355,6 +356,26 @@ def test_overlay_writes_a_png(tmp_path):
     PIL = require("PIL.Image", "image")
     with PIL.open(out) as im:
         assert im.size[0] > im.size[1] > 50                  # two panels side by side
+
+
+def test_overlay_shows_the_drop_in_score_hot_where_important(tmp_path):
+    """The overlay coloured the probability with jet (important regions blue) and
+    stretched 0.993-0.999 to the full scale."""
+    require("matplotlib", "plot")
+    image, _ = overlay_inputs()
+    heat = np.full((7, 7), 0.999)
+    heat[3, 3] = 0.993                               # the one important region
+    figure = save_overlay(image, heat, tmp_path / "o.png", patch=8, stride=4, score=0.999,
+                          score_name="probability of 'cat'")
+    right = figure.axes[1]
+    shown = right.images[-1]
+    drop = np.ma.masked_invalid(shown.get_array())    # (pixels: the mean of their patches)
+    assert np.isclose(drop.max(), 0.006 / 4) and np.isclose(drop.min(), 0.0)
+    low, high = shown.get_clim()
+    assert low == 0.0 and np.isclose(high, 0.006 / 4)  # from no drop, not stretched
+    assert shown.get_cmap().name == "inferno"         # large drop = hot
+    assert "drop 0 to 0.006" in right.get_title()
+    assert figure.axes[-1].get_ylabel() == "drop in probability of 'cat' when covered"
 
 
 def test_overlay_leaves_no_partial_file_on_error(tmp_path, monkeypatch):

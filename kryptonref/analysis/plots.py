@@ -107,15 +107,16 @@ def _matplotlib():
 
 
 def save_overlay(image_display, heatmap, path, patch, stride, title=None, alpha=0.5,
-                 cmap="jet"):
+                 cmap="inferno", score=None, score_name="score"):
     """Write a figure (PNG, JPEG, PDF or SVG, by ``path``'s extension), whole or not at
     all: the image, and next to it the image with the occlusion heatmap over it.
 
-    The heatmap is brought to pixel coordinates with ``upsample_heatmap`` (each pixel:
-    the mean of the cells whose patches cover it; uncovered pixels are left transparent)
-    and drawn with ``cmap`` at opacity ``alpha``, with a colour bar. The file is drawn to
-    a temporary file in the same folder and renamed onto ``path`` only when complete,
-    so an error leaves no partial file (and an existing ``path`` untouched).
+    With ``score`` (the target's score on the unoccluded image, e.g.
+    ``result.probability``), the overlay shows what occlusion explains: the *drop* in
+    that score when each region is covered, ``score - heatmap``, so that the important
+    regions are the hot ones; the colour bar is in those units, starts at no drop, and
+    the panel states the drop's true range (a range of 0.993-0.999 is not stretched to
+    look dramatic). Without it the heatmap is shown as given.
 
     Parameters
     ----------
@@ -126,19 +127,24 @@ def save_overlay(image_display, heatmap, path, patch, stride, title=None, alpha=
         One value per patch position (e.g. the drop in the predicted class's
         probability), on the patch grid of ``patch`` and ``stride`` over ``(H, W)``.
     path : str or os.PathLike
-        The PNG to write (its folder must exist).
+        The file to write (its folder must exist; the format follows the extension).
     patch, stride : int or (int, int)
         The occlusion patch size and stride the heatmap was computed with.
     title : str, optional
         A title over both panels.
     alpha : float, default 0.5
         Opacity of the heatmap over the image, in [0, 1].
-    cmap : str or matplotlib colormap, default "jet"
+    cmap : str or matplotlib colormap, default "inferno"
+        Hot colours for large values (large drops).
+    score : float, optional
+        The unoccluded score the heatmap's values are compared with (see above).
+    score_name : str, default "score"
+        What the score is, for the colour bar (e.g. ``"probability of 'cat'"``).
 
     Returns
     -------
-    str
-        ``path``.
+    matplotlib.figure.Figure
+        The figure written (for notebooks: display it, or save it again elsewhere).
 
     Raises
     ------
@@ -150,7 +156,12 @@ def save_overlay(image_display, heatmap, path, patch, stride, title=None, alpha=
     """
     image = _display_image(image_display)
     height, width = image.shape[:2]
-    upsampled = upsample_heatmap(heatmap, (height, width), patch, stride)
+    values = np.asarray(heatmap, dtype=np.float64)
+    if score is not None:
+        if isinstance(score, (bool, np.bool_)) or not np.isfinite(score):
+            raise ValueError(f"score must be a finite number, got {score!r}")
+        values = float(score) - values                       # the drop: important = hot
+    upsampled = upsample_heatmap(values, (height, width), patch, stride)
     if not np.any(np.isfinite(upsampled)):
         raise ValueError("heatmap has no finite values")
     if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.number)) \
@@ -161,29 +172,35 @@ def save_overlay(image_display, heatmap, path, patch, stride, title=None, alpha=
     check_writable(path)
     patch_hw, stride_hw = _pair(patch, "patch"), _pair(stride, "stride")
     Figure, FigureCanvasAgg, ScalarMappable = _matplotlib()
-
-    def draw(target):
-        panel_w = 4.5
-        panel_h = panel_w * height / width
-        fig = Figure(figsize=(2 * panel_w + 1.2, panel_h + (0.9 if title else 0.5)),
-                     layout="constrained")
-        FigureCanvasAgg(fig)
-        left, right = fig.subplots(1, 2)
-        left.imshow(image, interpolation="nearest")
-        left.set_title("image")
-        right.imshow(image, interpolation="nearest")
-        shown = right.imshow(np.ma.masked_invalid(upsampled), cmap=cmap, alpha=float(alpha),
-                             interpolation="nearest", vmin=np.nanmin(upsampled),
-                             vmax=np.nanmax(upsampled))
-        right.set_title(f"occlusion heatmap (patch {patch_hw[0]}x{patch_hw[1]}, "
-                        f"stride {stride_hw[0]}x{stride_hw[1]})", fontsize="medium")
-        for ax in (left, right):
-            ax.set_axis_off()
-        opaque = ScalarMappable(norm=shown.norm, cmap=shown.cmap)  # the bar without alpha
-        fig.colorbar(opaque, ax=right, shrink=0.9)
-        if title:
-            fig.suptitle(str(title))
-        fig.savefig(target, dpi=100, bbox_inches="tight", format=fmt)
-
-    atomic_write(path, draw)
-    return path
+    low, high = float(np.nanmin(upsampled)), float(np.nanmax(upsampled))
+    if score is not None:              # the scale starts at "no drop", in true units
+        low, high = min(low, 0.0), max(high, 0.0)
+        label = f"drop in {score_name} when covered"
+        # (the heatmap's own range, per patch position; pixels average their patches)
+        detail = f"drop {np.nanmin(values):.3g} to {np.nanmax(values):.3g}"
+    else:
+        label, detail = "value with the patch", f"{low:.3g} to {high:.3g}"
+    if high <= low:
+        high = low + 1e-12
+    panel_w = 4.5
+    panel_h = panel_w * height / width
+    fig = Figure(figsize=(2 * panel_w + 1.2, panel_h + (0.9 if title else 0.5)),
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    left.imshow(image, interpolation="nearest")
+    left.set_title("image")
+    right.imshow(image, interpolation="nearest")
+    shown = right.imshow(np.ma.masked_invalid(upsampled), cmap=cmap, alpha=float(alpha),
+                         interpolation="nearest", vmin=low, vmax=high)
+    right.set_title(f"occlusion (patch {patch_hw[0]}x{patch_hw[1]}, stride "
+                    f"{stride_hw[0]}x{stride_hw[1]}): {detail}", fontsize="medium")
+    for ax in (left, right):
+        ax.set_axis_off()
+    opaque = ScalarMappable(norm=shown.norm, cmap=shown.cmap)  # the bar without alpha
+    fig.colorbar(opaque, ax=right, shrink=0.9, label=label)
+    if title:
+        fig.suptitle(str(title))
+    atomic_write(path, lambda target: fig.savefig(target, dpi=100, bbox_inches="tight",
+                                                  format=fmt))
+    return fig
