@@ -134,8 +134,23 @@ def local_cluster(workers=None, threads=None, device="cpu", **kwargs):
             cluster = distributed.LocalCluster(n_workers=len(layout), threads_per_worker=1,
                                                processes=True, env=layout[0]["env"], **options)
         client = distributed.Client(cluster)
+    _spawn_without_touching_environ(cluster)
     client._kryptonref_threads = int(layout[0]["env"]["NUMBA_NUM_THREADS"])
     return client
+
+
+def _spawn_without_touching_environ(cluster):
+    """Stop the cluster's nannies, which live in this process, from writing their
+    pre-spawn variables into ``os.environ`` when they restart a worker (a killed one, say):
+    a changed ``NUMBA_NUM_THREADS`` makes Numba refuse every later compilation here. A
+    restarted worker still gets its thread settings from the nanny's ``env`` (set as its
+    process starts) and from each task (:func:`kryptonref.many` sets Numba's and BLAS's)."""
+    for nanny in getattr(cluster, "workers", {}).values():
+        if isinstance(getattr(nanny, "pre_spawn_env", None), dict):
+            nanny.pre_spawn_env = {}
+        process = getattr(nanny, "process", None)
+        if isinstance(getattr(process, "pre_spawn_env", None), dict):
+            process.pre_spawn_env = {}
 
 
 def release(client, model=None):

@@ -180,7 +180,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, client, model, 
 
 
 def test_worker_killed_mid_run_the_store_ends_complete_and_correct(tmp_path, client, model,
-                                                                   images, reference):
+                                                                   images, reference,
+                                                                   environ_before):
     path = str(tmp_path / "killed.zarr")
     killed = []
 
@@ -200,6 +201,12 @@ def test_worker_killed_mid_run_the_store_ends_complete_and_correct(tmp_path, cli
         np.testing.assert_allclose(stored["heatmap"][i], ref.heatmap, rtol=0, atol=1e-6)
         assert stored["label"][i] == ref.label
     client.wait_for_workers(2, timeout=60)
+    # The nanny that restarted the worker lives in this process: it must not have written
+    # the workers' thread settings into our environment (Numba then refuses to compile).
+    # Dask itself marks this process as a worker's parent on every start, by pid only.
+    after = _environ()
+    assert after.pop("__DASK_PARENT_PID", str(os.getpid())) == str(os.getpid())
+    assert after == environ_before
 
 
 def test_corrupt_image_fails_alone_and_is_retried_once_fixed(tmp_path, client, model,
