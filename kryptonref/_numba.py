@@ -57,3 +57,17 @@ def kernel_options(cache=None):
 
 #: Decorator options of every CPU kernel.
 KERNEL = kernel_options()
+
+
+def kernels_cold(dispatchers):
+    """Whether running ``dispatchers`` will compile: one of them has no on-disk cache
+    index yet (the first run after installing), or no disk cache at all.
+
+    A heuristic for the command line's "compiling kernels" notice, never for results.
+    """
+    for dispatcher in dispatchers:
+        cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+        index = getattr(cache_file, "_index_path", None)
+        if index is None or not os.path.exists(index):
+            return True
+    return False

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from .backends import DEVICES
+from .images import IMAGENET_MEAN, IMAGENET_STD
 
 
 #: The demo's image: this sample of ``kryptonref.datasets.shapes`` (seed, index).
@@ -42,6 +43,7 @@ def demo(args):
     # positions per batch, as they will have, and a full-mode batch.
     warm = dict(patch=args.patch, stride=max(args.patch, image.shape[1] // 4),
                 batch_size=args.batch_size, device=args.device)
+    _compile_notice()
     occlusion(model, image, **warm)
     occlusion(model, image, mode="full", **warm)
     exact = occlusion(model, image, patch=args.patch, stride=args.stride,
@@ -65,6 +67,12 @@ def demo(args):
     print(f"speedup: {full.seconds / exact.seconds:.2f}x measured, {theory.speedup:.2f}x "
           f"theoretical (simulator, executed regions; {full.macs / exact.macs:.2f}x in MACs "
           f"performed)")
+    ort_seconds = _onnxruntime_seconds(model, image, exact.positions, exact.patch,
+                                       batches["full"])
+    if ort_seconds is not None:
+        print(f"onnxruntime full re-inference: {ort_seconds:7.2f} s  (the same positions "
+              f"and batches; kryptonref's own full re-inference above is slower)")
+        print(f"incremental inference is {ort_seconds / exact.seconds:.2f}x vs onnxruntime")
     print(f"max |incremental - full| over the heatmap: {diff:.2e}")
     inside = pointing_game(exact.heatmap, box, args.patch, args.stride)
     energy = energy_in_box(exact.heatmap, box, args.patch, args.stride, exact.probability)
@@ -84,6 +92,34 @@ def demo(args):
         else:
             print(f"overlay written to {args.out}")
     return 0
+
+
+def _onnxruntime_seconds(model, image, positions, patch, batch_size, fill=0.0):
+    """Seconds onnxruntime takes for full re-inference of every occluded image (after a
+    warm-up batch), or None without onnx and onnxruntime: the demo's fair baseline."""
+    import time
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+    except ImportError:
+        return None
+    from .models.onnx_export import to_onnx
+    session = onnxruntime.InferenceSession(to_onnx(model).SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    height, width = patch
+
+    def occluded(start):
+        chunk = positions[start:start + batch_size]
+        batch = np.repeat(image[None], len(chunk), axis=0)
+        for occluded_image, (y, x) in zip(batch, chunk):
+            occluded_image[:, y:y + height, x:x + width] = fill
+        return batch
+    session.run(None, {name: occluded(0)})
+    begin = time.perf_counter()
+    for start in range(0, len(positions), batch_size):
+        session.run(None, {name: occluded(start)})
+    return time.perf_counter() - begin
 
 
 #: Batch-norm statistics are buffers, not learned parameters (torchvision does not count them).
@@ -244,11 +280,11 @@ def _zoo_table(reports):
     return "\n".join(lines)
 
 
-def _pyplot():
+def _pyplot(option="--plot"):
     try:
         import matplotlib
     except ImportError:
-        raise ValueError("--plot needs matplotlib: pip install 'kryptonref[plot]'") from None
+        raise ValueError(f"{option} needs matplotlib: pip install 'kryptonref[plot]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
@@ -329,17 +365,84 @@ def _show_progress(requested):
     return sys.stderr.isatty()
 
 
+def _channel_values(text):
+    """``--mean``/``--std``: ``none``, one number, or three per-channel ``r,g,b``."""
+    if text.lower() == "none":
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"expected 'none', one value or three (r,g,b), "
+                                         f"got {text!r}")
+    if not all(np.isfinite(values)):
+        raise argparse.ArgumentTypeError(f"expected finite values, got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def _std_values(text):
+    values = _channel_values(text)
+    if values is not None and min(np.atleast_1d(values)) <= 0:
+        raise argparse.ArgumentTypeError(f"std must be positive, got {text!r}")
+    return values
+
+
+def _read_labels(path, model):
+    """Class names, one per line (blank lines ignored), as many as the model has classes."""
+    with open(path, encoding="utf-8") as file:
+        names = [line.strip() for line in file if line.strip()]
+    classes = int(np.prod(model.graph.shapes[model.graph.output]))
+    if len(names) != classes:
+        raise ValueError(f"--labels {path}: {len(names)} names for a model with "
+                         f"{classes} classes")
+    return names
+
+
+def _class_name(label, labels):
+    return f"class {label}" if labels is None else f"{labels[label]} (class {label})"
+
+
+def _warn_random_weights(args):
+    """A zoo model without --weights has seeded random weights: say so before its
+    prediction is taken for one."""
+    if args.model and not args.onnx and args.weights is None:
+        print(f"kryptonref: warning: --model {args.model} has random weights (seed "
+              f"{args.seed}); its prediction and heatmap are meaningless. Give --weights "
+              f"FILE.npz (or 'pretrained' for the demo models).", file=sys.stderr)
+
+
+def _compile_notice():
+    """One line on stderr when Numba has to compile the kernels (the first run after an
+    install, or every run without a disk cache): it takes tens of seconds, silently."""
+    from . import _numba
+    from .layers import conv, pool
+    if _numba.kernels_cold([conv._im2col_batched, conv._unpack_gemm, pool._max_pool]):
+        print("kryptonref: compiling kernels (first run only; later runs load them "
+              "from Numba's cache)", file=sys.stderr)
+
+
 def occlude(args):
     """Occlusion heatmap of one image file (with --store: of many, :mod:`.cli_store`)."""
     if args.store:
+        ignored = [flag for flag, given in (("--mean", args.mean != IMAGENET_MEAN),
+                                            ("--std", args.std != IMAGENET_STD),
+                                            ("--labels", args.labels)) if given]
+        if ignored:
+            raise ValueError(f"{', '.join(ignored)} cannot go with --store yet (its images "
+                             f"are normalised the ImageNet way)")
         from .cli_store import occlude_many
         return occlude_many(args)
-    from .explain import occlusion
+    from . import explain
     from .images import load_image, to_display
 
     model, model_name = _load_cli_model(args)
+    labels = _read_labels(args.labels, model) if args.labels else None
+    if args.out:
+        _pyplot("--out")                  # before the computation, not after it
+    _warn_random_weights(args)
     _, height, width = model.graph.input_shape
-    image = load_image(args.image, size=(height, width))
+    image = load_image(args.image, size=(height, width), mean=args.mean, std=args.std)
     approximate = {}
     if args.mode == "approximate":
         approximate = dict(tau=args.tau, drilldown=args.drilldown, r_drill=args.r_drill,
@@ -348,26 +451,32 @@ def occlude(args):
         raise ValueError("--tau and --drilldown need --mode approximate")
     if args.coarse_stride is not None and not args.drilldown:
         raise ValueError("--coarse-stride needs --drilldown")
-    result = occlusion(model, image.astype(model.dtype), patch=args.patch, stride=args.stride,
-                       fill=args.fill, target=args.target, mode=args.mode,
-                       batch_size=args.batch_size, progress=_show_progress(args.progress),
-                       device=args.device, **approximate)
+    _compile_notice()
+    result = explain.occlusion(model, image.astype(model.dtype), patch=args.patch,
+                               stride=args.stride,
+                               fill=args.fill, target=args.target, mode=args.mode,
+                               batch_size=args.batch_size,
+                               progress=_show_progress(args.progress),
+                               device=args.device, **approximate)
+    class_name = _class_name(result.label, labels)
     if args.save:
         _write_atomically(args.save, lambda path: np.save(path, result.heatmap), ".npy")
     if args.out:
         from .analysis.plots import save_overlay
-        title = (f"{model_name}: class {result.label} (p = {result.probability:.3f}), "
+        title = (f"{model_name}: {class_name} (p = {result.probability:.3f}), "
                  f"patch {result.patch[0]}, stride {result.stride[0]}")
-        save_overlay(to_display(image), result.heatmap, args.out, result.patch, result.stride,
-                     title=title, score=result.probability,
-                     score_name=f"probability of class {result.label}")
+        save_overlay(to_display(image, mean=args.mean, std=args.std), result.heatmap,
+                     args.out, result.patch, result.stride, title=title,
+                     score=result.probability, score_name=f"probability of {class_name}")
     summary = result.to_dict()
+    if labels is not None:
+        summary["class_name"] = labels[result.label]
     summary["model"] = model_name
     summary["device"] = args.device
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{model_name}: class {result.label}, probability {result.probability:.4f}")
+        print(f"{model_name}: {class_name}, probability {result.probability:.4f}")
         print(f"{len(result.positions)} positions ({result.heatmap.shape[0]} x "
               f"{result.heatmap.shape[1]}), mode {result.mode}: {result.seconds:.2f} s, "
               f"{result.macs / 1e9:.2f} G MACs")
@@ -410,6 +519,7 @@ def tune(args):
         raise ValueError("--weights goes with zoo models; an ONNX file holds its weights")
     model = _onnx_or_zoo(args.model, input_shape=args.input_shape, weights=weights)
     images = _tune_images(args.images, args.count, model)
+    _compile_notice()
     if args.drilldown:
         return _tune_drilldown(args, model, images)
     if args.tau is not None:
@@ -549,6 +659,14 @@ def main(argv=None):
     p.add_argument("--fill", type=_fill_arg, default=0.0,
                    help="patch value: a number, 'mean' or per-channel a,b,c (default 0)")
     p.add_argument("--target", type=int, default=None, help="class to explain (default: predicted)")
+    p.add_argument("--mean", type=_channel_values, default=IMAGENET_MEAN, metavar="R,G,B",
+                   help="subtracted per channel on the [0, 1] scale: 'none', one value or "
+                        "three (default ImageNet's 0.485,0.456,0.406)")
+    p.add_argument("--std", type=_std_values, default=IMAGENET_STD, metavar="R,G,B",
+                   help="divides per channel after --mean: 'none', one value or three "
+                        "(default ImageNet's 0.229,0.224,0.225)")
+    p.add_argument("--labels", metavar="FILE.txt",
+                   help="class names, one per line, in the model's class order")
     p.add_argument("--mode", choices=("incremental", "full", "approximate"),
                    default="incremental")
     p.add_argument("--tau", type=float, default=1.0,
