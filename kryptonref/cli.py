@@ -417,9 +417,11 @@ def _compile_notice():
     install, or every run without a disk cache): it takes tens of seconds, silently."""
     from . import _numba
     from .layers import conv, pool
-    if _numba.kernels_cold([conv._im2col_batched, conv._unpack_gemm, pool._max_pool]):
-        print("kryptonref: compiling kernels (first run only; later runs load them "
-              "from Numba's cache)", file=sys.stderr)
+    if not _numba.kernels_cold([conv._im2col_batched, conv._unpack_gemm, pool._max_pool]):
+        return
+    later = ("later runs load them from Numba's cache" if _numba.KERNEL["cache"] else
+             "no writable cache folder, so every run compiles; set NUMBA_CACHE_DIR")
+    print(f"kryptonref: compiling kernels (tens of seconds; {later})", file=sys.stderr)
 
 
 def occlude(args):
