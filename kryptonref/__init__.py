@@ -16,6 +16,8 @@ tune_drilldown         pick drill-down's coarse stride and r_drill for a target 
 images                 load_image: PNG/JPEG -> normalised (3, H, W) array (needs Pillow)
 speedup                the cost simulator: theoretical speedup per layer and position
 from_onnx, to_onnx     ONNX import and export (extra ``kryptonref[onnx]``)
+from_torch             a PyTorch ``nn.Module`` via in-memory ONNX (extra ``kryptonref[torch]``)
+captum                 ``kryptonref.captum.Occlusion``: Captum's Occlusion API (submodule)
 runtime                process-wide performance settings, applied by the entry points
 explain_many           many images on Dask into a resumable Zarr store (extra ``kryptonref[dask]``);
                        store_info, load_result read the store
@@ -40,6 +42,7 @@ _EXPORTS = {
     "occlusion": "explain", "OcclusionResult": "explain",
     "zoo": "models.zoo", "zoo_names": "models.zoo",
     "from_onnx": "models.onnx_import", "to_onnx": "models.onnx_export",
+    "from_torch": "models.torch_io",
     "speedup": "analysis.cost", "SpeedupReport": "analysis.cost",
     "tune_tau": "tuning", "TauTuning": "tuning", "tune_drilldown": "tuning",
     "DrilldownTuning": "tuning",
@@ -72,7 +75,8 @@ _EXPORTS = {
 }
 #: Public submodules.
 _MODULES = ("geometry", "images", "layers", "models", "analysis", "schedule", "engine",
-            "explain", "runtime", "backends", "datasets", "validate", "many", "store", "cluster")
+            "explain", "runtime", "backends", "datasets", "validate", "many", "store", "cluster",
+            "captum")
 
 __all__ = sorted(_EXPORTS) + ["geometry", "images", "runtime", "__version__"]
 
@@ -106,6 +110,7 @@ if TYPE_CHECKING:  # pragma: no cover - what the names above resolve to, for typ
     from .model import Model
     from .models.onnx_export import to_onnx
     from .models.onnx_import import from_onnx
+    from .models.torch_io import from_torch
     from .models.zoo import zoo, zoo_names
     from .explain import OcclusionResult, occlusion
     from .tuning import DrilldownTuning, TauTuning, tune_drilldown, tune_tau
