@@ -42,6 +42,13 @@ class OcclusionResult:
 
     Attributes
     ----------
+    For a batch of images ``(N, C, H, W)`` (``batched`` true) every per-image field
+    gains a leading axis of length N: ``heatmap`` (N, positions_y, positions_x),
+    ``label`` and ``probability`` (N,), ``attribution`` (N, C, H, W), ``seconds`` and
+    ``macs`` (N,) per image, ``computed`` (N, positions_y, positions_x).
+
+    Attributes
+    ----------
     heatmap : ndarray (positions_y, positions_x)
         Target-class probability with the patch at ``(i*S_y, j*S_x)`` (the paper's map).
     label : int
@@ -67,6 +74,8 @@ class OcclusionResult:
     computed : ndarray of bool (positions_y, positions_x) or None
         With drill-down, the cells actually occluded (the others are
         interpolated bilinearly between the coarse positions).
+    batched : bool
+        Whether the fields hold a batch of images (a 4-D input).
     """
 
     heatmap: np.ndarray
@@ -82,17 +91,26 @@ class OcclusionResult:
     tau: float = 1.0
     coarse_stride: Optional[tuple] = None
     computed: Optional[np.ndarray] = None
+    batched: bool = False
 
     def to_dict(self):
-        """A JSON-ready summary (without the arrays)."""
-        summary = {"label": self.label, "probability": self.probability,
+        """A JSON-ready summary (without the arrays; per-image lists for a batch)."""
+        def plain(value):
+            return value.tolist() if isinstance(value, np.ndarray) else value
+
+        summary = {"label": plain(self.label), "probability": plain(self.probability),
                    "heatmap_shape": list(self.heatmap.shape),
-                   "positions": int(len(self.positions)), "seconds": self.seconds,
-                   "macs": self.macs, "mode": self.mode, "patch": list(self.patch),
+                   "positions": int(len(self.positions)), "seconds": plain(self.seconds),
+                   "macs": plain(self.macs), "mode": self.mode, "patch": list(self.patch),
                    "stride": list(self.stride), "tau": self.tau}
+        if self.batched:
+            summary["images"] = int(self.heatmap.shape[0])
         if self.coarse_stride is not None:
             summary["coarse_stride"] = list(self.coarse_stride)
-            summary["evaluated_positions"] = int(self.computed.sum())
+            computed = self.computed.reshape(len(self.computed), -1) if self.batched \
+                else self.computed.reshape(1, -1)
+            counts = [int(c) for c in computed.sum(axis=1)]
+            summary["evaluated_positions"] = counts if self.batched else counts[0]
         return summary
 
 
@@ -114,22 +132,24 @@ def captum_windows(size, window, stride):
 def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="incremental",
               batch_size=None, progress=False, device="cpu", tau=1.0, drilldown=False,
               r_drill=0.25, target_speedup=3.0, coarse_stride=None, freeze_context=False):
-    """Occlusion heatmap and attribution of one image.
+    """Occlusion heatmap and attribution of one image, or of a batch of images.
 
     Parameters
     ----------
     model : Model
         Any kryptonref model whose output is a vector of class scores; the heatmap
         applies a softmax unless the graph already ends in one.
-    image : ndarray (C, H, W)
-        The (normalised) input image.
+    image : ndarray (C, H, W) or (N, C, H, W)
+        The (normalised) input image, or a batch of them: the result's fields are
+        then stacked per image (:class:`OcclusionResult`, ``batched``).
     patch, stride : int or (int, int)
         Patch size and stride; heatmap positions ``p*S`` with ``p*S + w <= W``.
     fill : float, array (C,), array (C, h, w) or "mean"
         The occluding patch: a value, per-channel values, a full patch, or the
         per-channel mean of the image.
-    target : int, optional
-        Class to explain; the predicted class by default.
+    target : int or sequence of int, optional
+        Class to explain; the predicted class by default. For a batch, one class
+        for all images or one per image.
     mode : {"incremental", "full", "approximate"}
         Exact incremental inference, full re-inference per position, or
         approximate inference (``tau`` and/or ``drilldown``; ``docs/design.md``, Approximate inference).
@@ -170,6 +190,50 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a kryptonref Model, got {type(model).__name__}")
+    if isinstance(image, np.ndarray) and image.ndim == 4:
+        return _occlusion_batch(model, image, target, dict(
+            patch=patch, stride=stride, fill=fill, mode=mode, batch_size=batch_size,
+            progress=progress, device=device, tau=tau, drilldown=drilldown, r_drill=r_drill,
+            target_speedup=target_speedup, coarse_stride=coarse_stride,
+            freeze_context=freeze_context))
+    return _occlusion_one(model, image, patch, stride, fill, target, mode, batch_size, progress,
+                          device, tau, drilldown, r_drill, target_speedup, coarse_stride,
+                          freeze_context)
+
+
+def _occlusion_batch(model, images, target, settings):
+    """:func:`occlusion` of each image of ``images`` (N, C, H, W), stacked into one result."""
+    graph = model.graph
+    if tuple(images.shape[1:]) != tuple(graph.input_shape) or len(images) == 0:
+        raise ValueError(f"image must be an array of shape {graph.input_shape} (C, H, W) or a "
+                         f"batch (N, {', '.join(map(str, graph.input_shape))}), got "
+                         f"{images.shape}")
+    if len(graph.shapes[graph.output]) != 1:
+        raise ValueError(f"occlusion needs a model whose output is a vector of class scores; "
+                         f"{graph.output!r} has shape {graph.shapes[graph.output]}")
+    n_classes = graph.shapes[graph.output][0]
+    targets = validate.class_targets(target, len(images), n_classes)
+    results = [_occlusion_one(model, img, target=t, **settings)
+               for img, t in zip(images, targets)]
+    first = results[0]
+
+    def stacked(field, dtype=None):
+        values = [getattr(r, field) for r in results]
+        return None if values[0] is None else np.stack([np.asarray(v, dtype) for v in values])
+
+    return OcclusionResult(
+        heatmap=stacked("heatmap"), label=stacked("label", np.int64),
+        probability=stacked("probability", np.float64), attribution=stacked("attribution"),
+        positions=first.positions, seconds=stacked("seconds", np.float64),
+        macs=stacked("macs", np.int64), mode=first.mode, patch=first.patch,
+        stride=first.stride, tau=first.tau, coarse_stride=first.coarse_stride,
+        computed=stacked("computed"), batched=True)
+
+
+def _occlusion_one(model, image, patch, stride, fill, target, mode, batch_size, progress,
+                   device, tau, drilldown, r_drill, target_speedup, coarse_stride,
+                   freeze_context):
+    """:func:`occlusion` of one image (C, H, W)."""
     mode = validate.one_of(mode, MODES, "mode")
     tau = validate.tau(tau)
     if mode != "approximate" and (tau < 1.0 or drilldown or freeze_context):
@@ -180,7 +244,8 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
         raise ValueError(f"occlusion needs a model whose output is a vector of class scores; "
                          f"{graph.output!r} has shape {graph.shapes[graph.output]}")
     if not isinstance(image, np.ndarray) or image.ndim != 3:
-        raise ValueError(f"image must be an array of shape {graph.input_shape} (C, H, W)")
+        raise ValueError(f"image must be an array of shape {graph.input_shape} (C, H, W) or "
+                         f"a batch (N, {', '.join(map(str, graph.input_shape))})")
     patch_hw, stride_hw = validate.int_pair(patch, "patch"), validate.int_pair(stride, "stride")
     image_hw = graph.input_shape[1:]
     validate.patch_fits(patch_hw, image_hw)

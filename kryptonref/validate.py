@@ -13,7 +13,7 @@ import numpy as np
 
 __all__ = ["positive_int", "non_negative_int", "int_pair", "tau", "open_fraction",
            "unit_interval", "one_of", "dtype", "image_batch", "image", "patch_fits",
-           "positions", "fill_patch", "node_names", "drilldown_options", "SUPPORTED_DTYPES"]
+           "positions", "fill_patch", "class_targets", "node_names", "drilldown_options", "SUPPORTED_DTYPES"]
 
 #: The computation dtypes of models.
 SUPPORTED_DTYPES = (np.float32, np.float64)
@@ -198,6 +198,37 @@ def fill_patch(fill, channels, patch_hw, dtype_, image_=None):
     if not np.all(np.isfinite(arr)):
         raise ValueError("fill contains NaN or Inf values")
     return np.ascontiguousarray(arr, dtype=dtype_)
+
+
+def class_targets(target, count, n_classes, name="target"):
+    """One class index (or None: the predicted class) per image of a batch of ``count``.
+
+    ``target`` is None, one class index for every image, or a sequence (list, tuple,
+    1-D array) of ``count`` indices; each must lie in ``0..n_classes-1``.
+    """
+    if target is None:
+        return [None] * count
+    if isinstance(target, np.ndarray) and target.ndim == 0:
+        target = target[()]
+    if _is_int(target):
+        targets = [target] * count
+    elif isinstance(target, (list, tuple, np.ndarray)):
+        if isinstance(target, np.ndarray) and target.ndim != 1:
+            raise ValueError(f"{name} must be a class index or one per image, got an array "
+                             f"of shape {target.shape}")
+        targets = list(target)
+        if len(targets) != count:
+            raise ValueError(f"{name} has {len(targets)} entries for {count} images; give one "
+                             "class for all images or one per image")
+    else:
+        raise TypeError(f"{name} must be a class index or a sequence of them (one per image), "
+                        f"got {type(target).__name__}")
+    for index, value in enumerate(targets):
+        if not _is_int(value) or not 0 <= value < n_classes:
+            where = name if _is_int(target) else f"{name}[{index}]"
+            raise ValueError(f"{where} must be a class index in 0..{n_classes - 1}, "
+                             f"got {value!r}")
+    return [int(v) for v in targets]
 
 
 def node_names(nodes, graph, name="nodes"):

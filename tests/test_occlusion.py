@@ -136,3 +136,61 @@ def test_model_without_class_scores_is_rejected():
     g.add(kr.Conv2d(1, 2, 3))
     with pytest.raises(ValueError, match="vector of class scores"):
         kr.occlusion(kr.Model(g), np.zeros((1, 8, 8), np.float32), 2, 2)
+
+
+def test_a_batch_stacks_what_each_image_gives():
+    """A 4-D input: one result with per-image fields, equal to one call per image."""
+    graph = small_classifier(shape=(3, 12, 10))
+    model = kr.Model(graph, seed=3, dtype=np.float64)
+    images = np.stack([image_for(graph, seed=s) for s in range(3)])
+    batch = kr.occlusion(model, images, patch=4, stride=3, target=[1, 4, 0], batch_size=5)
+    assert batch.batched and batch.heatmap.shape[0] == 3
+    assert batch.attribution.shape == (3,) + graph.input_shape
+    assert batch.label.tolist() == [1, 4, 0] and batch.probability.shape == (3,)
+    assert batch.seconds.shape == (3,) and batch.macs.shape == (3,)
+    for i in range(3):
+        one = kr.occlusion(model, images[i], patch=4, stride=3, target=[1, 4, 0][i])
+        assert not one.batched
+        np.testing.assert_allclose(batch.heatmap[i], one.heatmap, rtol=1e-12)
+        np.testing.assert_allclose(batch.attribution[i], one.attribution, rtol=1e-12,
+                                   atol=1e-14)
+        assert batch.macs[i] == one.macs and batch.probability[i] == one.probability
+    summary = batch.to_dict()
+    assert summary["images"] == 3 and summary["label"] == [1, 4, 0]
+    same = kr.occlusion(model, images[:2], patch=4, stride=3, target=2)
+    assert same.label.tolist() == [2, 2]
+    predicted = kr.occlusion(model, images[:2], patch=4, stride=3)
+    for i in range(2):
+        assert predicted.label[i] == int(np.argmax(model.forward(images[i:i + 1])[0]))
+
+
+def test_a_batch_with_drilldown_stacks_the_computed_cells():
+    graph = small_classifier(shape=(3, 16, 16))
+    model = kr.Model(graph, seed=3)
+    images = np.stack([image_for(graph, seed=s, dtype=np.float32) for s in range(2)])
+    batch = kr.occlusion(model, images, patch=4, stride=2, mode="approximate", drilldown=True,
+                         coarse_stride=4)
+    assert batch.attribution is None and batch.computed.shape == (2,) + batch.heatmap.shape[1:]
+    assert len(batch.to_dict()["evaluated_positions"]) == 2
+
+
+@pytest.mark.parametrize("target,err,match", [
+    ([1, 2], ValueError, "target has 2 entries for 3 images"),
+    ([1, 2, 9], ValueError, r"target\[2\] must be a class index in 0\.\.4, got 9"),
+    (7, ValueError, r"target must be a class index in 0\.\.4, got 7"),
+    ("cat", TypeError, "target must be a class index or a sequence"),
+    (np.zeros((3, 1), int), ValueError, r"got an array of shape \(3, 1\)"),
+])
+def test_bad_batch_targets_are_refused_before_computing(target, err, match):
+    graph = small_classifier(shape=(3, 12, 10))
+    model = kr.Model(graph, seed=0)
+    images = np.zeros((3,) + graph.input_shape, np.float32)
+    with pytest.raises(err, match=match):
+        kr.occlusion(model, images, patch=4, stride=4, target=target)
+
+
+def test_a_batch_of_the_wrong_shape_is_refused():
+    graph = small_classifier(shape=(3, 12, 10))
+    model = kr.Model(graph, seed=0)
+    with pytest.raises(ValueError, match=r"or a batch \(N, 3, 12, 10\), got \(2, 3, 10, 12\)"):
+        kr.occlusion(model, np.zeros((2, 3, 10, 12), np.float32), patch=4, stride=4)

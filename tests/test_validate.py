@@ -103,3 +103,16 @@ def test_node_names_refuse_a_single_string(model):
     with pytest.raises(TypeError, match="sequence of node names, got the string 'conv'"):
         kr.incremental_inference(model, image(), [(0, 0)], 2, nodes="conv")
     assert validate.node_names(["conv"], model.graph) == ("conv",)
+
+
+def test_class_targets_forms():
+    assert validate.class_targets(None, 2, 5) == [None, None]
+    assert validate.class_targets(3, 2, 5) == [3, 3]
+    assert validate.class_targets(np.int64(1), 2, 5) == [1, 1]
+    assert validate.class_targets(np.array(4), 1, 5) == [4]
+    assert validate.class_targets([0, 4], 2, 5) == [0, 4]
+    assert validate.class_targets(np.array([2, 1]), 2, 5) == [2, 1]
+    with pytest.raises(ValueError, match=r"target\[1\] must be a class index"):
+        validate.class_targets([0, True], 2, 5)
+    with pytest.raises(ValueError, match="target must be a class index in 0..4, got -1"):
+        validate.class_targets(-1, 2, 5)
