@@ -425,7 +425,7 @@ def _compile_notice():
 
 
 def occlude(args):
-    """Occlusion heatmap of one image file (with --store: of many, :mod:`.cli_store`)."""
+    """Occlusion heatmaps of image files (with --store: of many, :mod:`.cli_store`)."""
     if args.store:
         ignored = [flag for flag, given in (("--mean", args.mean != IMAGENET_MEAN),
                                             ("--std", args.std != IMAGENET_STD),
@@ -436,15 +436,19 @@ def occlude(args):
         from .cli_store import occlude_many
         return occlude_many(args)
     from . import explain
-    from .images import load_image, to_display
+    from .images import load_image
 
+    paths = args.image if isinstance(args.image, list) else [args.image]
     model, model_name = _load_cli_model(args)
     labels = _read_labels(args.labels, model) if args.labels else None
     if args.out:
         _pyplot("--out")                  # before the computation, not after it
     _warn_random_weights(args)
     _, height, width = model.graph.input_shape
-    image = load_image(args.image, size=(height, width), mean=args.mean, std=args.std)
+    images = [load_image(path, size=(height, width), mean=args.mean, std=args.std)
+              for path in paths]
+    outs, saves = _occlude_outputs(paths, args.out, ".png"), _occlude_outputs(paths, args.save,
+                                                                              ".npy")
     approximate = {}
     if args.mode == "approximate":
         approximate = dict(tau=args.tau, drilldown=args.drilldown, r_drill=args.r_drill,
@@ -454,41 +458,104 @@ def occlude(args):
     if args.coarse_stride is not None and not args.drilldown:
         raise ValueError("--coarse-stride needs --drilldown")
     _compile_notice()
-    result = explain.occlusion(model, image.astype(model.dtype), patch=args.patch,
-                               stride=args.stride,
+    batch = np.stack([image.astype(model.dtype) for image in images])
+    result = explain.occlusion(model, batch, patch=args.patch, stride=args.stride,
                                fill=args.fill, target=args.target, mode=args.mode,
                                batch_size=args.batch_size,
                                progress=_show_progress(args.progress),
                                device=args.device, **approximate)
-    class_name = _class_name(result.label, labels)
-    if args.save:
-        _write_atomically(args.save, lambda path: np.save(path, result.heatmap), ".npy")
-    if args.out:
+    summaries = []
+    for i, path in enumerate(paths):
+        one = _one_result(result, i)
+        class_name = _class_name(one.label, labels)
+        _write_occlusion(one, images[i], args, model_name, class_name, outs[i], saves[i])
+        summary = one.to_dict()
+        if labels is not None:
+            summary["class_name"] = labels[one.label]
+        summary["model"] = model_name
+        summary["device"] = args.device
+        if len(paths) > 1:
+            summary["image"] = path
+        summaries.append(summary)
+        if not args.json:
+            _print_occlusion(one, model_name, class_name, outs[i], saves[i],
+                             path if len(paths) > 1 else None)
+    if args.json:
+        print(json.dumps(summaries[0] if len(paths) == 1 else
+                         {"model": model_name, "images": summaries}, indent=2))
+    return 0
+
+
+def _occlude_outputs(paths, target, suffix):
+    """Where ``occlude`` writes each image's file (``--out``/``--save``), checked before
+    computing: for several images ``target`` is an existing folder and each image gets
+    ``<stem><suffix>`` there; no output may be an input image or another image's output."""
+    from .files import check_writable, figure_format
+
+    if not target:
+        return [None] * len(paths)
+    if len(paths) == 1:
+        outputs = [target]
+    else:
+        if not os.path.isdir(target):
+            flag = "--out" if suffix == ".png" else "--save"
+            raise ValueError(f"with several images, {flag} must be an existing folder, got "
+                             f"{target!r}")
+        outputs = [os.path.join(target, os.path.splitext(os.path.basename(p))[0] + suffix)
+                   for p in paths]
+    inputs = {os.path.realpath(p): p for p in paths}
+    seen = {}
+    for path, output in zip(paths, outputs):
+        real = check_writable(output)
+        if suffix == ".png":
+            figure_format(output)
+        if real in inputs:
+            raise ValueError(f"refusing to overwrite the input image {inputs[real]!r} with "
+                             f"{'an overlay' if suffix == '.png' else 'a heatmap'}")
+        if real in seen:
+            raise ValueError(f"{seen[real]!r} and {path!r} would both be written to "
+                             f"{output!r}; give the images different names")
+        seen[real] = path
+    return outputs
+
+
+def _one_result(result, index):
+    """Image ``index`` of a batched :class:`~kryptonref.explain.OcclusionResult`."""
+    import dataclasses
+    fields = {name: getattr(result, name)[index]
+              for name in ("heatmap", "label", "probability", "attribution", "seconds", "macs",
+                           "computed") if getattr(result, name) is not None}
+    for name, kind in (("label", int), ("probability", float), ("seconds", float),
+                       ("macs", int)):
+        fields[name] = kind(fields[name])
+    return dataclasses.replace(result, batched=False, **fields)
+
+
+def _write_occlusion(result, image, args, model_name, class_name, out, save):
+    from .images import to_display
+    if save:
+        _write_atomically(save, lambda path: np.save(path, result.heatmap), ".npy")
+    if out:
         from .analysis.plots import save_overlay
         title = (f"{model_name}: {class_name} (p = {result.probability:.3f}), "
                  f"patch {result.patch[0]}, stride {result.stride[0]}")
         save_overlay(to_display(image, mean=args.mean, std=args.std), result.heatmap,
-                     args.out, result.patch, result.stride, title=title,
+                     out, result.patch, result.stride, title=title,
                      score=result.probability, score_name=f"probability of {class_name}")
-    summary = result.to_dict()
-    if labels is not None:
-        summary["class_name"] = labels[result.label]
-    summary["model"] = model_name
-    summary["device"] = args.device
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"{model_name}: {class_name}, probability {result.probability:.4f}")
-        print(f"{len(result.positions)} positions ({result.heatmap.shape[0]} x "
-              f"{result.heatmap.shape[1]}), mode {result.mode}: {result.seconds:.2f} s, "
-              f"{result.macs / 1e9:.2f} G MACs")
-        low = np.unravel_index(np.argmin(result.heatmap), result.heatmap.shape)
-        print(f"largest drop at position {tuple(int(v) for v in result.positions[np.argmin(result.heatmap)])}"
-              f" (cell {tuple(int(v) for v in low)}): probability {result.heatmap.min():.4f}")
-        for label, path in (("heatmap", args.save), ("overlay", args.out)):
-            if path:
-                print(f"{label} written to {path}")
-    return 0
+
+
+def _print_occlusion(result, model_name, class_name, out, save, image_path=None):
+    where = f"{image_path}: " if image_path else ""
+    print(f"{where}{model_name}: {class_name}, probability {result.probability:.4f}")
+    print(f"{len(result.positions)} positions ({result.heatmap.shape[0]} x "
+          f"{result.heatmap.shape[1]}), mode {result.mode}: {result.seconds:.2f} s, "
+          f"{result.macs / 1e9:.2f} G MACs")
+    low = np.unravel_index(np.argmin(result.heatmap), result.heatmap.shape)
+    print(f"largest drop at position {tuple(int(v) for v in result.positions[np.argmin(result.heatmap)])}"
+          f" (cell {tuple(int(v) for v in low)}): probability {result.heatmap.min():.4f}")
+    for label, path in (("heatmap", save), ("overlay", out)):
+        if path:
+            print(f"{label} written to {path}")
 
 
 def _tune_images(source, count, model):
@@ -647,8 +714,9 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=analyze)
 
-    p = sub.add_parser("occlude", help="occlusion heatmap of an image (PNG/JPEG)")
-    p.add_argument("image", help="PNG or JPEG file")
+    p = sub.add_parser("occlude", help="occlusion heatmaps of images (PNG/JPEG)")
+    p.add_argument("image", nargs="+",
+                   help="PNG or JPEG file(s); with several, --out and --save name folders")
     p.add_argument("--model", help="a zoo model (see `kryptonref models`)")
     p.add_argument("--weights", help="weights .npz for --model, or 'pretrained'")
     p.add_argument("--onnx", metavar="PATH", help="an ONNX model instead of --model")
@@ -675,8 +743,12 @@ def main(argv=None):
                    help="approximate: projective-field threshold in (0, 1] (default 1)")
     _add_drilldown_arguments(p, "approximate: adaptive drill-down (coarse stride, then refine)")
     p.add_argument("--batch-size", type=int, default=None, help="positions per batch (64; 16 with --mode full)")
-    p.add_argument("--out", metavar="overlay.png", help="write the heatmap over the image")
-    p.add_argument("--save", metavar="heatmap.npy", help="write the raw heatmap")
+    p.add_argument("--out", metavar="overlay.png",
+                   help="write the heatmap over the image (several images: an existing "
+                        "folder, one <stem>.png each)")
+    p.add_argument("--save", metavar="heatmap.npy",
+                   help="write the raw heatmap (several images: an existing folder, one "
+                        "<stem>.npy each)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when tqdm is installed and stderr is a terminal)")

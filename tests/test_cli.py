@@ -139,3 +139,61 @@ def test_version_and_a_help_that_lists_every_command(capsys):
     for command in ("demo", "models", "analyze", "occlude", "show", "tune"):
         assert re.search(rf"^\s+{command}\s+\S", text, re.M), command
     assert "``" not in text
+
+
+def _two_images(tmp_path):
+    require("PIL", "image")
+    from kryptonref.images import sample_image_path
+    folder = tmp_path / "in"
+    folder.mkdir()
+    paths = []
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(open(sample_image_path(), "rb").read())
+        paths.append(str(folder / name))
+    return paths
+
+
+def test_occlude_several_images_writes_one_overlay_each(capsys, tmp_path):
+    require("matplotlib", "plot")
+    paths = _two_images(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, stdout, err = run(capsys, "occlude", *paths, "--model", "demo_vgg", "--weights",
+                            "pretrained", "--patch", "32", "--stride", "32", "--out", str(out),
+                            "--save", str(out), "--json", "--no-progress", "--target", "1")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert [s["image"] for s in summary["images"]] == paths
+    assert all(s["label"] == 1 for s in summary["images"])
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy", "a.png", "b.npy", "b.png"]
+    import numpy as np
+    single = tmp_path / "single.npy"
+    code, _, _ = run(capsys, "occlude", paths[1], "--model", "demo_vgg", "--weights",
+                     "pretrained", "--patch", "32", "--stride", "32", "--save", str(single),
+                     "--no-progress", "--target", "1")
+    assert code == 0
+    np.testing.assert_allclose(np.load(out / "b.npy"), np.load(single), rtol=1e-6)
+
+
+def test_occlude_several_images_refuses_bad_outputs_before_computing(capsys, tmp_path,
+                                                                      monkeypatch):
+    import kryptonref.explain as explain
+    paths = _two_images(tmp_path)
+    monkeypatch.setattr(explain, "occlusion", lambda *a, **k: pytest.fail("computed"))
+    common = ["--model", "demo_vgg", "--patch", "32", "--stride", "32"]
+    code, _, err = run(capsys, "occlude", *paths, *common, "--out", str(tmp_path / "o.png"))
+    assert code == 1 and _one_line(err) and "--out must be an existing folder" in err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.png").write_bytes(open(paths[0], "rb").read())
+    code, _, err = run(capsys, "occlude", paths[1], str(other / "a.png"), *common, "--out",
+                       str(other))
+    assert code == 1 and _one_line(err) and "refusing to overwrite the input image" in err
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    (twin / "a.png").write_bytes(open(paths[0], "rb").read())
+    code, _, err = run(capsys, "occlude", paths[0], str(twin / "a.png"), *common, "--out",
+                       str(tmp_path))
+    assert code == 1 and _one_line(err) and "would both be written to" in err
+    code, _, err = run(capsys, "occlude", paths[0], *common, "--out", paths[0])
+    assert code == 1 and "refusing to overwrite the input image" in err
