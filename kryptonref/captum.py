@@ -114,7 +114,7 @@ class Occlusion:
         -------
         torch.Tensor or ndarray (N, C, H, W)
             The type given: a tensor on the input's device with its dtype, or an
-            array of the input's dtype.
+            array of the input's dtype (in a tuple of one if ``inputs`` was one).
         """
         if additional_forward_args is not None:
             raise ValueError("additional_forward_args is not supported: kryptonref models take "
@@ -174,12 +174,14 @@ def _module_is_float64(module):
 
 def _images(inputs):
     """``inputs`` as an (N, C, H, W) float array, and a function giving the result back
-    in the input's type (a tensor on its device with its dtype, or an array)."""
+    in the input's type (a tensor on its device with its dtype, or an array; a tuple of
+    one for a tuple of one, as Captum)."""
     if isinstance(inputs, tuple):
         if len(inputs) != 1:
             raise ValueError(f"inputs holds {len(inputs)} tensors; kryptonref models take one "
                              "image batch (N, C, H, W)")
-        inputs = inputs[0]
+        x, restore = _images(inputs[0])
+        return x, lambda result: (restore(result),)
     if _is_tensor(inputs):
         torch = _torch()
         if not inputs.is_floating_point():

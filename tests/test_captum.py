@@ -61,6 +61,9 @@ def test_equals_captum_with_tensor_baselines_and_targets():
     kwargs = dict(sliding_window_shapes=((3, 3, 3),), strides=2, baselines=baselines,
                   target=torch.tensor([2, 0, 3]))
     assert_close(Occlusion(module).attribute(x, **kwargs), captum(module, x, **kwargs))
+    ours, = Occlusion(module).attribute((x,), **kwargs)              # Captum's tuple form
+    theirs, = captum(module, (x,), **kwargs)
+    assert_close(ours, theirs)
     per_image = torch.tensor([[0.1, 0.2, 0.3], [0.0, 0.0, 0.0], [-0.5, 1, 2]],
                              dtype=torch.float64)[:, :, None, None]
     kwargs.update(baselines=per_image, strides=(3, 3, 3))
