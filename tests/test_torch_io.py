@@ -101,3 +101,11 @@ def test_importing_kryptonref_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"
+
+
+def test_scripted_and_traced_modules():
+    x = np.random.default_rng(3).standard_normal((2,) + SHAPE).astype(np.float32)
+    for module in (torch.jit.script(torch_models.residual()),
+                   torch.jit.trace(torch_models.chain(), torch.zeros((1,) + SHAPE))):
+        model = kr.from_torch(module, SHAPE)
+        np.testing.assert_allclose(model.forward(x), _outputs(module, x), rtol=1e-4, atol=1e-5)

@@ -113,8 +113,11 @@ def _check_module(torch, module):
             f"the module ({type(m).__name__})"
         raise ValueError(f"from_torch: {where} is in training mode (batch norm and dropout "
                          "behave differently there); call module.eval() first")
-    required = [p for p in inspect.signature(module.forward).parameters.values()
-                if p.default is p.empty
+    try:
+        parameters = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):   # a compiled forward without a signature
+        parameters = []
+    required = [p for p in parameters if p.default is p.empty
                 and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if len(required) > 1:
         raise ValueError(f"from_torch: {type(module).__name__}.forward takes several inputs "
