@@ -103,6 +103,7 @@ def test_importing_kryptonref_does_not_import_torch():
     assert out.strip() == "False"
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")   # the test's own jit calls
 def test_scripted_and_traced_modules():
     x = np.random.default_rng(3).standard_normal((2,) + SHAPE).astype(np.float32)
     for module in (torch.jit.script(torch_models.residual()),
