@@ -180,7 +180,8 @@ def test_occlude_several_images_refuses_bad_outputs_before_computing(capsys, tmp
     import kryptonref.explain as explain
     paths = _two_images(tmp_path)
     monkeypatch.setattr(explain, "occlusion", lambda *a, **k: pytest.fail("computed"))
-    common = ["--model", "demo_vgg", "--patch", "32", "--stride", "32"]
+    common = ["--model", "demo_vgg", "--weights", "pretrained", "--patch", "32", "--stride",
+              "32"]
     code, _, err = run(capsys, "occlude", *paths, *common, "--out", str(tmp_path / "o.png"))
     assert code == 1 and _one_line(err) and "--out must be an existing folder" in err
     other = tmp_path / "other"
