@@ -443,7 +443,6 @@ def occlude(args):
     labels = _read_labels(args.labels, model) if args.labels else None
     if args.out:
         _pyplot("--out")                  # before the computation, not after it
-    _warn_random_weights(args)
     _, height, width = model.graph.input_shape
     images = [load_image(path, size=(height, width), mean=args.mean, std=args.std)
               for path in paths]
@@ -457,6 +456,7 @@ def occlude(args):
         raise ValueError("--tau and --drilldown need --mode approximate")
     if args.coarse_stride is not None and not args.drilldown:
         raise ValueError("--coarse-stride needs --drilldown")
+    _warn_random_weights(args)            # after every check of the user's input
     _compile_notice()
     batch = np.stack([image.astype(model.dtype) for image in images])
     result = explain.occlusion(model, batch, patch=args.patch, stride=args.stride,
