@@ -28,7 +28,7 @@ the ``kryptonref`` command can set what must precede NumPy
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -93,11 +93,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - what the names above resolve to, for type checkers
+    from typing import Any
+
     # ``X as X``: re-exported explicitly (the package is checked with no_implicit_reexport).
     from . import (analysis as analysis, backends as backends, datasets as datasets,
                    engine as engine, geometry as geometry, images as images,
                    layers as layers, models as models)
     from . import runtime as runtime, schedule as schedule, validate as validate
+    from . import explain as explain
     from .analysis.cost import SpeedupReport as SpeedupReport, speedup as speedup
     from .engine import (IncrementalResult as IncrementalResult, Occluder as Occluder,
                          incremental_inference as incremental_inference,
