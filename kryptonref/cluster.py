@@ -145,7 +145,10 @@ def local_cluster(workers: int | None = None, threads: int | None = None, device
                                                processes=True, env=layout[0]["env"], **options)
         client: Client = distributed.Client(cluster)
     _spawn_without_touching_environ(cluster)
-    client._kryptonref_threads = int(layout[0]["env"]["NUMBA_NUM_THREADS"])  # type: ignore[attr-defined, unused-ignore]
+    # An attribute of kryptonref's own on the Client (unused-ignore: without distributed
+    # installed, Client is Any and the ignore is not needed).
+    client._kryptonref_threads = int(  # type: ignore[attr-defined,unused-ignore]
+        layout[0]["env"]["NUMBA_NUM_THREADS"])
     return client
 
 
@@ -179,8 +182,9 @@ def release(client: Client, model: Model | None = None) -> list[str]:
 
 def _registered(client: Client) -> list[str]:
     """The names of kryptonref's model plugins the scheduler holds."""
-    def names(dask_scheduler: Any = None) -> list[str]:   # a closure: sent by value, the scheduler need not
-        return [n for n in dask_scheduler.worker_plugins   # import kryptonref
+    # a closure: sent by value, the scheduler need not import kryptonref
+    def names(dask_scheduler: Any = None) -> list[str]:
+        return [n for n in dask_scheduler.worker_plugins
                 if n.startswith("kryptonref-model-")]
     return cast("list[str]", client.run_on_scheduler(names))
 
