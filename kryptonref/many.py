@@ -192,9 +192,7 @@ _LIMITED: dict[str, int] = {}
 def _limit_threads(threads: int) -> None:
     """Numba's and (with threadpoolctl) BLAS's threads in this worker process."""
     import numba
-    # numba.config sets NUMBA_NUM_THREADS at import, unseen by numba's type information.
-    numba.set_num_threads(max(1, min(
-        threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined,unused-ignore]
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     if _LIMITED.get("blas") == threads:   # threadpoolctl scans the loaded libraries: once
         return
     _LIMITED["blas"] = threads
