@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -96,7 +96,8 @@ def _to_rgb_float(image: Any) -> npt.NDArray[np.float32]:
         # Alpha (or a transparent colour / palette entries) is composited over white.
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255.0
         alpha = rgba[..., 3:]
-        return (rgba[..., :3] * alpha + (1.0 - alpha)).astype(np.float32)
+        return cast("npt.NDArray[np.float32]",
+                    (rgba[..., :3] * alpha + (1.0 - alpha)).astype(np.float32))
     if mode != "RGB":
         image = image.convert("RGB")        # "1", "L", "P", "CMYK", "YCbCr", "LAB", "HSV"
     return (np.asarray(image, dtype=np.float32) / np.float32(255.0))

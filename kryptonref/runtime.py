@@ -74,7 +74,7 @@ class Settings:
 
 _OVERRIDES: dict[str, Any] = {}   # str for threading_layer, bool for the others
 _STATE = {"layer_applied": False}
-_LOCK = threading.RLock()
+_LOCK: contextlib.AbstractContextManager[object] = threading.RLock()
 
 
 def _flag(name: str, default: bool) -> bool:

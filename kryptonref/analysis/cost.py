@@ -234,7 +234,7 @@ def _first_whole(graph: Graph, whole_batch: Plan) -> str | None:
     whole = [n for n in graph.order if whole_batch.nodes[n].state == WHOLE]
     maps: list[str | None] = [n for n in whole if len(graph.shapes[n]) == 3 and
                               graph.shapes[n][1] * graph.shapes[n][2] > 1]
-    return (maps or whole or [None])[0]
+    return (maps or whole or cast("list[str | None]", [None]))[0]
 
 
 def _centre_index(pos: npt.NDArray[np.integer[Any]], patch_hw: tuple[int, int],
