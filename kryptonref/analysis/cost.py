@@ -91,7 +91,7 @@ class SpeedupReport:
     """
 
     model: str
-    image_size: tuple[int, int]
+    image_size: tuple[int, ...]
     patch: tuple[int, int]
     stride: tuple[int, int] | None
     tau: float
