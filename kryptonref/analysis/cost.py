@@ -255,7 +255,7 @@ def _incremental_macs(graph: Graph, pos: npt.NDArray[np.integer[Any]], patch_hw:
     each position charged its share of its batch (:func:`schedule.executed_macs`).
     """
     if mode == "paper":
-        return cast("dict[str, npt.NDArray[np.int64]]", paper_macs(graph, whole_batch))
+        return paper_macs(graph, whole_batch)
     order = batch_order(graph, pos, patch_hw, tau, freeze_context)
     return cast("dict[str, npt.NDArray[np.int64]]", run_in_order(
         order, batch_size, lambda batch: executed_macs(
