@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["atomic_write", "check_writable", "destination", "figure_format"]
 
