@@ -81,7 +81,7 @@ _MODULES = ("geometry", "images", "layers", "models", "analysis", "schedule", "e
 __all__ = sorted(_EXPORTS) + ["geometry", "images", "runtime", "__version__"]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     elif name in _MODULES:
@@ -92,29 +92,47 @@ def __getattr__(name):
     return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS) | set(_MODULES))
 
 
 if TYPE_CHECKING:  # pragma: no cover - what the names above resolve to, for type checkers
-    from . import analysis, backends, datasets, engine, geometry, images, layers, models
-    from . import runtime, schedule, validate
-    from .analysis.cost import SpeedupReport, speedup
-    from .engine import IncrementalResult, Occluder, incremental_inference, patch_positions
-    from .graph import Graph, Node
-    from .layers import (Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Concat, Conv2d,
-                         Dropout, Flatten, GlobalAvgPool2d, LeakyReLU, Linear, MaxPool2d, ReLU,
-                         ReLU6, Softmax, Mul, Sigmoid, HardSigmoid, HardSwish, SiLU, GELU,
-                         ELU, Tanh, Softplus, Mish, Erf, Clip, Power, PReLU, Arithmetic,
-                         LayerNorm2d, ChannelLinear, ChannelSlice, ChannelShuffle, TensorOp)
-    from .model import Model
-    from .models.onnx_export import to_onnx
-    from .models.onnx_import import from_onnx
-    from .models.torch_io import from_torch
-    from .models.zoo import zoo, zoo_names
-    from .explain import OcclusionResult, occlusion
-    from .tuning import DrilldownTuning, TauTuning, tune_drilldown, tune_tau
-    from . import cluster, many, store
-    from .cluster import local_cluster
-    from .many import ManySummary, explain_many
-    from .store import load_result, store_info
+    from typing import Any
+
+    # ``X as X``: re-exported explicitly (the package is checked with no_implicit_reexport).
+    from . import (analysis as analysis, backends as backends, datasets as datasets,
+                   engine as engine, geometry as geometry, images as images,
+                   layers as layers, models as models)
+    from . import runtime as runtime, schedule as schedule, validate as validate
+    from . import explain as explain
+    from . import captum as captum
+    from .analysis.cost import SpeedupReport as SpeedupReport, speedup as speedup
+    from .engine import (IncrementalResult as IncrementalResult, Occluder as Occluder,
+                         incremental_inference as incremental_inference,
+                         patch_positions as patch_positions)
+    from .graph import Graph as Graph, Node as Node
+    from .layers import (Add as Add, AdaptiveAvgPool2d as AdaptiveAvgPool2d,
+                         AvgPool2d as AvgPool2d, BatchNorm2d as BatchNorm2d,
+                         Concat as Concat, Conv2d as Conv2d, Dropout as Dropout,
+                         Flatten as Flatten, GlobalAvgPool2d as GlobalAvgPool2d,
+                         LeakyReLU as LeakyReLU, Linear as Linear, MaxPool2d as MaxPool2d,
+                         ReLU as ReLU, ReLU6 as ReLU6, Softmax as Softmax, Mul as Mul,
+                         Sigmoid as Sigmoid, HardSigmoid as HardSigmoid,
+                         HardSwish as HardSwish, SiLU as SiLU, GELU as GELU, ELU as ELU,
+                         Tanh as Tanh, Softplus as Softplus, Mish as Mish, Erf as Erf,
+                         Clip as Clip, Power as Power, PReLU as PReLU,
+                         Arithmetic as Arithmetic, LayerNorm2d as LayerNorm2d,
+                         ChannelLinear as ChannelLinear, ChannelSlice as ChannelSlice,
+                         ChannelShuffle as ChannelShuffle, TensorOp as TensorOp)
+    from .model import Model as Model
+    from .models.onnx_export import to_onnx as to_onnx
+    from .models.onnx_import import from_onnx as from_onnx
+    from .models.torch_io import from_torch as from_torch
+    from .models.zoo import zoo as zoo, zoo_names as zoo_names
+    from .explain import OcclusionResult as OcclusionResult, occlusion as occlusion
+    from .tuning import (DrilldownTuning as DrilldownTuning, TauTuning as TauTuning,
+                         tune_drilldown as tune_drilldown, tune_tau as tune_tau)
+    from . import cluster as cluster, many as many, store as store
+    from .cluster import local_cluster as local_cluster
+    from .many import ManySummary as ManySummary, explain_many as explain_many
+    from .store import load_result as load_result, store_info as store_info

@@ -18,7 +18,7 @@ class ModelPlugin(WorkerPlugin):
 
     idempotent = True
 
-    def __init__(self, key, payload):
+    def __init__(self, key: str, payload: bytes) -> None:
         self.key = key
         self.payload = payload
 

@@ -9,8 +9,15 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 from . import validate
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from .model import Model
 
 __all__ = ["cluster_layout", "usable_cores", "local_cluster", "release", "plugin_name",
            "preserved_environ", "DEFAULT_THREADS", "THREAD_VARIABLES"]
@@ -22,7 +29,7 @@ THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREAD
                     "MKL_NUM_THREADS")
 
 
-def distributed_module():
+def distributed_module() -> Any:
     """``distributed``, or ImportError naming the extra."""
     try:
         import distributed
@@ -32,12 +39,14 @@ def distributed_module():
     return distributed
 
 
-def plugin_name(key):
+def plugin_name(key: str) -> str:
     """The worker plugin's name for a model digest."""
     return f"kryptonref-model-{key}"
 
 
-def cluster_layout(device="cpu", workers=None, threads=None, cores=None, gpus=None):
+def cluster_layout(device: str = "cpu", workers: int | None = None, threads: int | None = None,
+                   cores: int | None = None,
+                   gpus: list[str] | None = None) -> list[dict[str, Any]]:
     """The worker processes a local cluster starts: a list of ``{"env": ..., "nthreads": 1}``.
 
     ``device="cpu"``: ``workers`` processes (default ``cores // threads``, ``cores``
@@ -64,7 +73,7 @@ def cluster_layout(device="cpu", workers=None, threads=None, cores=None, gpus=No
     return [{"env": dict(base), "nthreads": 1} for _ in range(workers)]
 
 
-def usable_cores():
+def usable_cores() -> int:
     """The cores this process may run on (its affinity mask, e.g. under ``taskset`` or a
     container's cpuset), else ``os.cpu_count()``."""
     try:
@@ -73,7 +82,7 @@ def usable_cores():
         return os.cpu_count() or 1
 
 
-def _visible_gpus():
+def _visible_gpus() -> list[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [v.strip() for v in visible.split(",") if v.strip()]
@@ -85,7 +94,7 @@ def _visible_gpus():
 
 
 @contextlib.contextmanager
-def preserved_environ():
+def preserved_environ() -> Iterator[None]:
     """Restore ``os.environ`` on exit: Dask's nanny writes its pre-spawn variables into the
     process that starts workers."""
     saved = dict(os.environ)
@@ -99,7 +108,8 @@ def preserved_environ():
                 os.environ[name] = value
 
 
-def local_cluster(workers=None, threads=None, device="cpu", **kwargs):
+def local_cluster(workers: int | None = None, threads: int | None = None, device: str = "cpu",
+                  **kwargs: Any) -> Client:
     """A ``dask.distributed.Client`` on a new local cluster laid out by :func:`cluster_layout`.
 
     Worker processes run one image at a time (one Dask thread each) with ``threads``
@@ -133,13 +143,16 @@ def local_cluster(workers=None, threads=None, device="cpu", **kwargs):
         else:
             cluster = distributed.LocalCluster(n_workers=len(layout), threads_per_worker=1,
                                                processes=True, env=layout[0]["env"], **options)
-        client = distributed.Client(cluster)
+        client: Client = distributed.Client(cluster)
     _spawn_without_touching_environ(cluster)
-    client._kryptonref_threads = int(layout[0]["env"]["NUMBA_NUM_THREADS"])
+    # An attribute of kryptonref's own on the Client (unused-ignore: without distributed
+    # installed, Client is Any and the ignore is not needed).
+    client._kryptonref_threads = int(  # type: ignore[attr-defined,unused-ignore]
+        layout[0]["env"]["NUMBA_NUM_THREADS"])
     return client
 
 
-def _spawn_without_touching_environ(cluster):
+def _spawn_without_touching_environ(cluster: object) -> None:
     """Stop the cluster's nannies, which live in this process, from writing their
     pre-spawn variables into ``os.environ`` when they restart a worker (a killed one, say):
     a changed ``NUMBA_NUM_THREADS`` makes Numba refuse every later compilation here. A
@@ -148,12 +161,12 @@ def _spawn_without_touching_environ(cluster):
     for nanny in getattr(cluster, "workers", {}).values():
         if isinstance(getattr(nanny, "pre_spawn_env", None), dict):
             nanny.pre_spawn_env = {}
-        process = getattr(nanny, "process", None)
+        process: Any = getattr(nanny, "process", None)
         if isinstance(getattr(process, "pre_spawn_env", None), dict):
             process.pre_spawn_env = {}
 
 
-def release(client, model=None):
+def release(client: Client, model: Model | None = None) -> list[str]:
     """Remove kryptonref's model plugins (of ``model``, or all) from a cluster's workers.
 
     Returns the names removed.
@@ -167,15 +180,16 @@ def release(client, model=None):
     return names
 
 
-def _registered(client):
+def _registered(client: Client) -> list[str]:
     """The names of kryptonref's model plugins the scheduler holds."""
-    def names(dask_scheduler=None):   # a closure: sent by value, the scheduler need not
-        return [n for n in dask_scheduler.worker_plugins   # import kryptonref
+    # a closure: sent by value, the scheduler need not import kryptonref
+    def names(dask_scheduler: Any = None) -> list[str]:
+        return [n for n in dask_scheduler.worker_plugins
                 if n.startswith("kryptonref-model-")]
-    return client.run_on_scheduler(names)
+    return cast("list[str]", client.run_on_scheduler(names))
 
 
-def _deliver(client, key, model):
+def _deliver(client: Client, key: str, model: Model) -> bool:
     """Register the model's plugin unless the scheduler has it already (once per cluster).
 
     Returns whether it was sent.

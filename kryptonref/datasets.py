@@ -31,8 +31,10 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["ShapesData", "shapes", "CLASS_NAMES", "MEAN", "STD", "normalize", "denormalize"]
 
@@ -76,41 +78,41 @@ class ShapesData:
         The arguments the batch was drawn with (sample ``k`` is index ``start + k``).
     """
 
-    images: np.ndarray
-    labels: np.ndarray
-    masks: np.ndarray
-    boxes: np.ndarray
-    class_names: tuple
+    images: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.int64]
+    masks: npt.NDArray[np.bool_]
+    boxes: npt.NDArray[np.int64]
+    class_names: tuple[str, ...]
     seed: int = 0
     start: int = 0
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.labels)
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         """Number of classes."""
         return len(self.class_names)
 
-    def pixels(self):
+    def pixels(self) -> npt.NDArray[np.float32]:
         """The images as pixel values in [0, 1], ``(N, H, W, 3)`` float32 (for plotting)."""
         return denormalize(self.images)
 
 
-def normalize(pixels):
+def normalize(pixels: npt.ArrayLike) -> npt.NDArray[np.float32]:
     """``(pixels - MEAN) / STD`` per channel for ``(..., 3, H, W)`` pixel values in [0, 1]."""
     pixels = np.asarray(pixels, dtype=np.float32)
     return (pixels - MEAN[:, None, None]) / STD[:, None, None]
 
 
-def denormalize(images):
+def denormalize(images: npt.ArrayLike) -> npt.NDArray[np.float32]:
     """Pixel values ``(..., H, W, 3)`` in [0, 1] of normalised ``(..., 3, H, W)`` images."""
     images = np.asarray(images, dtype=np.float32)
     pixels = images * STD[:, None, None] + MEAN[:, None, None]
-    return np.clip(np.moveaxis(pixels, -3, -1), 0.0, 1.0)
+    return cast("npt.NDArray[np.float32]", np.clip(np.moveaxis(pixels, -3, -1), 0.0, 1.0))
 
 
-def _check_int(value, what, minimum):
+def _check_int(value: object, what: str, minimum: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{what} must be an integer, got {value!r}")
     if value < minimum:
@@ -118,7 +120,7 @@ def _check_int(value, what, minimum):
     return int(value)
 
 
-def shapes(n, image_size=224, seed=0, start=0):
+def shapes(n: int, image_size: int = 224, seed: int = 0, start: int = 0) -> ShapesData:
     """Draw ``n`` labelled images of one shape each on a cluttered, textured background.
 
     Parameters
@@ -188,7 +190,7 @@ def shapes(n, image_size=224, seed=0, start=0):
 class _Grid:
     """Per-size constants: pixel coordinates and the upsampling matrices."""
 
-    def __init__(self, size):
+    def __init__(self, size: int) -> None:
         self.size = size
         self.coords = np.arange(size, dtype=np.float32)
         self.fine_cells = max(4, size // 8)
@@ -196,7 +198,7 @@ class _Grid:
         self.up_fine = _upsample_matrix(self.fine_cells, size)
 
 
-def _upsample_matrix(cells, size):
+def _upsample_matrix(cells: int, size: int) -> npt.NDArray[np.float32]:
     """``(size, cells)`` bilinear interpolation matrix from a ``cells`` grid to ``size`` pixels."""
     pos = (np.arange(size) + 0.5) * cells / size - 0.5
     pos = np.clip(pos, 0, cells - 1)
@@ -209,7 +211,8 @@ def _upsample_matrix(cells, size):
     return mat
 
 
-def _draw_sample(rng, grid, image, mask):
+def _draw_sample(rng: np.random.Generator, grid: _Grid, image: npt.NDArray[np.float32],
+                 mask: npt.NDArray[np.bool_]) -> int:
     """Draw one sample into ``image`` (3, S, S) (pixels in [0, 1]) and ``mask``; return the label."""
     size = grid.size
     # 1. background
@@ -257,18 +260,19 @@ def _draw_sample(rng, grid, image, mask):
     return label
 
 
-def _shape_mask(label, dy, dx, radius, angle, detail):
+def _shape_mask(label: int, dy: npt.NDArray[np.float32], dx: npt.NDArray[np.float32],
+                radius: float, angle: float, detail: float) -> npt.NDArray[np.bool_]:
     """Boolean mask of class ``label`` on the offsets ``dy`` (h, 1), ``dx`` (1, w)."""
     c, s = np.float32(np.cos(angle)), np.float32(np.sin(angle))
     u = dx * c + dy * s
     v = -dx * s + dy * c
     name = CLASS_NAMES[label]
     if name == "circle":
-        return u * u + v * v <= radius ** 2
+        return cast("npt.NDArray[np.bool_]", u * u + v * v <= radius ** 2)
     if name == "ring":
         r2 = u * u + v * v
         inner = radius * (0.45 + 0.2 * detail)
-        return (r2 <= radius ** 2) & (r2 >= inner ** 2)
+        return cast("npt.NDArray[np.bool_]", (r2 <= radius ** 2) & (r2 >= inner ** 2))
     if name == "square":
         half = radius * (0.62 + 0.08 * detail)
         return (np.abs(u) <= half) & (np.abs(v) <= half)
@@ -286,7 +290,7 @@ def _shape_mask(label, dy, dx, radius, angle, detail):
     return ((au <= arm) & (av <= length)) | ((av <= arm) & (au <= length))
 
 
-def _window(grid, cy, cx, reach):
+def _window(grid: _Grid, cy: float, cx: float, reach: float) -> tuple[int, int, int, int]:
     """Clipped slice bounds of a square window of half-size ``reach`` around (cy, cx)."""
     size = grid.size
     lo, hi = max(int(cy - reach), 0), min(int(cy + reach) + 2, size)
@@ -294,14 +298,16 @@ def _window(grid, cy, cx, reach):
     return lo, hi, left, right
 
 
-def _offsets(grid, bounds, cy, cx):
+def _offsets(grid: _Grid, bounds: tuple[int, int, int, int], cy: float,
+             cx: float) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Row and column offsets ``(H, 1)``, ``(1, W)`` of a window's pixels from (cy, cx)."""
     lo, hi, left, right = bounds
     return (grid.coords[lo:hi, None] - np.float32(cy),
             grid.coords[None, left:right] - np.float32(cx))
 
 
-def _blend(rng, image, bounds, alpha):
+def _blend(rng: np.random.Generator, image: npt.NDArray[np.float32],
+           bounds: tuple[int, int, int, int], alpha: npt.NDArray[np.floating[Any]]) -> None:
     """Blend a random colour into ``image`` over a window, with opacity ``alpha``."""
     lo, hi, left, right = bounds
     colour = rng.uniform(0, 1, size=3).astype(np.float32)
@@ -309,7 +315,7 @@ def _blend(rng, image, bounds, alpha):
     window += alpha[None] * (colour[:, None, None] - window)
 
 
-def _draw_line(rng, grid, image):
+def _draw_line(rng: np.random.Generator, grid: _Grid, image: npt.NDArray[np.float32]) -> None:
     """A line segment 1-3 px wide in a random colour, blended in."""
     size = grid.size
     length = size * rng.uniform(0.08, 0.5)
@@ -330,7 +336,7 @@ def _draw_line(rng, grid, image):
     _blend(rng, image, (top, bottom, left, right), alpha)
 
 
-def _draw_blob(rng, grid, image):
+def _draw_blob(rng: np.random.Generator, grid: _Grid, image: npt.NDArray[np.float32]) -> None:
     """A small soft Gaussian blob in a random colour (no hard edge: not a disc)."""
     size = grid.size
     sigma = size * rng.uniform(0.01, 0.025)
@@ -345,7 +351,7 @@ def _draw_blob(rng, grid, image):
     _blend(rng, image, (lo, hi, left, right), alpha)
 
 
-def _draw_stripes(rng, grid, image):
+def _draw_stripes(rng: np.random.Generator, grid: _Grid, image: npt.NDArray[np.float32]) -> None:
     """A patch of parallel stripes: a sinusoidal grating under a Gaussian envelope."""
     size = grid.size
     sigma = size * rng.uniform(0.04, 0.1)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 
 __all__ = ["atomic_write", "check_writable", "destination", "figure_format"]
 
 
-def destination(path):
+def destination(path: os.PathLike[str] | str) -> str:
     """The file a write to ``path`` should change: a symbolic link's target (so that the
     link stays a link), else ``path`` itself, as an absolute path.
 
@@ -44,12 +45,12 @@ def destination(path):
     return target
 
 
-def _is_stream(mode):
+def _is_stream(mode: int) -> bool:
     """A device or FIFO: written directly, never replaced (``/dev/stdout``, a pipe)."""
     return stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)
 
 
-def check_writable(path):
+def check_writable(path: os.PathLike[str] | str) -> str:
     """:func:`destination`, plus write permission on its folder: call it before computing."""
     target = destination(path)
     folder = os.path.dirname(target)
@@ -59,7 +60,7 @@ def check_writable(path):
     return target
 
 
-def _umask():
+def _umask() -> int:
     """The process's umask, read without changing it (Linux ``/proc``), else 0o022."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
@@ -71,7 +72,8 @@ def _umask():
     return 0o022
 
 
-def atomic_write(path, write, suffix=None):
+def atomic_write(path: os.PathLike[str] | str, write: Callable[[str], object],
+                 suffix: str | None = None) -> str:
     """Call ``write(tmp)`` to write a temporary file beside ``path``'s destination, then
     move it into place; on any error or interrupt the temporary file is removed and the
     previous file, if any, is untouched.
@@ -127,7 +129,7 @@ FIGURE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".pdf": "pdf",
                   ".svg": "svg"}
 
 
-def figure_format(path):
+def figure_format(path: os.PathLike[str] | str) -> str:
     """The figure format ``path``'s extension names (``ValueError`` listing the supported
     ones otherwise): an overlay saved as ``x.pdf`` is a PDF, not PNG bytes."""
     extension = os.path.splitext(os.fspath(path))[1].lower()

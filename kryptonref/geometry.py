@@ -15,7 +15,21 @@ bounds the read window by ``W_2`` where ``W_1`` is meant).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, overload
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import numpy.typing as npt
+
+    #: One integer (a position, a bound).
+    _Int: TypeAlias = int | np.integer[Any]
+    #: Integers vectorised over occlusion positions.
+    _IntArray: TypeAlias = npt.NDArray[np.integer[Any]]
+    #: Either: what the vectorised rules take.
+    _Ints: TypeAlias = int | np.integer[Any] | _IntArray
 
 __all__ = [
     "effective_kernel",
@@ -32,18 +46,24 @@ __all__ = [
 ]
 
 
-def _ceil_div(a, b):
+@overload
+def _ceil_div(a: int, b: int) -> int: ...
+@overload
+def _ceil_div(a: np.integer[Any], b: int) -> np.integer[Any]: ...
+@overload
+def _ceil_div(a: _IntArray, b: int) -> _IntArray: ...
+def _ceil_div(a: _Ints, b: int) -> _Ints:
     """``ceil(a / b)`` for integers (or integer arrays) with ``b > 0``."""
     return -((-a) // b)
 
 
-def effective_kernel(kernel, dilation=1):
+def effective_kernel(kernel: int, dilation: int = 1) -> int:
     """Span of a dilated kernel: ``D * (K - 1) + 1``."""
     return dilation * (kernel - 1) + 1
 
 
-def output_size(in_size, kernel, stride=1, pad_before=0, pad_after=0, dilation=1,
-                ceil_mode=False):
+def output_size(in_size: int, kernel: int, stride: int = 1, pad_before: int = 0,
+                pad_after: int = 0, dilation: int = 1, ceil_mode: bool = False) -> int:
     """Output length of a conv or pool layer on one axis.
 
     ``floor((W_in + P + P_after - Ke) / S) + 1``, or with ``ceil_mode`` the ceiling,
@@ -67,7 +87,17 @@ def output_size(in_size, kernel, stride=1, pad_before=0, pad_after=0, dilation=1
     return max(size, 0)
 
 
-def changed_output(start, stop, kernel, stride, pad_before, dilation, out_size):
+# Overloads: integers in, ints out; arrays in (either bound), arrays out. The first
+# overlaps the second by design (a scalar matches both; the first wins).
+@overload
+def changed_output(start: _Int, stop: _Int, kernel: int,  # type: ignore[overload-overlap]
+                   stride: int, pad_before: int, dilation: int,
+                   out_size: int) -> tuple[int, int]: ...
+@overload
+def changed_output(start: _Ints, stop: _Ints, kernel: int, stride: int, pad_before: int,
+                   dilation: int, out_size: int) -> tuple[_IntArray, _IntArray]: ...
+def changed_output(start: _Ints, stop: _Ints, kernel: int, stride: int, pad_before: int,
+                   dilation: int, out_size: int) -> tuple[Any, Any]:
     """Output interval that an input change on ``[start, stop)`` can reach.
 
     Generalisation of the paper's eq. (1)-(4) to padding and dilation::
@@ -105,7 +135,15 @@ def changed_output(start, stop, kernel, stride, pad_before, dilation, out_size):
     return out_start, out_stop
 
 
-def read_window(out_start, out_stop, kernel, stride, pad_before, dilation=1):
+@overload
+def read_window(out_start: _Int, out_stop: _Int,  # type: ignore[overload-overlap]
+                kernel: int, stride: int, pad_before: int,
+                dilation: int = 1) -> tuple[int, int]: ...
+@overload
+def read_window(out_start: _Ints, out_stop: _Ints, kernel: int, stride: int, pad_before: int,
+                dilation: int = 1) -> tuple[_IntArray, _IntArray]: ...
+def read_window(out_start: _Ints, out_stop: _Ints, kernel: int, stride: int, pad_before: int,
+                dilation: int = 1) -> tuple[Any, Any]:
     """Input window read to compute outputs ``[out_start, out_stop)``.
 
     Generalisation of the paper's eq. (5)-(8)::
@@ -126,7 +164,12 @@ def read_window(out_start, out_stop, kernel, stride, pad_before, dilation=1):
     return read_start, read_stop
 
 
-def fit_region(start, stop, size, limit):
+@overload
+def fit_region(start: _Int, stop: _Int, size: int,  # type: ignore[overload-overlap]
+               limit: int) -> int: ...
+@overload
+def fit_region(start: _Ints, stop: _Ints, size: int, limit: int) -> _IntArray: ...
+def fit_region(start: _Ints, stop: _Ints, size: int, limit: int) -> int | _IntArray:
     """Grow ``[start, stop)`` to ``size`` elements inside ``[0, limit)``.
 
     The batched engine computes one region size per layer for a whole batch of
@@ -150,7 +193,8 @@ def fit_region(start, stop, size, limit):
     return new_start
 
 
-def union(starts, stops):
+def union(starts: npt.ArrayLike,
+          stops: npt.ArrayLike) -> tuple[int, int] | tuple[_IntArray, _IntArray]:
     """Bounding interval of several intervals (SIGMOD 2019 eq. 20, one axis).
 
     Empty intervals (``start >= stop``) are ignored; the union of only empty
@@ -173,27 +217,27 @@ def union(starts, stops):
 
 # --- The workshop paper's equations, verbatim (no padding, no dilation) -----------
 
-def paper_eq1_out_start(x_in0, F, S):
+def paper_eq1_out_start(x_in0: int, F: int, S: int) -> int:
     """Paper eq. (1) / (3): ``x_out0 = max(ceil((x_in0 - F + 1) / S), 0)``."""
     return max(_ceil_div(x_in0 - F + 1, S), 0)
 
 
-def paper_eq2_out_stop(x_in1, F, S, W2):
+def paper_eq2_out_stop(x_in1: int, F: int, S: int, W2: int) -> int:
     """Paper eq. (2) / (4): ``x_out1 = min(floor((x_in1 - 1) / S) + 1, W_2)``."""
     return min((x_in1 - 1) // S + 1, W2)
 
 
-def paper_eq5_read_start(x_in0, F, S):
+def paper_eq5_read_start(x_in0: int, F: int, S: int) -> int:
     """Paper eq. (5) / (7): ``x_read0 = max(ceil((x_in0 - F + 1) / S) * S, 0)``."""
     return max(_ceil_div(x_in0 - F + 1, S) * S, 0)
 
 
-def paper_eq6_read_stop(x_in1, F, S, W1):
+def paper_eq6_read_stop(x_in1: int, F: int, S: int, W1: int) -> int:
     """Paper eq. (6) (and eq. 8 corrected): ``min(floor((x_in1 - 1)/S) * S + F, W_1)``."""
     return min((x_in1 - 1) // S * S + F, W1)
 
 
-def paper_eq8_read_stop_as_printed(y_in1, F, S, W2):
+def paper_eq8_read_stop_as_printed(y_in1: int, F: int, S: int, W2: int) -> int:
     """Paper eq. (8) as printed: bounded by ``W_2`` (the output width).
 
     This is a typo for ``W_1``; with a stride above 1 the printed bound cuts

@@ -16,7 +16,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Iterable, Sequence
 
 from .layers.base import Layer
 from .layers.registry import entry
@@ -30,7 +30,7 @@ class Node:
 
     name: str
     layer: Layer
-    inputs: tuple
+    inputs: tuple[str, ...]
 
 
 class Graph:
@@ -55,7 +55,7 @@ class Graph:
         Name of the output node (the last one added unless set).
     """
 
-    def __init__(self, input_shape, input_name="input"):
+    def __init__(self, input_shape: Sequence[int], input_name: str = "input") -> None:
         shape = tuple(int(d) for d in input_shape)
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
@@ -63,11 +63,12 @@ class Graph:
         self.input_shape = shape
         self.nodes: dict[str, Node] = {}
         self.order: list[str] = []
-        self.shapes: dict[str, tuple] = {self.input_name: shape}
+        self.shapes: dict[str, tuple[int, ...]] = {self.input_name: shape}
         self._output: str | None = None
 
     # -- building -------------------------------------------------------------------
-    def add(self, layer: Layer, inputs: Sequence[str] | str | None = None, name: str | None = None):
+    def add(self, layer: Layer, inputs: Sequence[str] | str | None = None,
+            name: str | None = None) -> str:
         """Append a node and return its name.
 
         Parameters
@@ -112,7 +113,7 @@ class Graph:
         return name
 
     @staticmethod
-    def _check_arity(name, layer, inputs):
+    def _check_arity(name: str, layer: Layer, inputs: tuple[str, ...]) -> None:
         want = layer.n_inputs
         if want is None and len(inputs) < 2:
             raise ValueError(f"node {name!r}: {type(layer).__name__} needs at least 2 inputs")
@@ -121,13 +122,15 @@ class Graph:
                              f"got {len(inputs)}")
 
     @classmethod
-    def from_nodes(cls, input_shape, nodes, input_name="input", output=None):
+    def from_nodes(cls, input_shape: Sequence[int],
+                   nodes: Iterable[tuple[str, Layer, str | Sequence[str]]],
+                   input_name: str = "input", output: str | None = None) -> Graph:
         """Build a graph from ``(name, layer, inputs)`` triples in any order.
 
         The nodes are sorted topologically; a cycle or an input naming no node
         raises ``ValueError`` naming the nodes involved.
         """
-        table = {}
+        table: dict[str, tuple[Layer, tuple[str, ...]]] = {}
         for name, layer, inputs in nodes:
             inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)
             if name in table or name == input_name:
@@ -155,29 +158,29 @@ class Graph:
         return self.order[-1]
 
     @output.setter
-    def output(self, name):
+    def output(self, name: str) -> None:
         if name not in self.nodes:
             raise ValueError(f"output {name!r} is not a node of the graph")
         self._output = name
 
-    def consumers(self):
+    def consumers(self) -> dict[str, list[str]]:
         """Mapping ``name -> list of nodes reading it``."""
-        users = {name: [] for name in self.shapes}
+        users: dict[str, list[str]] = {name: [] for name in self.shapes}
         for node in self.nodes.values():
             for src in node.inputs:
                 users[src].append(node.name)
         return users
 
-    def macs(self):
+    def macs(self) -> dict[str, int]:
         """Full-inference MACs per node for one image (conv and dense layers)."""
         return {name: int(entry(node.layer).macs(node.layer, [self.shapes[i] for i in node.inputs],
                                                  self.shapes[name]))
                 for name, node in self.nodes.items()}
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.order)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"Graph(input {self.input_name!r} {self.input_shape})"]
         for name in self.order:
             node = self.nodes[name]
@@ -185,11 +188,12 @@ class Graph:
         return "\n".join(lines)
 
 
-def _topological_order(table, input_name):
+def _topological_order(table: dict[str, tuple[Layer, tuple[str, ...]]],
+                       input_name: str) -> list[str]:
     """Kahn's algorithm over ``name -> (layer, inputs)``; raises on a cycle."""
     pending = {name: {src for src in inputs if src != input_name}
                for name, (_, inputs) in table.items()}
-    order = []
+    order: list[str] = []
     ready = [name for name in table if not pending[name]]
     while ready:
         name = ready.pop(0)

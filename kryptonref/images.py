@@ -13,8 +13,10 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "load_image", "to_display", "sample_image_path"]
 
@@ -27,7 +29,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-def _pillow():
+def _pillow() -> tuple[Any, Any]:
     try:
         from PIL import Image, ImageOps
     except ImportError:
@@ -35,7 +37,8 @@ def _pillow():
     return Image, ImageOps
 
 
-def _size_pair(size, what="size"):
+def _size_pair(size: int | tuple[int, int] | list[int] | npt.NDArray[np.integer[Any]],
+               what: str = "size") -> tuple[int, int]:
     """``224`` or ``(224, 192)`` -> ``(h, w)`` positive ints; anything else is a ValueError."""
     if isinstance(size, (tuple, list, np.ndarray)):
         values = tuple(size)
@@ -50,7 +53,8 @@ def _size_pair(size, what="size"):
     return int(values[0]), int(values[1])
 
 
-def _channel_values(values, what):
+def _channel_values(values: npt.ArrayLike | None,
+                    what: str) -> npt.NDArray[np.float64] | None:
     """``None``, a scalar or three values -> ``None`` or a ``(3, 1, 1)`` float64 array."""
     if values is None:
         return None
@@ -71,7 +75,7 @@ def _channel_values(values, what):
     return arr.reshape(3, 1, 1)
 
 
-def _to_rgb_float(image):
+def _to_rgb_float(image: Any) -> npt.NDArray[np.float32]:
     """A Pillow image -> ``(H, W, 3)`` float32 RGB in [0, 1], alpha composited over white."""
     Image, _ = _pillow()
     mode = image.mode
@@ -92,13 +96,15 @@ def _to_rgb_float(image):
         # Alpha (or a transparent colour / palette entries) is composited over white.
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255.0
         alpha = rgba[..., 3:]
-        return (rgba[..., :3] * alpha + (1.0 - alpha)).astype(np.float32)
+        return cast("npt.NDArray[np.float32]",
+                    (rgba[..., :3] * alpha + (1.0 - alpha)).astype(np.float32))
     if mode != "RGB":
         image = image.convert("RGB")        # "1", "L", "P", "CMYK", "YCbCr", "LAB", "HSV"
     return (np.asarray(image, dtype=np.float32) / np.float32(255.0))
 
 
-def _resize_crop(rgb, size, resize):
+def _resize_crop(rgb: npt.NDArray[np.float32], size: tuple[int, int],
+                 resize: int) -> npt.NDArray[np.float32]:
     """Resize the shorter side of ``(H, W, 3)`` to ``resize`` (bilinear, antialiased), crop."""
     Image, _ = _pillow()
     height, width = rgb.shape[:2]
@@ -124,7 +130,7 @@ def _resize_crop(rgb, size, resize):
     return rgb[top:top + crop_h, left:left + crop_w]
 
 
-def _open_rgb(path):
+def _open_rgb(path: str) -> npt.NDArray[np.float32]:
     """Read ``path`` with Pillow -> ``(H, W, 3)`` float32 in [0, 1]; errors name the path."""
     Image, ImageOps = _pillow()
     if not os.path.exists(path):
@@ -145,7 +151,10 @@ def _open_rgb(path):
         raise ValueError(f"cannot read image {path!r}: {err}") from err
 
 
-def load_image(path, size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize=None):
+def load_image(path: os.PathLike[str] | str, size: int | tuple[int, int] = 224,
+               mean: npt.ArrayLike | None = IMAGENET_MEAN,
+               std: npt.ArrayLike | None = IMAGENET_STD,
+               resize: int | None = None) -> npt.NDArray[np.float32]:
     """Load a PNG or JPEG image as a normalised ``(3, H, W)`` float32 array.
 
     The steps are torchvision's ImageNet evaluation transform, ``Resize(256)``,
@@ -220,7 +229,8 @@ def load_image(path, size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize=None
     return np.ascontiguousarray(image, dtype=np.float32)
 
 
-def to_display(image, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def to_display(image: npt.ArrayLike, mean: npt.ArrayLike | None = IMAGENET_MEAN,
+               std: npt.ArrayLike | None = IMAGENET_STD) -> npt.NDArray[np.float32]:
     """Undo ``load_image``'s normalisation: ``(3, H, W)`` -> ``(H, W, 3)`` in [0, 1].
 
     Parameters
@@ -250,7 +260,7 @@ def to_display(image, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return np.clip(np.transpose(arr, (1, 2, 0)), 0.0, 1.0).astype(np.float32)
 
 
-def sample_image_path():
+def sample_image_path() -> str:
     """The path of the sample image shipped with the package.
 
     A 256x256 RGB PNG, drawn procedurally by ``tools/make_sample_image.py``: a sky with

@@ -22,16 +22,23 @@ import json
 import os
 import time
 import uuid
-from typing import Optional
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Optional, cast
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from . import store as zstore
 from . import validate
 from .cluster import (DEFAULT_THREADS, _deliver, cluster_layout,
                       distributed_module, local_cluster, plugin_name, preserved_environ,
                       release, usable_cores)
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+    from .model import Model
 
 __all__ = ["explain_many", "ManySummary", "resolve_images", "load_source", "explain_task",
            "tune_task", "IMAGE_SUFFIXES", "QUALITY_TAUS", "QUALITY_SAMPLE",
@@ -51,7 +58,7 @@ QUALITY_SEED = 0
 MODES = ("exact", "full", "approximate")
 
 
-def _distributed():
+def _distributed() -> Any:
     return distributed_module()
 
 
@@ -83,11 +90,11 @@ class ManySummary:
     skipped: int
     failed: int
     seconds: float
-    errors: dict = field(default_factory=dict)
-    quality: Optional[dict] = None
+    errors: dict[int, str] = field(default_factory=dict)
+    quality: Optional[dict[str, Any]] = None
     store: str = ""
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary."""
         return {"total": self.total, "done": self.done, "skipped": self.skipped,
                 "failed": self.failed, "seconds": self.seconds,
@@ -96,7 +103,9 @@ class ManySummary:
 
 
 # -- images -----------------------------------------------------------------------------------
-def resolve_images(images):
+def resolve_images(images: str | os.PathLike[str] | npt.NDArray[Any]
+                   | Iterable[str | os.PathLike[str] | npt.NDArray[Any]]
+                   ) -> tuple[list[str | npt.NDArray[Any]], list[str], str]:
     """``images`` -> (sources, identifiers, digest).
 
     A source is an absolute path or a (C, H, W) array; an identifier its path or
@@ -108,7 +117,7 @@ def resolve_images(images):
         if images.ndim != 4 or images.shape[0] == 0:
             raise ValueError(f"images as an array must have shape (N, C, H, W) with N >= 1, "
                              f"got {images.shape}")
-        sources = [images[i] for i in range(images.shape[0])]
+        sources: list[str | npt.NDArray[Any]] = [images[i] for i in range(images.shape[0])]
     elif isinstance(images, (str, os.PathLike)):
         text = os.fspath(images)
         if os.path.isdir(text):
@@ -142,7 +151,7 @@ def resolve_images(images):
             else:
                 raise TypeError(f"images: each item must be a path or an array, got "
                                 f"{type(item).__name__}")
-    identifiers = []
+    identifiers: list[str] = []
     for i, source in enumerate(sources):
         if isinstance(source, str):
             identifiers.append(source)
@@ -154,7 +163,7 @@ def resolve_images(images):
     return sources, identifiers, digest.hexdigest()
 
 
-def load_source(source, model):
+def load_source(source: str | npt.NDArray[Any], model: Model) -> npt.NDArray[Any]:
     """One image for ``model``: a PNG/JPEG (resized as :func:`load_image` does), an ``.npy``
     (C, H, W) array, or an array; checked against the model's input shape."""
     shape = model.graph.input_shape
@@ -166,21 +175,21 @@ def load_source(source, model):
             array = load_image(source, size=shape[1:])
     else:
         array = source
-    return validate.image(np.asarray(array), shape, model.dtype)
+    return cast("npt.NDArray[Any]", validate.image(np.asarray(array), shape, model.dtype))
 
 
 # -- the task ---------------------------------------------------------------------------------
 #: On a worker: model key -> model, filled by the plugin.
-_MODELS: dict = {}
+_MODELS: dict[str, Model] = {}
 #: On a worker: model keys whose kernels are warm.
-_WARM: set = set()
+_WARM: set[str] = set()
 #: On a worker: store -> opened group.
-_GROUPS: dict = {}
+_GROUPS: dict[str, Any] = {}
 #: On a worker: the BLAS thread limit applied.
-_LIMITED: dict = {}
+_LIMITED: dict[str, int] = {}
 
 
-def _limit_threads(threads):
+def _limit_threads(threads: int) -> None:
     """Numba's and (with threadpoolctl) BLAS's threads in this worker process."""
     import numba
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
@@ -194,7 +203,7 @@ def _limit_threads(threads):
     threadpool_limits(threads)
 
 
-def _warm(key, model, settings):
+def _warm(key: str, model: Model, settings: dict[str, Any]) -> None:
     """Compile (or load from Numba's cache) the kernels, once per model and worker: one
     occlusion of a blank image at a coarse stride, in the run's mode."""
     if key in _WARM:
@@ -210,14 +219,16 @@ def _warm(key, model, settings):
     _WARM.add(key)
 
 
-def _group(store):
+def _group(store: str) -> Any:
     if store not in _GROUPS:
         zarr = zstore._zarr()
         _GROUPS[store] = zarr.open_group(store, mode="r+")
     return _GROUPS[store]
 
 
-def explain_task(store, index, source, key, settings, attribution, threads):
+def explain_task(store: str, index: int, source: str | npt.NDArray[Any], key: str,
+                 settings: dict[str, Any], attribution: bool,
+                 threads: int) -> tuple[int, int, str]:
     """One image, on a worker: occlusion, results written, then its status.
 
     Returns ``(index, status, error)``; an error of the image (unreadable,
@@ -240,7 +251,8 @@ def explain_task(store, index, source, key, settings, attribution, threads):
     return index, zstore.DONE, ""
 
 
-def tune_task(sources, key, quality, settings, threads):
+def tune_task(sources: list[str | npt.NDArray[Any]], key: str, quality: float,
+              settings: dict[str, Any], threads: int) -> dict[str, Any]:
     """``quality=`` on one worker: :func:`tune_drilldown` over the sample; returns its dict."""
     from .tuning import tune_drilldown
     _limit_threads(threads)
@@ -249,11 +261,12 @@ def tune_task(sources, key, quality, settings, threads):
     tuned = tune_drilldown(model, images, target_ssim=quality, tau=QUALITY_TAUS,
                            **{k: v for k, v in settings.items()
                               if k in ("patch", "stride", "fill", "batch_size", "device")})
-    return tuned.to_dict()
+    return cast("dict[str, Any]", tuned.to_dict())
 
 
 # -- progress ---------------------------------------------------------------------------------
-def _progress(progress, total, initial):
+def _progress(progress: bool | Callable[[int, int], object] | None, total: int, initial: int
+              ) -> tuple[Callable[[int, int], object], Callable[[], object]]:
     """A callable ``(completed, total)`` and a closer."""
     import sys
     if callable(progress):
@@ -270,14 +283,17 @@ def _progress(progress, total, initial):
             from None
     bar = tqdm(total=total, initial=initial, unit="image", desc="explain_many")
 
-    def update(completed, total):
+    def update(completed: int, total: int) -> None:
         bar.update(completed - bar.n)
 
     return update, bar.close
 
 
 # -- explain_many -----------------------------------------------------------------------------
-def _settings(model, patch, stride, fill, mode, tau, drilldown, batch_size, device):
+def _settings(model: Model, patch: int | tuple[int, int], stride: int | tuple[int, int],
+              fill: str | npt.ArrayLike, mode: str, tau: float,
+              drilldown: bool | dict[str, Any] | None, batch_size: int | None,
+              device: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """kr.occlusion's keyword arguments and the identity's parameters (JSON)."""
     mode = validate.one_of(mode, MODES, "mode")
     tau = validate.tau(tau)
@@ -305,7 +321,7 @@ def _settings(model, patch, stride, fill, mode, tau, drilldown, batch_size, devi
     return settings, parameters
 
 
-def _choice_settings(settings, choice):
+def _choice_settings(settings: dict[str, Any], choice: dict[str, Any]) -> dict[str, Any]:
     """kr.occlusion's arguments for a quality choice (exact or approximate)."""
     settings = dict(settings)
     if choice["mode"] == "approximate":
@@ -314,20 +330,21 @@ def _choice_settings(settings, choice):
     return settings
 
 
-def _heatmap_shape(model, settings):
+def _heatmap_shape(model: Model, settings: dict[str, Any]) -> tuple[int, ...]:
     from .engine import patch_positions
     positions = patch_positions(model.graph.input_shape[1:], settings["patch"],
                                 settings["stride"])
     return tuple(len(np.unique(positions[:, axis])) for axis in (0, 1))
 
 
-def _connect(client, workers, threads, device):
+def _connect(client: Client | str | None, workers: int | None, threads: int | None,
+             device: str) -> tuple[Client, bool, int]:
     """(client, owned, threads): the given client, one to a scheduler address, or a new
     local cluster (owned: closed at the end)."""
     distributed = _distributed()
     if client is None:
         new = local_cluster(workers=workers, threads=threads, device=device)
-        return new, True, new._kryptonref_threads
+        return new, True, new._kryptonref_threads  # type: ignore[attr-defined,unused-ignore]
     if workers is not None:
         raise ValueError("workers= sizes a new local cluster; it cannot go with client=")
     threads = DEFAULT_THREADS if threads is None else threads
@@ -340,7 +357,7 @@ def _connect(client, workers, threads, device):
     return client, False, threads
 
 
-def _close(client, owned):
+def _close(client: Client, owned: bool) -> None:
     if not owned:
         return
     with preserved_environ(), contextlib.suppress(Exception):
@@ -350,10 +367,18 @@ def _close(client, owned):
             cluster.close()
 
 
-def explain_many(model, images, store, patch=16, stride=4, fill=0.0, mode="exact", tau=1.0,
-                 drilldown=None, quality=None, device="cpu", client=None, workers=None,
-                 threads=None, batch_size=None, progress=None, attribution=False,
-                 quality_sample=QUALITY_SAMPLE):
+def explain_many(model: Model,
+                 images: str | os.PathLike[str] | npt.NDArray[Any]
+                 | Iterable[str | os.PathLike[str] | npt.NDArray[Any]],
+                 store: os.PathLike[str] | str, patch: int | tuple[int, int] = 16,
+                 stride: int | tuple[int, int] = 4, fill: str | npt.ArrayLike = 0.0,
+                 mode: str = "exact", tau: float = 1.0,
+                 drilldown: bool | dict[str, Any] | None = None, quality: float | None = None,
+                 device: str = "cpu", client: Client | str | None = None,
+                 workers: int | None = None, threads: int | None = None,
+                 batch_size: int | None = None,
+                 progress: bool | Callable[[int, int], object] | None = None,
+                 attribution: bool = False, quality_sample: int = QUALITY_SAMPLE) -> ManySummary:
     """Explain every image of a dataset on Dask, into a resumable Zarr store.
 
     Each image is one task running :func:`kryptonref.occlusion`; its results go
@@ -473,7 +498,8 @@ def explain_many(model, images, store, patch=16, stride=4, fill=0.0, mode="exact
 
     report, close_bar = _progress(progress, len(sources), skipped)
     client, owned, threads = _connect(client, workers, threads, device)
-    futures = set()
+    assert not isinstance(client, str)  # for type checkers: _connect returns a Client
+    futures: set[Future[Any]] = set()
     run = uuid.uuid4().hex[:8]
     try:
         _deliver(client, key, model)
@@ -483,7 +509,7 @@ def explain_many(model, images, store, patch=16, stride=4, fill=0.0, mode="exact
                                        settings, threads, futures)
             summary.quality = stored_quality
             settings = _choice_settings(settings, stored_quality["choice"])
-        def submit(i):
+        def submit(i: int) -> Future[tuple[int, int, str]]:
             return client.submit(explain_task, target, i, sources[i], key, settings,
                                  attribution, threads, key=f"kryptonref-{run}-{i}",
                                  pure=False)
@@ -500,15 +526,18 @@ def explain_many(model, images, store, patch=16, stride=4, fill=0.0, mode="exact
     return summary
 
 
-def _window(client):
+def _window(client: Client) -> int:
     """Tasks kept queued on the cluster: four per worker thread, at least 16."""
     try:
-        return max(16, 4 * sum(client.nthreads().values()))
+        return cast(int, max(16, 4 * sum(client.nthreads().values())))
     except Exception:  # a scheduler that does not answer: the minimum
         return 16
 
 
-def _run_tasks(client, submit, todo, group, summary, report, skipped, inflight):
+def _run_tasks(client: Client, submit: Callable[[int], Future[tuple[int, int, str]]],
+               todo: list[int], group: Any, summary: ManySummary,
+               report: Callable[[int, int], object], skipped: int,
+               inflight: set[Future[Any]]) -> None:
     """Submit the images a window at a time and record each as it completes.
 
     The client polls with short sleeps (so that Ctrl-C lands at once) and keeps
@@ -535,13 +564,13 @@ def _run_tasks(client, submit, todo, group, summary, report, skipped, inflight):
                 summary.done += 1
             else:
                 summary.failed += 1
-                summary.errors[int(future.key.rsplit("-", 1)[1])] = error
+                summary.errors[int(cast(str, future.key).rsplit("-", 1)[1])] = error
             completed += 1
             report(completed, summary.total)
             future.release()
 
 
-def _record(future, group):
+def _record(future: Future[Any], group: Any) -> tuple[int, str]:
     """(status, error) of a finished future; a task that raised (a worker that died
     ``allowed-failures + 1`` times: KilledWorker) is recorded failed by the client."""
     if future.status == "finished":
@@ -553,16 +582,18 @@ def _record(future, group):
                  f"{_allowed_failures()} times")
     else:
         error = f"{type(err).__name__}: {err}"
-    zstore.write_failure(group, int(future.key.rsplit("-", 1)[1]), error)
+    zstore.write_failure(group, int(cast(str, future.key).rsplit("-", 1)[1]), error)
     return zstore.FAILED, error
 
 
-def _allowed_failures():
+def _allowed_failures() -> int:
     import dask
-    return dask.config.get("distributed.scheduler.allowed-failures", 3) + 1
+    return cast(int, dask.config.get("distributed.scheduler.allowed-failures", 3) + 1)
 
 
-def _tune(client, group, sources, key, quality, count, settings, threads, inflight):
+def _tune(client: Client, group: Any, sources: list[str | npt.NDArray[Any]], key: str,
+          quality: float, count: int, settings: dict[str, Any], threads: int,
+          inflight: set[Future[Any]]) -> dict[str, Any]:
     """Run ``quality=``'s search on one worker; store and return the choice."""
     rng = np.random.default_rng(QUALITY_SEED)
     n = len(sources)
@@ -578,11 +609,12 @@ def _tune(client, group, sources, key, quality, count, settings, threads, inflig
         and tuned["held_out_ssim"] >= quality
     choice = ({"mode": "approximate", "tau": tuned["tau"], "r_drill": tuned["r_drill"],
                "coarse_stride": list(tuned["coarse_stride"])} if passes else {"mode": "exact"})
-    record = {"target": quality, "sample": sample, "choice": choice,
-              "reached": bool(tuned["reached"]), "held_out_ssim": tuned["held_out_ssim"],
-              "mean_ssim": tuned["mean_ssim"], "lower_ssim": tuned["lower_ssim"],
-              "predicted_speedup": tuned["predicted_speedup"], "n_fit": tuned["n_fit"],
-              "n_held_out": tuned["n_held_out"]}
+    record: dict[str, Any] = {
+        "target": quality, "sample": sample, "choice": choice,
+        "reached": bool(tuned["reached"]), "held_out_ssim": tuned["held_out_ssim"],
+        "mean_ssim": tuned["mean_ssim"], "lower_ssim": tuned["lower_ssim"],
+        "predicted_speedup": tuned["predicted_speedup"], "n_fit": tuned["n_fit"],
+        "n_held_out": tuned["n_held_out"]}
     record = json.loads(json.dumps(record))
     group.attrs.update({"quality": record})
     return record

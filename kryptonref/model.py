@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from . import validate
 from .backends import get_backend
 from .graph import Graph
 from .layers.registry import entry
 from .runtime import entry_point
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
 
 __all__ = ["Model", "random_weights"]
 
@@ -47,7 +53,9 @@ class Model:
     (2, 4, 16, 16)
     """
 
-    def __init__(self, graph: Graph, weights=None, seed=0, dtype=np.float32):
+    def __init__(self, graph: Graph,
+                 weights: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+                 seed: int = 0, dtype: npt.DTypeLike = np.float32) -> None:
         if not isinstance(graph, Graph):
             raise TypeError(f"graph must be a kryptonref Graph, got {type(graph).__name__}")
         self.graph = graph
@@ -59,9 +67,9 @@ class Model:
             self.load_weights(weights)
 
     # -- weights ---------------------------------------------------------------------
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, dict[str, tuple[int, ...]]]:
         """``{node: {param: shape}}`` for every node with parameters."""
-        shapes = {}
+        shapes: dict[str, dict[str, tuple[int, ...]]] = {}
         for name in self.graph.order:
             node = self.graph.nodes[name]
             want = node.layer.param_shapes([self.graph.shapes[i] for i in node.inputs])
@@ -69,12 +77,12 @@ class Model:
                 shapes[name] = want
         return shapes
 
-    def load_weights(self, weights):
+    def load_weights(self, weights: Mapping[str, Any] | str | os.PathLike[str]) -> None:
         """Replace the weights from a mapping or an ``.npz`` path; every shape is checked."""
         weights = _read_weights(weights)
         nested = _nest(weights)
         expected = self.param_shapes()
-        params = {}
+        params: dict[str, dict[str, npt.NDArray[Any]]] = {}
         for node, shapes in expected.items():
             given = nested.pop(node, None)
             if given is None:
@@ -99,22 +107,24 @@ class Model:
             raise ValueError(f"weights: unexpected entries for nodes {sorted(nested)}")
         self.params = params
 
-    def weights(self):
+    def weights(self) -> dict[str, npt.NDArray[Any]]:
         """Flat ``{"node.param": array}`` copy of the weights (in the model's dtype)."""
         return {f"{node}.{p}": v.copy() for node, ps in self.params.items() for p, v in ps.items()}
 
-    def save_weights(self, path):
+    def save_weights(self, path: str | os.PathLike[str]) -> None:
         """Write the weights to an ``.npz`` file keyed ``"node.param"``, exactly at ``path``
         (no extension added, so ``load_weights(path)`` reads it back) and whole or not at
         all: an interrupt or a full disk leaves the previous file intact."""
         from .files import atomic_write
 
-        def write(tmp):
+        def write(tmp: str) -> None:
             with open(tmp, "wb") as handle:   # (a file object: NumPy adds no ".npz")
-                np.savez(handle, **self.weights())
+                # (the ignore: mypy lets a ** dict fill savez's allow_pickle; the keys are
+                # "node.param" names)
+                np.savez(handle, **self.weights())  # type: ignore[arg-type,unused-ignore]
         atomic_write(path, write)
 
-    def astype(self, dtype):
+    def astype(self, dtype: npt.DTypeLike) -> Model:
         """A model with the same graph and weights (cast) that computes in ``dtype``."""
         dtype = validate.dtype(dtype)
         other = Model.__new__(Model)
@@ -124,18 +134,18 @@ class Model:
         return other
 
     @property
-    def params(self):
+    def params(self) -> dict[str, dict[str, npt.NDArray[Any]]]:
         """``{node: {param: array}}``: the weights, in the model's dtype."""
         return self._params
 
     @params.setter
-    def params(self, value):
+    def params(self, value: dict[str, dict[str, npt.NDArray[Any]]]) -> None:
         self._params = {node: {p: _frozen(v, self.dtype) for p, v in ps.items()}
                         for node, ps in dict(value).items()}
         self._weights_version = next(_VERSIONS)
 
     @property
-    def weights_version(self):
+    def weights_version(self) -> tuple[int, ...]:
         """A key that changes whenever the weights change (backends key their prepared
         parameters on it): a new number each time :attr:`params` is replaced, and the
         identity of every array, so that ``model.params[node][p] = new`` is seen too.
@@ -147,12 +157,12 @@ class Model:
                                                 for v in ps.values())
 
     @property
-    def prepared(self):
+    def prepared(self) -> dict[str, dict[str, Any]]:
         """Kernel-ready CPU parameters per node, in the model's dtype (cached)."""
-        return get_backend("cpu").params(self)
+        return cast("dict[str, dict[str, Any]]", get_backend("cpu").params(self))
 
     # -- inference -------------------------------------------------------------------
-    def forward_all(self, x, device="cpu"):
+    def forward_all(self, x: npt.ArrayLike, device: str = "cpu") -> dict[str, npt.NDArray[Any]]:
         """Full inference keeping every node's output (``M`` in Algorithm 2).
 
         Parameters
@@ -166,22 +176,22 @@ class Model:
         dict
             ``name -> (N, ...)`` array for the input and every node.
         """
-        backend = get_backend(device)
+        backend: Backend = get_backend(device)
         values = self.run_on(backend, x, keep_all=True)
         return {name: backend.to_host(value) for name, value in values.items()}
 
-    def forward(self, x, device="cpu"):
+    def forward(self, x: npt.ArrayLike, device: str = "cpu") -> npt.NDArray[Any]:
         """Full inference for a batch ``(N, C, H, W)``; returns the output node's values.
 
         Intermediate values are released as soon as their last consumer has run,
         so memory stays near the largest few activations of the batch. With
         ``device="cuda"`` the batch moves to the GPU once and the output back once.
         """
-        backend = get_backend(device)
+        backend: Backend = get_backend(device)
         return backend.to_host(self.run_on(backend, x, keep_all=False)[self.graph.output])
 
     @entry_point
-    def run_on(self, backend, x, keep_all):
+    def run_on(self, backend: Backend, x: Any, keep_all: bool) -> dict[str, Any]:
         """Full inference on a backend (:mod:`kryptonref.backend`), returning its arrays.
 
         ``x`` is a host batch, or a batch already on the backend's device (in
@@ -211,11 +221,11 @@ class Model:
                     del values[src]
         return values
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Model({len(self.graph)} nodes, input {self.graph.input_shape}, {self.dtype})"
 
 
-def _read_weights(source):
+def _read_weights(source: Mapping[str, Any] | str | os.PathLike[str]) -> Mapping[str, Any]:
     """The one weights loader: a mapping as it is, or the arrays of an ``.npz`` file, with
     one clear error for anything else (a ``.npy``, a damaged or truncated file, pickles)."""
     import zipfile
@@ -243,7 +253,7 @@ def _read_weights(source):
     return source
 
 
-def _frozen(value, dtype):
+def _frozen(value: npt.ArrayLike, dtype: npt.DTypeLike) -> npt.NDArray[Any]:
     """``value`` as a C-contiguous, read-only array of ``dtype`` that owns its data (a
     copy unless it already is one): a weight that cannot change behind a cache."""
     arr = np.asarray(value)
@@ -254,13 +264,13 @@ def _frozen(value, dtype):
     return arr
 
 
-def _nest(weights):
+def _nest(weights: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """``{"node.param": a}`` or ``{node: {param: a}}`` -> nested mutable dict.
 
     A key without a dot names a node whose one parameter has the node's own name
     (torchvision's top-level parameters, such as ViT's ``class_token``).
     """
-    nested = {}
+    nested: dict[str, dict[str, Any]] = {}
     for key, value in dict(weights).items():
         if isinstance(value, dict):
             nested.setdefault(key, {}).update(value)
@@ -272,7 +282,8 @@ def _nest(weights):
     return nested
 
 
-def random_weights(graph, seed=0, dtype=np.float64):
+def random_weights(graph: Graph, seed: int = 0,
+                   dtype: npt.DTypeLike = np.float64) -> dict[str, dict[str, npt.NDArray[Any]]]:
     """Seeded random weights, drawn by each layer type's ``init`` (:mod:`.layers.registry`):
     He-normal conv and dense weights, non-trivial batch-norm statistics.
 
@@ -280,7 +291,7 @@ def random_weights(graph, seed=0, dtype=np.float64):
     the same seed hold the same weights up to rounding.
     """
     rng = np.random.default_rng(seed)
-    params = {}
+    params: dict[str, dict[str, Any]] = {}
     for name in graph.order:
         node = graph.nodes[name]
         shapes = node.layer.param_shapes([graph.shapes[i] for i in node.inputs])

@@ -43,7 +43,15 @@ import contextlib
 import functools
 import os
 import threading
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing import ParamSpec, TypeVar
+
+    _P = ParamSpec("_P")
+    _R = TypeVar("_R")
 
 __all__ = ["Settings", "settings", "configure", "entry_point", "job",
            "prepare_command_process", "OPENBLAS_THREAD_TIMEOUT", "THREADING_LAYERS"]
@@ -64,17 +72,17 @@ class Settings:
     winograd: bool = True
 
 
-_OVERRIDES: dict = {}
+_OVERRIDES: dict[str, Any] = {}   # str for threading_layer, bool for the others
 _STATE = {"layer_applied": False}
-_LOCK = threading.RLock()
+_LOCK: contextlib.AbstractContextManager[object] = threading.RLock()
 
 
-def _flag(name, default):
+def _flag(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     return default if value is None else value.strip() != "0"
 
 
-def settings():
+def settings() -> Settings:
     """The :class:`Settings` in effect now: :func:`configure`'s overrides, else the
     environment, else the defaults."""
     from_env = Settings(
@@ -85,7 +93,7 @@ def settings():
     return replace(from_env, **_OVERRIDES)
 
 
-def configure(**overrides):
+def configure(**overrides: str | bool | None) -> None:
     """Override settings for this process (``None`` removes an override).
 
     Examples
@@ -107,7 +115,7 @@ def configure(**overrides):
             _OVERRIDES[key] = value if key == "threading_layer" else bool(value)
 
 
-def _numba_threads_running():
+def _numba_threads_running() -> bool:
     import numba
     try:
         numba.threading_layer()
@@ -116,7 +124,7 @@ def _numba_threads_running():
     return True
 
 
-def _apply_threading_layer(choice):
+def _apply_threading_layer(choice: str) -> None:
     """Select Numba's threading layer once, before its threads start, if the user did not."""
     if _STATE["layer_applied"]:
         return
@@ -128,7 +136,7 @@ def _apply_threading_layer(choice):
     numba.config.THREADING_LAYER = choice
 
 
-def _serialise():
+def _serialise() -> bool:
     """Whether parallel launches must come from one thread at a time (the workqueue layer)."""
     import numba
     try:
@@ -139,7 +147,7 @@ def _serialise():
 
 
 @contextlib.contextmanager
-def job():
+def job() -> Iterator[None]:
     """The context of one entry-point call: the settings applied, the lock held if needed,
     freed memory retained while it runs (re-entrant: nested calls add nothing)."""
     from ._memory import retained_memory
@@ -150,16 +158,16 @@ def job():
         yield
 
 
-def entry_point(function):
+def entry_point(function: Callable[_P, _R]) -> Callable[_P, _R]:
     """Decorate a public function so that it runs inside :func:`job`."""
     @functools.wraps(function)
-    def run(*args, **kwargs):
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         with job():
             return function(*args, **kwargs)
     return run
 
 
-def prepare_command_process(environ=os.environ):
+def prepare_command_process(environ: MutableMapping[str, str] = os.environ) -> bool:
     """Settings that must precede NumPy, for the ``kryptonref`` command's own process.
 
     Sets ``OPENBLAS_THREAD_TIMEOUT`` unless the user did or NumPy is already

@@ -17,33 +17,46 @@ axis is stored empty on both.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from .geometry import changed_output, fit_region, read_window, union
 from .layers.base import broadcasts
 from .layers.registry import Rule, entry
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from .graph import Graph
+    from .layers.base import Layer, Spatial
+
+    #: A rectangle per position: ``(y0, y1, x0, x1)``, four int64 arrays (P,).
+    _Region: TypeAlias = Tuple[npt.NDArray[np.int64], ...]
 
 __all__ = ["spatial_region", "merge_region", "whole_region", "batch_region", "is_empty",
            "clamp_region", "plan", "Plan", "NodePlan", "UNCHANGED", "REGION", "WHOLE",
            "paper_macs", "executed_macs", "batch_order", "unpermute", "run_in_order"]
 
 
-def is_empty(exact):
+def is_empty(exact: _Region) -> npt.NDArray[np.bool_]:
     """Per position: does the rectangle hold no element?"""
     y0, y1, x0, x1 = exact
     return (y1 <= y0) | (x1 <= x0)
 
 
-def _normalise(y0, y1, x0, x1):
+def _normalise(y0: npt.ArrayLike, y1: npt.ArrayLike, x0: npt.ArrayLike,
+               x1: npt.ArrayLike) -> _Region:
     y0, y1, x0, x1 = (np.asarray(v, np.int64) for v in (y0, y1, x0, x1))
     empty = (y1 <= y0) | (x1 <= x0)
     return y0, np.where(empty, y0, y1), x0, np.where(empty, x0, x1)
 
 
-def clamp_region(start, stop, out_size, tau):
+def clamp_region(start: npt.NDArray[np.int64], stop: npt.NDArray[np.int64], out_size: int,
+                 tau: float) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Projective-field threshold (SIGMOD 2019 eq. 21-27, ``docs/design.md``, Approximate inference).
 
     A region wider than ``round(tau * W_out)`` (at least 1) is cut to that
@@ -59,7 +72,8 @@ def clamp_region(start, stop, out_size, tau):
     return new_start, np.where(width > limit, new_start + limit, stop)
 
 
-def spatial_region(layer, exact_in, out_shape, tau=1.0):
+def spatial_region(layer: Spatial, exact_in: _Region, out_shape: tuple[int, ...],
+                   tau: float = 1.0) -> _Region:
     """Changed output region of a conv or pool layer for each position (eq. 1-4 generalised)."""
     bounds = []
     for dim, (lo, hi) in enumerate(((exact_in[0], exact_in[1]), (exact_in[2], exact_in[3]))):
@@ -69,7 +83,7 @@ def spatial_region(layer, exact_in, out_shape, tau=1.0):
     return _normalise(*bounds)
 
 
-def merge_region(exacts):
+def merge_region(exacts: Sequence[_Region | None]) -> _Region:
     """Bounding box of the inputs' regions (SIGMOD 2019 eq. 20); ``None`` inputs are unchanged."""
     live = [e for e in exacts if e is not None]
     lo_y, hi_y = union([e[0] for e in live], [e[1] for e in live])
@@ -77,14 +91,16 @@ def merge_region(exacts):
     return _normalise(lo_y, hi_y, lo_x, hi_x)
 
 
-def whole_region(shape, n_positions):
+def whole_region(shape: tuple[int, ...], n_positions: int) -> _Region:
     """The whole ``(C, H, W)`` feature map as every position's region."""
     zeros = np.zeros(n_positions, np.int64)
     return (zeros, np.full(n_positions, shape[1], np.int64),
             zeros, np.full(n_positions, shape[2], np.int64))
 
 
-def batch_region(exact, out_hw):
+def batch_region(exact: _Region, out_hw: tuple[int, ...]
+                 ) -> tuple[tuple[npt.NDArray[np.integer[Any]], npt.NDArray[np.integer[Any]]],
+                        tuple[int, int]]:
     """One region size for a batch and each position's start (``docs/design.md``, Executing a plan).
 
     The size is the largest exact region of the batch on each axis; each
@@ -149,14 +165,14 @@ class NodePlan:
     x0: Optional[np.ndarray] = None
     h: int = 0
     w: int = 0
-    window: Optional[tuple] = None
+    window: Optional[Tuple[Any, ...]] = None
     reads_input_as_is: bool = False
     macs: int = 0
     frozen: Tuple[int, ...] = ()
     why_whole: str = ""
 
     @property
-    def size(self):
+    def size(self) -> tuple[int, int]:
         """``(h, w)`` of the computed region, ``(0, 0)`` when unchanged."""
         return (0, 0) if self.state == UNCHANGED else (self.h, self.w)
 
@@ -181,16 +197,16 @@ class Plan:
     freeze_context: bool = False
 
     @property
-    def n_items(self):
+    def n_items(self) -> int:
         return len(self.positions)
 
     @property
-    def macs(self):
+    def macs(self) -> dict[str, int]:
         """``name -> MACs`` the batch performs per node."""
         return {name: p.macs for name, p in self.nodes.items()}
 
 
-def _unchanged(n_items):
+def _unchanged(n_items: int) -> NodePlan:
     return NodePlan(UNCHANGED, np.zeros(n_items, bool))
 
 
@@ -200,7 +216,8 @@ class _Options:
     freeze_context: bool = False
 
 
-def _whole(shape, changed, exact=None, why=""):
+def _whole(shape: tuple[int, ...], changed: npt.NDArray[np.bool_], exact: _Region | None = None,
+           why: str = "") -> NodePlan:
     """A node computed whole; a feature map's exact region is the whole map where changed,
     unless a merge gives the bounding box of its inputs' regions (``exact``)."""
     n_items = len(changed)
@@ -212,18 +229,20 @@ def _whole(shape, changed, exact=None, why=""):
     return NodePlan(WHOLE, changed, exact, zeros, zeros, shape[1], shape[2], why_whole=why)
 
 
-def _whole_where(shape, changed):
+def _whole_where(shape: tuple[int, ...], changed: npt.NDArray[np.bool_]) -> _Region:
     """The whole ``(C, H, W)`` map as the region of the positions that changed it."""
     return tuple(np.where(changed, v, 0) for v in whole_region(shape, len(changed)))
 
 
-def _plan_window(graph, name, layer, ins, n_items, opts):
+def _plan_window(graph: Graph, name: str, layer: Spatial, ins: list[NodePlan], n_items: int,
+                 opts: _Options) -> NodePlan:
     """Conv and pool layers: eq. (1)-(8) generalised, the tau clamp, one size per batch."""
     src = ins[0]
     if src.state == UNCHANGED:
         return _unchanged(n_items)
     out_shape = graph.shapes[name]
-    exact = spatial_region(layer, src.exact, out_shape, opts.tau)
+    # (src changed: its exact region and offsets are set)
+    exact = spatial_region(layer, cast("_Region", src.exact), out_shape, opts.tau)
     empty = is_empty(exact)
     if np.all(empty):
         return _unchanged(n_items)
@@ -234,12 +253,14 @@ def _plan_window(graph, name, layer, ins, n_items, opts):
         r0, r1 = read_window(start, start + size[dim], kernel, stride, pad, dilation)
         windows.append((r0, int(r1[0] - r0[0])))
     (ry0, rh), (rx0, rw) = windows
-    as_is = ((rh, rw) == (src.h, src.w) and np.array_equal(ry0, src.y0)
-             and np.array_equal(rx0, src.x0))
+    as_is = ((rh, rw) == (src.h, src.w)
+             and np.array_equal(ry0, cast("npt.NDArray[np.int64]", src.y0))
+             and np.array_equal(rx0, cast("npt.NDArray[np.int64]", src.x0)))
     return NodePlan(REGION, ~empty, exact, y0, x0, size[0], size[1], (ry0, rx0, rh, rw), as_is)
 
 
-def _plan_positionwise(graph, name, layer, ins, n_items, opts):
+def _plan_positionwise(graph: Graph, name: str, layer: Layer, ins: list[NodePlan], n_items: int,
+                       opts: _Options) -> NodePlan:
     """The input's plan: the region passes through."""
     src = ins[0]
     if src.state == WHOLE:
@@ -248,7 +269,8 @@ def _plan_positionwise(graph, name, layer, ins, n_items, opts):
     return NodePlan(src.state, src.changed, src.exact, src.y0, src.x0, src.h, src.w)
 
 
-def _plan_merge(graph, name, layer, ins, n_items, opts):
+def _plan_merge(graph: Graph, name: str, layer: Layer, ins: list[NodePlan], n_items: int,
+                opts: _Options) -> NodePlan:
     """Bounding box of the inputs' regions (SIGMOD 2019 eq. 20); whole if an input is, or
     if a changed input is a gate broadcast over the map (squeeze-excitation: the product
     changes everywhere). With ``freeze_context`` a gate is read unchanged from ``M``."""
@@ -275,11 +297,12 @@ def _plan_merge(graph, name, layer, ins, n_items, opts):
     if whole is not None:
         whole.frozen = frozen
         return whole
-    (y0, x0), (h, w) = batch_region(exact, shape[1:])
+    (y0, x0), (h, w) = batch_region(cast("_Region", exact), shape[1:])   # a map in a region
     return NodePlan(REGION, changed, exact, y0, x0, h, w, frozen=frozen)
 
 
-def _plan_whole(graph, name, layer, ins, n_items, opts):
+def _plan_whole(graph: Graph, name: str, layer: Layer, ins: list[NodePlan], n_items: int,
+                opts: _Options) -> NodePlan:
     """Every output may change: whole for every position as soon as one changed an input."""
     live = [p for p in ins if p.state != UNCHANGED]
     if not live:
@@ -288,11 +311,13 @@ def _plan_whole(graph, name, layer, ins, n_items, opts):
                   why=f"{type(layer).__name__}: every output reads the whole input")
 
 
-_PLANNERS = {Rule.WINDOW: _plan_window, Rule.POSITIONWISE: _plan_positionwise,
-             Rule.MERGE: _plan_merge, Rule.WHOLE: _plan_whole}
+#: The planner of each rule (a WINDOW rule's layer is a Spatial one).
+_PLANNERS: dict[Rule, Callable[..., NodePlan]] = {
+    Rule.WINDOW: _plan_window, Rule.POSITIONWISE: _plan_positionwise,
+    Rule.MERGE: _plan_merge, Rule.WHOLE: _plan_whole}
 
 
-def _macs(graph, name, layer, node_plan):
+def _macs(graph: Graph, name: str, layer: Layer, node_plan: NodePlan) -> int:
     """MACs of computing the node's region (or whole tensor) for every position of the batch."""
     if node_plan.state == UNCHANGED:
         return 0
@@ -304,7 +329,8 @@ def _macs(graph, name, layer, node_plan):
     return int(len(node_plan.changed)) * int(record.macs(layer, in_shapes, shape))
 
 
-def plan(graph, positions, patch_hw, tau=1.0, freeze_context=False):
+def plan(graph: Graph, positions: npt.ArrayLike, patch_hw: tuple[int, int], tau: float = 1.0,
+         freeze_context: bool = False) -> Plan:
     """The :class:`Plan` of one batch of positions (SIGMOD 2019 eq. 1-8, 20, 21-27).
 
     Node by node in topological order, each node's rule (from the layer
@@ -344,10 +370,11 @@ def plan(graph, positions, patch_hw, tau=1.0, freeze_context=False):
         _skip_unread(graph, nodes, n_items)
     for name in graph.order:
         nodes[name].macs = _macs(graph, name, graph.nodes[name].layer, nodes[name])
-    return Plan(positions, tuple(patch_hw), opts.tau, nodes, opts.freeze_context)
+    return Plan(positions, cast("tuple[int, int]", tuple(patch_hw)), opts.tau, nodes,
+                opts.freeze_context)
 
 
-def _skip_unread(graph, nodes, n_items):
+def _skip_unread(graph: Graph, nodes: dict[str, NodePlan], n_items: int) -> None:
     """Mark unchanged the changed nodes whose data no computed node reads (the branches
     computing frozen gates): nothing needs them."""
     read = {graph.output}
@@ -361,14 +388,14 @@ def _skip_unread(graph, nodes, n_items):
                         if k not in node_plan.frozen)
 
 
-def executed_macs(graph, batch_plan):
+def executed_macs(graph: Graph, batch_plan: Plan) -> dict[str, npt.NDArray[np.int64]]:
     """Per node, each position's share of the batch's MACs (``name -> (P,) int64``)."""
     n_items = batch_plan.n_items
     return {name: np.full(n_items, batch_plan.nodes[name].macs // max(n_items, 1), np.int64)
             for name in graph.order}
 
 
-def paper_macs(graph, batch_plan):
+def paper_macs(graph: Graph, batch_plan: Plan) -> dict[str, npt.NDArray[np.int64]]:
     """Per node, each position's MACs with its own exact regions (``name -> (P,) int64``).
 
     What Algorithm 1 counts: a window layer computes each position's exact
@@ -376,7 +403,7 @@ def paper_macs(graph, batch_plan):
     in full for every position, changed or not.
     """
     n_items = batch_plan.n_items
-    out = {}
+    out: dict[str, npt.NDArray[np.int64]] = {}
     for name in graph.order:
         node = graph.nodes[name]
         record = entry(node.layer)
@@ -395,7 +422,8 @@ def paper_macs(graph, batch_plan):
     return out
 
 
-def batch_order(graph, positions, patch_hw, tau=1.0, freeze_context=False):
+def batch_order(graph: Graph, positions: npt.ArrayLike, patch_hw: tuple[int, int],
+                tau: float = 1.0, freeze_context: bool = False) -> npt.NDArray[np.int64]:
     """The order in which to batch the positions: equal regions next to each other.
 
     A batch computes, per node, one region size: the largest of its positions'
@@ -441,7 +469,7 @@ def batch_order(graph, positions, patch_hw, tau=1.0, freeze_context=False):
     return np.lexsort((np.arange(n_pos), _hilbert_index(y_class, x_class))).astype(np.int64)
 
 
-def _size_class(sizes):
+def _size_class(sizes: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Per row of ``sizes`` (P, L): the rank of its distinct row, ordered by its sum."""
     sizes = np.ascontiguousarray(sizes, np.int64)
     # One opaque key per row: much faster than np.unique(sizes, axis=0) (docs/design.md).
@@ -452,7 +480,7 @@ def _size_class(sizes):
     return rank[inverse.reshape(-1)]
 
 
-def _hilbert_index(y, x):
+def _hilbert_index(y: npt.NDArray[np.int64], x: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """Each cell's index along a Hilbert curve through the grid of cells ``(y, x) >= 0``.
 
     The curve steps from each cell to a neighbouring one, so any stretch of it
@@ -474,14 +502,16 @@ def _hilbert_index(y, x):
     return index
 
 
-def unpermute(values, order):
+def unpermute(values: npt.NDArray[Any], order: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
     """Rows computed for ``positions[order]``, back in the order of ``positions``."""
     out = np.empty_like(values)
     out[order] = values
     return out
 
 
-def run_in_order(order, batch_size, compute):
+def run_in_order(order: npt.NDArray[np.int64], batch_size: int,
+                 compute: Callable[[npt.NDArray[np.int64]], dict[str, npt.NDArray[Any]]]
+                 ) -> dict[str, npt.NDArray[Any]]:
     """Compute consecutive batches of ``order`` and put each row back in its place.
 
     Parameters
@@ -498,7 +528,7 @@ def run_in_order(order, batch_size, compute):
         ``name -> ndarray (P, ...)``, row ``i`` computed for position ``i``; written
         batch by batch, with no second copy of the results.
     """
-    results = {}
+    results: dict[str, npt.NDArray[Any]] = {}
     for first in range(0, len(order), batch_size):
         indices = order[first:first + batch_size]
         for name, values in compute(indices).items():

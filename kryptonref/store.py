@@ -30,8 +30,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .explain import OcclusionResult
+    from .model import Model
 
 __all__ = ["PENDING", "DONE", "FAILED", "store_info", "load_result", "model_digest",
            "is_url", "check_location", "open_run", "StoreInfo"]
@@ -43,7 +49,7 @@ FORMAT = 1
 RESULT_ARRAYS = ("heatmap", "attribution", "label", "probability", "seconds", "macs")
 
 
-def _zarr():
+def _zarr() -> Any:
     try:
         import zarr
     except ImportError:
@@ -52,17 +58,17 @@ def _zarr():
     return zarr
 
 
-def is_url(store):
+def is_url(store: object) -> bool:
     """Whether ``store`` names a remote location (``scheme://...``) rather than a local path."""
     return isinstance(store, str) and "://" in store and not store.startswith("file://")
 
 
-def _local_path(store):
+def _local_path(store: os.PathLike[str] | str) -> str:
     store = os.fspath(store)
     return store[len("file://"):] if store.startswith("file://") else store
 
 
-def check_location(store):
+def check_location(store: os.PathLike[str] | str) -> bool:
     """Refuse a local path that holds something other than a Zarr group (never cleared).
 
     Returns whether a Zarr group is already there (local paths; remote stores
@@ -97,22 +103,22 @@ def check_location(store):
                      f"refusing to overwrite it (give a new path or remove it)")
 
 
-def model_digest(model):
+def model_digest(model: Model) -> str:
     """SHA-256 of a model's graph (nodes, layers, inputs, shapes), dtype and weights.
 
     Cached on the model until its weights are replaced (``Model.weights_version``,
     what the backends key their prepared parameters on): hashing VGG16's 550 MB
     takes about a second.
     """
-    cached = getattr(model, "_kryptonref_digest", None)
+    cached: tuple[object, str] | None = getattr(model, "_kryptonref_digest", None)
     if cached is not None and cached[0] == model.weights_version:
         return cached[1]
     value = _digest(model)
-    model._kryptonref_digest = (model.weights_version, value)
+    model._kryptonref_digest = (model.weights_version, value)  # type: ignore[attr-defined]
     return value
 
 
-def _digest(model):
+def _digest(model: Model) -> str:
     digest = hashlib.sha256()
     graph = model.graph
     digest.update(repr((graph.input_name, graph.input_shape, graph.output,
@@ -126,7 +132,7 @@ def _digest(model):
     return digest.hexdigest()
 
 
-def _differences(stored, wanted):
+def _differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """One line per difference between a stored identity and the wanted one."""
     lines = []
     for key in ("parameters",):
@@ -145,7 +151,8 @@ def _differences(stored, wanted):
     return lines
 
 
-def open_run(store, identity, shapes, identifiers):
+def open_run(store: os.PathLike[str] | str, identity: dict[str, Any],
+             shapes: dict[str, Any], identifiers: Sequence[str]) -> Any:
     """Create the store's layout, or open an existing one with the same identity.
 
     Parameters
@@ -209,7 +216,7 @@ def open_run(store, identity, shapes, identifiers):
     return group
 
 
-def write_result(group, index, result, attribution):
+def write_result(group: Any, index: int, result: OcclusionResult, attribution: bool) -> None:
     """Write one image's results, then its ``status`` (done): the completion flag last."""
     group["heatmap"][index] = result.heatmap
     if attribution and "attribution" in group:
@@ -222,19 +229,19 @@ def write_result(group, index, result, attribution):
     group["status"][index] = DONE
 
 
-def write_failure(group, index, message):
+def write_failure(group: Any, index: int, message: object) -> None:
     """Record an image as failed, with its error."""
     group["error"][index] = str(message)[:2000]
     group["status"][index] = FAILED
 
 
-class StoreInfo(dict):
+class StoreInfo(dict[str, Any]):
     """What :func:`store_info` returns: a dict with attribute access."""
 
     __getattr__ = dict.__getitem__
 
 
-def _open_read(path):
+def _open_read(path: os.PathLike[str] | str) -> Any:
     zarr = _zarr()
     if not is_url(path):
         path = _local_path(path)
@@ -249,7 +256,7 @@ def _open_read(path):
     return group
 
 
-def store_info(path):
+def store_info(path: os.PathLike[str] | str) -> StoreInfo:
     """Summary of a store: counts by status, the run's identity and quality choice.
 
     Returns
@@ -270,7 +277,7 @@ def store_info(path):
                      version=attrs.get("kryptonref_version"), errors=errors)
 
 
-def load_result(path, index):
+def load_result(path: os.PathLike[str] | str, index: int) -> dict[str, Any]:
     """One image's stored results as a dict.
 
     Returns

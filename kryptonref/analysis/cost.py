@@ -31,14 +31,19 @@ registry's MAC rules: conv and fully-connected layers, as the paper does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import validate
 from ..engine import patch_positions
 from ..graph import Graph
 from ..model import Model
 from ..schedule import WHOLE, batch_order, executed_macs, paper_macs, plan, run_in_order
+
+if TYPE_CHECKING:
+    from ..schedule import Plan
 
 __all__ = ["speedup", "SpeedupReport", "LayerCost"]
 
@@ -55,7 +60,7 @@ class LayerCost:
     incremental_macs: int
 
     @property
-    def speedup(self):
+    def speedup(self) -> float:
         return self.full_macs / self.incremental_macs if self.incremental_macs else float("inf")
 
 
@@ -86,9 +91,9 @@ class SpeedupReport:
     """
 
     model: str
-    image_size: tuple
-    patch: tuple
-    stride: tuple
+    image_size: tuple[int, ...]
+    patch: tuple[int, int]
+    stride: tuple[int, int] | None
     tau: float
     mode: str
     positions: int
@@ -98,14 +103,14 @@ class SpeedupReport:
     centre_speedup: float
     min_speedup: float
     max_speedup: float
-    centre_position: tuple
-    layers: list = field(default_factory=list)
-    speedup_map: np.ndarray | None = None
+    centre_position: tuple[int, ...]
+    layers: list[LayerCost] = field(default_factory=list)
+    speedup_map: npt.NDArray[np.float64] | None = None
     first_whole: str | None = None
     why_whole: str | None = None
     freeze_context: bool = False
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (without the speedup map)."""
         return {
             "model": self.model, "image_size": list(self.image_size), "patch": list(self.patch),
@@ -120,7 +125,7 @@ class SpeedupReport:
             "freeze_context": self.freeze_context,
         }
 
-    def table(self):
+    def table(self) -> str:
         """A readable per-layer table with totals."""
         width = max([len(c.name) for c in self.layers] + [5])
         lines = [f"{self.model}: {self.image_size[0]}x{self.image_size[1]} px, patch "
@@ -143,8 +148,10 @@ class SpeedupReport:
         return "\n".join(lines)
 
 
-def speedup(model, patch=16, stride=4, tau=1.0, mode="paper", positions=None, batch_size=64,
-            name=None, freeze_context=False):
+def speedup(model: Model | Graph, patch: int | tuple[int, int] = 16,
+            stride: int | tuple[int, int] = 4, tau: float = 1.0, mode: str = "paper",
+            positions: npt.ArrayLike | None = None, batch_size: int = 64,
+            name: str | None = None, freeze_context: bool = False) -> SpeedupReport:
     """Theoretical speedup of incremental over full inference (Algorithm 1, generalised).
 
     Parameters
@@ -185,8 +192,9 @@ def speedup(model, patch=16, stride=4, tau=1.0, mode="paper", positions=None, ba
     if positions is None:
         stride_hw = validate.int_pair(stride, "stride")
         pos = patch_positions(image_hw, patch_hw, stride_hw)
-        grid = (len(range(0, image_hw[0] - patch_hw[0] + 1, stride_hw[0])),
-                len(range(0, image_hw[1] - patch_hw[1] + 1, stride_hw[1])))
+        grid: tuple[int, int] | None = (
+            len(range(0, image_hw[0] - patch_hw[0] + 1, stride_hw[0])),
+            len(range(0, image_hw[1] - patch_hw[1] + 1, stride_hw[1])))
     else:
         pos = validate.positions(positions, image_hw, patch_hw)
         stride_hw, grid = None, None
@@ -199,7 +207,7 @@ def speedup(model, patch=16, stride=4, tau=1.0, mode="paper", positions=None, ba
     first_whole = _first_whole(graph, whole_batch)
     n_pos = len(pos)
     full_one = sum(full_per_node.values())
-    per_position = sum(costs.values())
+    per_position = cast("npt.NDArray[np.int64]", sum(costs.values()))   # never empty
     layers = [LayerCost(n, type(graph.nodes[n].layer).__name__, full_per_node[n] * n_pos,
                         int(costs[n].sum()))
               for n in graph.order if full_per_node[n] > 0]
@@ -219,23 +227,26 @@ def speedup(model, patch=16, stride=4, tau=1.0, mode="paper", positions=None, ba
         why_whole=None if first_whole is None else whole_batch.nodes[first_whole].why_whole)
 
 
-def _first_whole(graph, whole_batch):
+def _first_whole(graph: Graph, whole_batch: Plan) -> str | None:
     """The first node computed whole: the first whole feature map of more than one
     position (where the network stops being local, e.g. a squeeze-excitation product),
     else the first whole node (the head's global pooling or flatten), else None."""
     whole = [n for n in graph.order if whole_batch.nodes[n].state == WHOLE]
-    maps = [n for n in whole if len(graph.shapes[n]) == 3 and
-            graph.shapes[n][1] * graph.shapes[n][2] > 1]
-    return (maps or whole or [None])[0]
+    maps: list[str | None] = [n for n in whole if len(graph.shapes[n]) == 3 and
+                              graph.shapes[n][1] * graph.shapes[n][2] > 1]
+    return (maps or whole or cast("list[str | None]", [None]))[0]
 
 
-def _centre_index(pos, patch_hw, image_hw):
+def _centre_index(pos: npt.NDArray[np.integer[Any]], patch_hw: tuple[int, int],
+                  image_hw: tuple[int, int]) -> int:
     """Index of the position whose patch centre is nearest the image centre."""
     centre = (np.asarray(image_hw) - np.asarray(patch_hw)) / 2.0
     return int(np.argmin(np.abs(pos - centre).sum(axis=1)))
 
 
-def _incremental_macs(graph, pos, patch_hw, tau, mode, batch_size, freeze_context, whole_batch):
+def _incremental_macs(graph: Graph, pos: npt.NDArray[np.integer[Any]], patch_hw: tuple[int, int],
+                      tau: float, mode: str, batch_size: int, freeze_context: bool,
+                      whole_batch: Plan) -> dict[str, npt.NDArray[np.int64]]:
     """Per node, the incremental MACs of each position, shape (P,), in the order of ``pos``.
 
     ``paper``: one plan over all positions, each counted with its own exact
@@ -246,5 +257,6 @@ def _incremental_macs(graph, pos, patch_hw, tau, mode, batch_size, freeze_contex
     if mode == "paper":
         return paper_macs(graph, whole_batch)
     order = batch_order(graph, pos, patch_hw, tau, freeze_context)
-    return run_in_order(order, batch_size, lambda batch: executed_macs(
-        graph, plan(graph, pos[batch], patch_hw, tau, freeze_context)))
+    return cast("dict[str, npt.NDArray[np.int64]]", run_in_order(
+        order, batch_size, lambda batch: executed_macs(
+            graph, plan(graph, pos[batch], patch_hw, tau, freeze_context))))

@@ -18,14 +18,17 @@ cy <= y1 + tol`` and ``x0 - tol <= cx <= x1 + tol``.
 """
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
+import numpy.typing as npt
 
 from ..validate import int_pair as _pair
 
 __all__ = ["cell_centres", "centres_in_box", "pointing_game", "energy_in_box"]
 
 
-def _heatmap(heatmap):
+def _heatmap(heatmap: npt.ArrayLike) -> npt.NDArray[np.float64]:
     heat = np.asarray(heatmap, dtype=np.float64)
     if heat.ndim != 2 or heat.size == 0:
         raise ValueError(f"heatmap must be a non-empty 2-D array (positions_y, positions_x), "
@@ -35,7 +38,7 @@ def _heatmap(heatmap):
     return heat
 
 
-def _box(box):
+def _box(box: npt.ArrayLike) -> tuple[float, float, float, float]:
     arr = np.asarray(box)
     if arr.shape != (4,):
         raise ValueError(f"box must be (y0, x0, y1, x1), got {box!r}")
@@ -45,7 +48,8 @@ def _box(box):
     return y0, x0, y1, x1
 
 
-def cell_centres(shape, patch, stride):
+def cell_centres(shape: tuple[int, ...], patch: int | tuple[int, int], stride: int | tuple[int, int]
+                 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Patch centres of a heatmap's cells in image coordinates.
 
     Parameters
@@ -73,17 +77,20 @@ def cell_centres(shape, patch, stride):
     return cy, cx
 
 
-def centres_in_box(shape, box, patch, stride, tolerance=0.0):
+def centres_in_box(shape: tuple[int, ...], box: npt.ArrayLike, patch: int | tuple[int, int],
+                   stride: int | tuple[int, int], tolerance: float = 0.0) -> npt.NDArray[np.bool_]:
     """Boolean ``shape`` map: does the cell's patch centre lie in ``box`` (grown by ``tolerance``)?"""
     y0, x0, y1, x1 = _box(box)
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
     cy, cx = cell_centres(shape, patch, stride)
-    return (((cy >= y0 - tolerance) & (cy <= y1 + tolerance))
-            & ((cx >= x0 - tolerance) & (cx <= x1 + tolerance)))
+    return cast("npt.NDArray[np.bool_]",
+                ((cy >= y0 - tolerance) & (cy <= y1 + tolerance))
+                & ((cx >= x0 - tolerance) & (cx <= x1 + tolerance)))
 
 
-def pointing_game(heatmap, box, patch, stride, tolerance=0.0):
+def pointing_game(heatmap: npt.ArrayLike, box: npt.ArrayLike, patch: int | tuple[int, int],
+                  stride: int | tuple[int, int], tolerance: float = 0.0) -> bool:
     """Whether the most sensitive occlusion cell lies in the ground-truth box.
 
     Parameters
@@ -117,7 +124,8 @@ def pointing_game(heatmap, box, patch, stride, tolerance=0.0):
     return bool(inside.flat[int(np.argmin(heat))])
 
 
-def energy_in_box(heatmap, box, patch, stride, baseline, tolerance=0.0):
+def energy_in_box(heatmap: npt.ArrayLike, box: npt.ArrayLike, patch: int | tuple[int, int],
+                  stride: int | tuple[int, int], baseline: float, tolerance: float = 0.0) -> float:
     """Share of the heatmap's drop energy whose patch centres lie in the box.
 
     The drop energy of a cell is ``max(baseline - heatmap, 0)``: how much the

@@ -11,23 +11,31 @@ with the Agg canvas directly, without pyplot, so no global backend is switched.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from ..files import atomic_write, check_writable, figure_format
 from ..validate import int_pair as _pair
 
+if TYPE_CHECKING:
+    from matplotlib.colors import Colormap
+    from matplotlib.figure import Figure as _Figure
+
 __all__ = ["upsample_heatmap", "save_overlay"]
 
 
-def _cover(length, patch, stride, count):
+def _cover(length: int, patch: int, stride: int, count: int) -> npt.NDArray[np.float64]:
     """``(length, count)`` 0/1 matrix: pixel ``y`` lies in the patch of cell ``i``."""
     starts = np.arange(count) * stride
     pixels = np.arange(length)[:, None]
     return ((pixels >= starts[None, :]) & (pixels < starts[None, :] + patch)).astype(np.float64)
 
 
-def _grid_shape(image_hw, patch, stride):
+def _grid_shape(image_hw: tuple[int, int], patch: tuple[int, int],
+                stride: tuple[int, int]) -> tuple[int, int]:
     (ph, pw), (sh, sw) = patch, stride
     height, width = image_hw
     if ph > height or pw > width:
@@ -35,7 +43,8 @@ def _grid_shape(image_hw, patch, stride):
     return (height - ph) // sh + 1, (width - pw) // sw + 1
 
 
-def upsample_heatmap(heatmap, image_hw, patch, stride):
+def upsample_heatmap(heatmap: npt.ArrayLike, image_hw: Sequence[int], patch: int | tuple[int, int],
+                     stride: int | tuple[int, int]) -> npt.NDArray[np.float64]:
     """Spread an occlusion heatmap over the pixels its patches cover.
 
     Cell ``(i, j)`` stands for the patch occupying rows ``i*S_y ... i*S_y + P_y - 1`` and
@@ -62,7 +71,8 @@ def upsample_heatmap(heatmap, image_hw, patch, stride):
     -------
     ndarray of float64, shape (H, W)
     """
-    patch, stride = _pair(patch, "patch"), _pair(stride, "stride")
+    patch, stride = (cast("tuple[int, int]", _pair(patch, "patch")),
+                     cast("tuple[int, int]", _pair(stride, "stride")))
     height, width = (int(v) for v in image_hw)
     ny, nx = _grid_shape((height, width), patch, stride)
     values = np.asarray(heatmap, dtype=np.float64)
@@ -78,10 +88,11 @@ def upsample_heatmap(heatmap, image_hw, patch, stride):
     total = rows @ np.where(finite, values, 0.0) @ cols.T
     count = rows @ finite.astype(np.float64) @ cols.T
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.where(count > 0, count, 1.0), np.nan)
+        return cast("npt.NDArray[np.float64]",
+                    np.where(count > 0, total / np.where(count > 0, count, 1.0), np.nan))
 
 
-def _display_image(image):
+def _display_image(image: npt.ArrayLike) -> npt.NDArray[np.float64]:
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3:
         hint = " (use kryptonref.images.to_display for a (3, H, W) image)" \
@@ -92,10 +103,10 @@ def _display_image(image):
     arr = arr.astype(np.float64)
     if not np.all(np.isfinite(arr)):
         raise ValueError("image_display has non-finite values")
-    return np.clip(arr, 0.0, 1.0)
+    return cast("npt.NDArray[np.float64]", np.clip(arr, 0.0, 1.0))
 
 
-def _matplotlib():
+def _matplotlib() -> tuple[Any, Any, Any]:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.cm import ScalarMappable
@@ -106,8 +117,11 @@ def _matplotlib():
     return Figure, FigureCanvasAgg, ScalarMappable
 
 
-def save_overlay(image_display, heatmap, path, patch, stride, title=None, alpha=0.5,
-                 cmap="inferno", score=None, score_name="score"):
+def save_overlay(image_display: npt.ArrayLike, heatmap: npt.ArrayLike,
+                 path: os.PathLike[str] | str, patch: int | tuple[int, int],
+                 stride: int | tuple[int, int], title: str | None = None, alpha: float = 0.5,
+                 cmap: str | Colormap = "inferno",
+                 score: float | None = None, score_name: str = "score") -> _Figure:
     """Write a figure (PNG, JPEG, PDF or SVG, by ``path``'s extension), whole or not at
     all: the image, and next to it the image with the occlusion heatmap over it.
 
@@ -184,7 +198,7 @@ def save_overlay(image_display, heatmap, path, patch, stride, title=None, alpha=
         high = low + 1e-12
     panel_w = 4.5
     panel_h = panel_w * height / width
-    fig = Figure(figsize=(2 * panel_w + 1.2, panel_h + (0.9 if title else 0.5)),
+    fig: _Figure = Figure(figsize=(2 * panel_w + 1.2, panel_h + (0.9 if title else 0.5)),
                  layout="constrained")
     FigureCanvasAgg(fig)
     left, right = fig.subplots(1, 2)

@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 from scipy.ndimage import gaussian_filter
 
 from ..validate import open_fraction
@@ -26,11 +28,12 @@ SIGMA, TRUNCATE = 1.5, 3.5
 K1, K2 = 0.01, 0.03
 
 
-def _window_size():
+def _window_size() -> int:
     return 2 * int(TRUNCATE * SIGMA + 0.5) + 1
 
 
-def ssim(reference, other, data_range=None):
+def ssim(reference: npt.ArrayLike, other: npt.ArrayLike,
+         data_range: float | None = None) -> float:
     """Mean structural similarity of two 2-D maps (1 = identical).
 
     Local means, variances and covariance are Gaussian-weighted (sigma 1.5,
@@ -61,8 +64,9 @@ def ssim(reference, other, data_range=None):
     if not data_range > 0:
         raise ValueError(f"data_range must be positive, got {data_range!r}")
 
-    def blur(x):
-        return gaussian_filter(x, sigma=SIGMA, truncate=TRUNCATE, mode="reflect")
+    def blur(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return cast("npt.NDArray[np.float64]",
+                    gaussian_filter(x, sigma=SIGMA, truncate=TRUNCATE, mode="reflect"))
 
     mu_a, mu_b = blur(a), blur(b)
     var_a = blur(a * a) - mu_a * mu_a
@@ -75,7 +79,7 @@ def ssim(reference, other, data_range=None):
     return float(index[pad:-pad, pad:-pad].mean())
 
 
-def mean_absolute_error(reference, other):
+def mean_absolute_error(reference: npt.ArrayLike, other: npt.ArrayLike) -> float:
     """Mean of ``|reference - other|`` over two maps of the same shape."""
     a, b = np.asarray(reference, np.float64), np.asarray(other, np.float64)
     if a.shape != b.shape:
@@ -83,7 +87,8 @@ def mean_absolute_error(reference, other):
     return float(np.mean(np.abs(a - b)))
 
 
-def drilldown_speedup(coarse_stride, fine_stride, r_drill):
+def drilldown_speedup(coarse_stride: int | tuple[int, int], fine_stride: int | tuple[int, int],
+                      r_drill: float) -> float:
     """Predicted speedup of drill-down over the fine grid: ``S1^2 / (S2^2 + r S1^2)``.
 
     Adaptive drill-down's cost model (SIGMOD 2019, ``docs/design.md``, Approximate inference):
@@ -91,12 +96,13 @@ def drilldown_speedup(coarse_stride, fine_stride, r_drill):
 
     Strides may be ints or ``(S_y, S_x)`` pairs (then ``S^2`` is ``S_y S_x``).
     """
-    r = open_fraction(r_drill, "r_drill")
+    r: float = open_fraction(r_drill, "r_drill")
     s1, s2 = (float(np.prod(np.broadcast_to(s, (2,)))) for s in (coarse_stride, fine_stride))
     return s1 / (s2 + r * s1)
 
 
-def coarse_stride_for(target_speedup, fine_stride, r_drill, extent):
+def coarse_stride_for(target_speedup: float, fine_stride: int, r_drill: float,
+                      extent: int) -> int:
     """The coarse stride reaching ``target_speedup``: ``S2 sqrt(T / (1 - r T))``.
 
     :func:`drilldown_speedup` solved for ``S1`` (SIGMOD 2019, ``docs/design.md``, Approximate inference).
@@ -111,7 +117,7 @@ def coarse_stride_for(target_speedup, fine_stride, r_drill, extent):
         When the target is not above 1, or not below the bound
         ``min(W^2 / (S2^2 + r W^2), 1 / r)`` with ``W = extent``.
     """
-    r = open_fraction(r_drill, "r_drill")
+    r: float = open_fraction(r_drill, "r_drill")
     target = float(target_speedup)
     bound = min(extent * extent / (fine_stride * fine_stride + r * extent * extent), 1.0 / r)
     if not 1.0 < target < bound:

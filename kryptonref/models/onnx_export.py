@@ -21,11 +21,20 @@ CPU provider has no float64 Conv, so float64 exports mainly serve other tools).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from ..layers.registry import entry
 from ..model import Model
+
+if TYPE_CHECKING:
+    from onnx import ModelProto, NodeProto
+
+    from ..graph import Graph
+    from ..layers import TensorOp
 
 __all__ = ["to_onnx", "ExportContext", "MIN_EXPORT_OPSET", "import_onnx", "unique_name"]
 
@@ -38,7 +47,7 @@ MIN_EXPORT_OPSET = 11
 BATCH = "N"
 
 
-def import_onnx():
+def import_onnx() -> Any:
     """The ``onnx`` module, or an ImportError naming the extra to install."""
     try:
         import onnx
@@ -50,7 +59,7 @@ def import_onnx():
     return onnx
 
 
-def unique_name(base, taken):
+def unique_name(base: str, taken: set[str]) -> str:
     """``base``, or ``base_2``, ``base_3``, ... : the first not in ``taken`` (then added to it)."""
     name, k = base, 1
     while name in taken:
@@ -60,7 +69,7 @@ def unique_name(base, taken):
     return name
 
 
-def _ancestors(graph):
+def _ancestors(graph: Graph) -> set[str]:
     """Names of the nodes the graph output depends on (the output included)."""
     keep, stack = set(), [graph.output]
     while stack:
@@ -81,19 +90,20 @@ class ExportContext:
         The opset of the default domain being written.
     """
 
-    def __init__(self, helper, graph, dtype, opset):
+    def __init__(self, helper: Any, graph: Graph, dtype: np.dtype[Any], opset: int) -> None:
         self._helper, self._graph, self._dtype, self.opset = helper, graph, dtype, opset
         self._used = set(graph.shapes)
-        self.nodes, self.initializers = [], []
+        self.nodes: list[NodeProto] = []
+        self.initializers: list[tuple[str, npt.NDArray[Any]]] = []
         #: Set by a layer whose nodes hold the batch size 1 (a TensorOp's reshapes): the
         #: model is written with a batch of one instead of a dynamic one.
         self.fixed_batch = False
 
-    def fresh(self, name):
+    def fresh(self, name: str) -> str:
         """A tensor name not used yet, ``name`` or ``name_2``, ``name_3``, ..."""
         return unique_name(name, self._used)
 
-    def init(self, name, value, as_type=None):
+    def init(self, name: str, value: npt.ArrayLike, as_type: npt.DTypeLike | None = None) -> str:
         """Add an initializer (in the model's dtype unless ``as_type``); returns its name."""
         name = self.fresh(name)
         # (np.asarray, not np.ascontiguousarray: that makes a 0-d index such as ViT's
@@ -102,24 +112,26 @@ class ExportContext:
         self.initializers.append((name, value))
         return name
 
-    def node(self, op_type, inputs, output, name=None, **attributes):
+    def node(self, op_type: str, inputs: Iterable[str], output: str, name: str | None = None,
+             **attributes: Any) -> None:
         """Add a node of the default domain computing tensor ``output``."""
         self.nodes.append(self._helper.make_node(op_type, list(inputs), [output],
                                                  name=output if name is None else name,
                                                  **attributes))
 
-    def shape(self, name):
+    def shape(self, name: str) -> tuple[int, ...]:
         """The shape of a kryptonref node's value (batch axis excluded)."""
         return self._graph.shapes[name]
 
     @staticmethod
-    def pads(padding):
+    def pads(padding: tuple[tuple[int, int], tuple[int, int]]) -> list[int]:
         """kryptonref ``((top, bottom), (left, right))`` -> ONNX ``[top, left, bottom, right]``."""
         (top, bottom), (left, right) = padding
         return [int(top), int(left), int(bottom), int(right)]
 
 
-def to_onnx(model, path=None, opset=17):
+def to_onnx(model: Model, path: str | os.PathLike[str] | None = None,
+            opset: int = 17) -> ModelProto:
     """Write a kryptonref model as an ONNX model.
 
     Parameters
@@ -173,12 +185,12 @@ def to_onnx(model, path=None, opset=17):
                                           list(node.inputs))
 
     out = graph.output
-    batch = 1 if ctx.fixed_batch else BATCH
+    batch: int | str = 1 if ctx.fixed_batch else BATCH
     inputs = [helper.make_tensor_value_info(graph.input_name, elem,
                                             [batch] + list(graph.input_shape))]
-    out_dims = list(graph.shapes[out])
+    out_dims: list[int | str] = list(graph.shapes[out])
     if getattr(graph.nodes[out].layer, "batched", None) is not None \
-            and graph.nodes[out].layer.op_type != "Unbatch":
+            and cast("TensorOp", graph.nodes[out].layer).op_type != "Unbatch":
         out_dims = out_dims[1:]      # a TensorOp's shape holds the batch axis already
     outputs = [helper.make_tensor_value_info(out, elem, [batch] + out_dims)]
     onnx_graph = helper.make_graph(ctx.nodes, "kryptonref", inputs, outputs)

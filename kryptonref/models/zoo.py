@@ -13,11 +13,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..model import Model
+
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    import numpy.typing as npt
+
+    from ..graph import Graph
+
+    _Builder = TypeVar("_Builder", bound=Callable[[int, int], Graph])
 
 __all__ = ["register", "zoo", "zoo_names", "zoo_entry", "build_graph", "ZooEntry"]
 
@@ -43,13 +53,13 @@ class ZooEntry:
     """
 
     name: str
-    builder: Callable
+    builder: Callable[[int, int], Graph]
     default_size: int = 224
     description: str = ""
     num_classes: int = 1000
     pretrained: str | None = None
 
-    def pretrained_path(self):
+    def pretrained_path(self) -> str:
         """Path of the shipped weights file; ``ValueError`` if the model ships none."""
         if self.pretrained is None:
             with_weights = sorted(n for n, e in _REGISTRY.items() if e.pretrained is not None)
@@ -68,14 +78,15 @@ _REGISTRY: dict[str, ZooEntry] = {}
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 
 
-def register(name, default_size=224, description="", num_classes=1000, pretrained=None):
+def register(name: str, default_size: int = 224, description: str = "", num_classes: int = 1000,
+             pretrained: str | None = None) -> Callable[[_Builder], _Builder]:
     """Decorator registering ``builder(image_size, num_classes) -> Graph`` under ``name``.
 
     ``num_classes`` is the model's default number of classes; ``pretrained`` the
     file name, in ``kryptonref/data/``, of shipped weights (for ``default_size``
     and ``num_classes``).
     """
-    def decorate(builder):
+    def decorate(builder: _Builder) -> _Builder:
         if name in _REGISTRY:
             raise ValueError(f"zoo model {name!r} is registered twice")
         _REGISTRY[name] = ZooEntry(name, builder, default_size, description, num_classes,
@@ -84,19 +95,19 @@ def register(name, default_size=224, description="", num_classes=1000, pretraine
     return decorate
 
 
-def _load_all():
+def _load_all() -> None:
     """Import every architecture module so that it registers itself."""
     from . import (alexnet, demo, densenet, googlenet, inception, mobilenet, modern,  # noqa: F401
                    resnet, squeezenet, vgg, vit)
 
 
-def zoo_names():
+def zoo_names() -> list[str]:
     """Names of every zoo model, sorted."""
     _load_all()
     return sorted(_REGISTRY)
 
 
-def zoo_entry(name):
+def zoo_entry(name: str) -> ZooEntry:
     """The :class:`ZooEntry` of ``name``; an unknown name raises ``ValueError`` listing the zoo."""
     _load_all()
     if name not in _REGISTRY:
@@ -104,7 +115,8 @@ def zoo_entry(name):
     return _REGISTRY[name]
 
 
-def build_graph(name, image_size=None, num_classes=None):
+def build_graph(name: str, image_size: int | None = None,
+                num_classes: int | None = None) -> Graph:
     """The graph of zoo model ``name`` at ``image_size`` (default: its design size).
 
     ``num_classes`` defaults to the model's registered number (1000 for the
@@ -125,7 +137,9 @@ def build_graph(name, image_size=None, num_classes=None):
         raise ValueError(f"{name} at {size} px: {err}") from None
 
 
-def zoo(name, image_size=None, num_classes=None, weights=None, seed=0, dtype=np.float32):
+def zoo(name: str, image_size: int | None = None, num_classes: int | None = None,
+        weights: str | os.PathLike[str] | Mapping[str, npt.ArrayLike] | None = None,
+        seed: int = 0, dtype: npt.DTypeLike = np.float32) -> Model:
     """A zoo model with seeded random weights, weights from an ``.npz`` file or shipped weights.
 
     Parameters
