@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Dev-only: train the demo models on the synthetic shapes data and ship their weights.
 
-For each of ``demo_vgg`` and ``demo_resnet`` (:mod:`kryptonref.models.demo`) this
+For each of ``demo_vgg``, ``demo_resnet`` and ``demo_effnet`` (:mod:`kryptonref.models.demo`) this
 
 1. builds the architecture's kryptonref graph and a PyTorch twin of it, generated
    node by node from the same graph, with module paths equal to the node names
@@ -55,7 +55,7 @@ from kryptonref import datasets  # noqa: E402
 from kryptonref.analysis.localisation import energy_in_box, pointing_game  # noqa: E402
 from kryptonref.models.zoo import DATA_DIR, build_graph, zoo_entry  # noqa: E402
 
-MODELS = ("demo_vgg", "demo_resnet")
+MODELS = ("demo_vgg", "demo_resnet", "demo_effnet")
 JSON_PATH = os.path.join(DATA_DIR, "demo_models.json")
 
 #: Data: one seed per split; the test in tests/test_demo_models.py uses yet another.
@@ -66,6 +66,7 @@ DATA = dict(image_size=224, train_seed=1, train_images=8000, val_seed=2, val_ima
 TRAIN = {
     "demo_vgg": dict(seed=0, epochs=4, batch_size=64, lr=3e-3, weight_decay=5e-4),
     "demo_resnet": dict(seed=0, epochs=4, batch_size=64, lr=3e-3, weight_decay=5e-4),
+    "demo_effnet": dict(seed=0, epochs=4, batch_size=64, lr=3e-3, weight_decay=5e-4),
 }
 
 #: Training augmentation: 0..OCCLUDERS grey squares of OCCLUDER_SIZES px per image, off the object.
@@ -133,6 +134,10 @@ def torch_twin(graph):
                 out = out + x
             return out
 
+    class Mul(nn.Module):  # a squeeze-excitation product: (N, C, 1, 1) gate broadcast
+        def forward(self, a, b):
+            return a * b
+
     def symmetric(padding, name):
         (top, bottom), (left, right) = padding
         if top != bottom or left != right:
@@ -161,6 +166,12 @@ def torch_twin(graph):
             return nn.Dropout(layer.p)
         if isinstance(layer, L.Add):
             return Add()
+        if isinstance(layer, L.Mul):
+            return Mul()
+        if isinstance(layer, L.SiLU):
+            return nn.SiLU()
+        if isinstance(layer, L.Sigmoid):
+            return nn.Sigmoid()
         raise TypeError(f"{name}: no torch twin for {type(layer).__name__}")
 
     class Twin(nn.Module):
@@ -402,9 +413,11 @@ def main(argv=None):
                                  dtype=np.float16)
         data["val"] = generate(DATA["val_images"], DATA["val_seed"], DATA["image_size"])
         record["data"] = data_params
-        record["environment"] = dict(torch=torch.__version__, numpy=np.__version__,
-                                     python=platform.python_version(),
-                                     machine=platform.machine(), cpu_threads=TORCH_THREADS)
+        environment = dict(torch=torch.__version__, numpy=np.__version__,
+                           python=platform.python_version(),
+                           machine=platform.machine(), cpu_threads=TORCH_THREADS)
+        # the top-level record is the first run's; a model trained later keeps its own
+        record.setdefault("environment", environment)
     for name in args.models:
         entry = record["models"].setdefault(name, {})
         if not args.skip_train:
@@ -413,6 +426,8 @@ def main(argv=None):
                 settings["epochs"] = args.epochs
             model, train_record = train_one(name, data, settings)
             entry.update(train_record)
+            if environment != record["environment"]:
+                entry["environment"] = environment
             entry.update(export_and_check(name, model, data))
             graph = build_graph(name)
             entry["macs_per_image"] = int(sum(graph.macs().values()))
