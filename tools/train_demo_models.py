@@ -22,7 +22,10 @@ For each of ``demo_vgg``, ``demo_resnet`` and ``demo_effnet`` (:mod:`kryptonref.
    ``--patch``/``--stride`` over the first ``--loc-images`` test images; per image
    the heatmap of the true class's probability (softmax of the logits), the
    pointing game and the energy in the box
-   (:mod:`kryptonref.analysis.localisation`);
+   (:mod:`kryptonref.analysis.localisation`); for a model with squeeze-excitation
+   gates (``demo_effnet``) the same again with the frozen-context approximation
+   (``localisation_frozen_context``, with the SSIM of its log-probability maps
+   against the exact ones);
 5. writes everything to ``kryptonref/data/demo_models.json``.
 
 torch is NOT a dependency of kryptonref or of its tests; run this from an
@@ -53,6 +56,7 @@ if ROOT not in sys.path:
 import kryptonref as kr  # noqa: E402
 from kryptonref import datasets  # noqa: E402
 from kryptonref.analysis.localisation import energy_in_box, pointing_game  # noqa: E402
+from kryptonref.analysis.quality import ssim  # noqa: E402
 from kryptonref.models.zoo import DATA_DIR, build_graph, zoo_entry  # noqa: E402
 
 MODELS = ("demo_vgg", "demo_resnet", "demo_effnet")
@@ -329,22 +333,32 @@ def log_softmax(logits):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def localisation(name, count, patch, stride, seed, batch_size=64):
-    """Pointing game and energy in the box over ``count`` images of ``shapes(seed=seed)``."""
+def localisation(name, count, patch, stride, seed, batch_size=64, freeze_context=False):
+    """Pointing game and energy in the box over ``count`` images of ``shapes(seed=seed)``.
+
+    With ``freeze_context`` the heatmaps are the frozen-context approximation's
+    (squeeze-excitation gates kept at their unoccluded values, ``docs/approximate.md``)
+    instead of exact ones. The returned record's ``"_heatmaps"`` (log p of the true
+    class, one grid per image) is for the caller, not for the json.
+    """
+    from kryptonref.engine import Occluder
     model = kr.zoo(name, weights="pretrained")
     data = datasets.shapes(count, DATA["image_size"], seed=seed)
     size = DATA["image_size"]
     positions = kr.patch_positions((size, size), patch, stride)
     grid = (len(range(0, size - patch + 1, stride)),) * 2
     hits_true, hits_pred, hits_tol, energies, box_shares, correct = [], [], [], [], [], []
+    heatmaps, macs = [], 0
     start = time.perf_counter()
     for i in range(count):
         image, label = data.images[i], int(data.labels[i])
         base = model.forward_all(image[None])
         logits0 = base[model.graph.output][0]
         pred = int(np.argmax(logits0))
-        out = kr.incremental_inference(model, image, positions, patch, fill=0.0,
-                                       batch_size=batch_size, base=base).output
+        occluder = Occluder(model, image, patch, fill=0.0, base=base,
+                            freeze_context=freeze_context)
+        out = occluder.run(positions, batch_size)[model.graph.output]
+        macs += int(sum(occluder.node_macs.values()))
         logp = log_softmax(out)                       # (P, K), float64: no saturation at 1
         logp0 = log_softmax(logits0[None])[0]
         box = data.boxes[i]
@@ -357,10 +371,14 @@ def localisation(name, count, patch, stride, seed, batch_size=64):
                                       baseline=float(np.exp(logp0[label]))))
         box_shares.append(energy_in_box(np.zeros(grid), box, patch, stride, baseline=1.0))
         correct.append(pred == label)
+        heatmaps.append(logp[:, label].reshape(grid))
     seconds = time.perf_counter() - start
     energies = np.asarray(energies, dtype=float)
+    full_macs = count * len(positions) * int(sum(model.graph.macs().values()))
     result = dict(
         images=count, data_seed=seed, patch=patch, stride=stride, fill=0.0,
+        freeze_context=bool(freeze_context),
+        macs_over_full_reinference=round(macs / full_macs, 4),
         positions_per_image=len(positions),
         target="true class; probability = softmax of the logits (pointing on log p)",
         pointing_accuracy_true_class=round(float(np.mean(hits_true)), 4),
@@ -374,7 +392,14 @@ def localisation(name, count, patch, stride, seed, batch_size=64):
         accuracy_on_these_images=round(float(np.mean(correct)), 4),
         seconds=round(seconds, 1))
     log(name, "localisation", result)
+    result["_heatmaps"] = heatmaps
     return result
+
+
+def has_context_gates(name):
+    """Whether ``name``'s graph has a per-channel gate broadcast over a map (``Mul``)."""
+    graph = build_graph(name)
+    return any(isinstance(graph.nodes[n].layer, kr.Mul) for n in graph.order)
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -434,8 +459,16 @@ def main(argv=None):
             entry["description"] = zoo_entry(name).description
         entry.update(kryptonref_accuracy(name, data))
         if not args.skip_localisation:
-            entry["localisation"] = localisation(name, args.loc_images, args.patch, args.stride,
-                                                 DATA["test_seed"])
+            exact = localisation(name, args.loc_images, args.patch, args.stride, DATA["test_seed"])
+            exact_maps = exact.pop("_heatmaps")
+            entry["localisation"] = exact
+            if has_context_gates(name):
+                frozen = localisation(name, args.loc_images, args.patch, args.stride,
+                                      DATA["test_seed"], freeze_context=True)
+                values = [ssim(e, f) for e, f in zip(exact_maps, frozen.pop("_heatmaps"))]
+                frozen["ssim_vs_exact_log_p_mean"] = round(float(np.mean(values)), 4)
+                frozen["ssim_vs_exact_log_p_min"] = round(float(np.min(values)), 4)
+                entry["localisation_frozen_context"] = frozen
         with open(JSON_PATH, "w") as f:
             json.dump(record, f, indent=2)
             f.write("\n")
