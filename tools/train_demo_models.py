@@ -333,12 +333,54 @@ def log_softmax(logits):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def localisation(name, count, patch, stride, seed, batch_size=64, freeze_context=False):
+class OrtExact:
+    """Exact occluded logits by onnxruntime full re-inference of ``kr.to_onnx(model)``.
+
+    For ``demo_effnet``: its squeeze-excitation gates make every changed region whole,
+    so kryptonref's exact incremental inference is full re-inference, and on the
+    shared 2-core machine it ran at about 0.8 s per position (``docs/demo-models.md``);
+    onnxruntime's logits are the same (checked per image on a few positions against
+    kryptonref's exact engine, ``max_abs_logit_diff_vs_kryptonref``).
+    """
+
+    def __init__(self, model):
+        import tempfile
+
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            kr.to_onnx(model, path)
+            self.session = ort.InferenceSession(path, options,
+                                                providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self.max_diff = 0.0
+
+    def __call__(self, model, image, positions, patch, batch_size, base):
+        out = []
+        for first in range(0, len(positions), batch_size):
+            part = positions[first:first + batch_size]
+            batch = np.repeat(image[None], len(part), axis=0).astype(np.float32)
+            for k, (y, x) in enumerate(part):
+                batch[k, :, y:y + patch, x:x + patch] = 0.0
+            out.append(self.session.run(None, {self.input: batch})[0])
+        out = np.concatenate(out)
+        check = np.linspace(0, len(positions) - 1, 4).round().astype(int)
+        ours = kr.incremental_inference(model, image, positions[check], patch, fill=0.0,
+                                        base=base).output
+        self.max_diff = max(self.max_diff, float(np.abs(ours - out[check]).max()))
+        return out
+
+
+def localisation(name, count, patch, stride, seed, batch_size=64, freeze_context=False,
+                 exact_engine="kryptonref"):
     """Pointing game and energy in the box over ``count`` images of ``shapes(seed=seed)``.
 
     With ``freeze_context`` the heatmaps are the frozen-context approximation's
     (squeeze-excitation gates kept at their unoccluded values, ``docs/approximate.md``)
-    instead of exact ones. The returned record's ``"_heatmaps"`` (log p of the true
+    instead of exact ones. ``exact_engine="onnxruntime"``: exact maps by
+    :class:`OrtExact`. The returned record's ``"_heatmaps"`` (log p of the true
     class, one grid per image) is for the caller, not for the json.
     """
     from kryptonref.engine import Occluder
@@ -349,16 +391,21 @@ def localisation(name, count, patch, stride, seed, batch_size=64, freeze_context
     grid = (len(range(0, size - patch + 1, stride)),) * 2
     hits_true, hits_pred, hits_tol, energies, box_shares, correct = [], [], [], [], [], []
     heatmaps, macs = [], 0
+    ort = OrtExact(model) if exact_engine == "onnxruntime" and not freeze_context else None
     start = time.perf_counter()
     for i in range(count):
         image, label = data.images[i], int(data.labels[i])
         base = model.forward_all(image[None])
         logits0 = base[model.graph.output][0]
         pred = int(np.argmax(logits0))
-        occluder = Occluder(model, image, patch, fill=0.0, base=base,
-                            freeze_context=freeze_context)
-        out = occluder.run(positions, batch_size)[model.graph.output]
-        macs += int(sum(occluder.node_macs.values()))
+        if ort is not None:
+            out = ort(model, image, positions, patch, batch_size, base)
+            macs += len(positions) * int(sum(model.graph.macs().values()))
+        else:
+            occluder = Occluder(model, image, patch, fill=0.0, base=base,
+                                freeze_context=freeze_context)
+            out = occluder.run(positions, batch_size)[model.graph.output]
+            macs += int(sum(occluder.node_macs.values()))
         logp = log_softmax(out)                       # (P, K), float64: no saturation at 1
         logp0 = log_softmax(logits0[None])[0]
         box = data.boxes[i]
@@ -378,6 +425,10 @@ def localisation(name, count, patch, stride, seed, batch_size=64, freeze_context
     result = dict(
         images=count, data_seed=seed, patch=patch, stride=stride, fill=0.0,
         freeze_context=bool(freeze_context),
+        engine=("onnxruntime full re-inference (kr.to_onnx), checked against kryptonref's "
+                "exact engine on 4 positions per image" if ort is not None else
+                "kryptonref " + ("approximate (freeze_context)" if freeze_context
+                                 else "exact incremental")),
         macs_over_full_reinference=round(macs / full_macs, 4),
         positions_per_image=len(positions),
         target="true class; probability = softmax of the logits (pointing on log p)",
@@ -391,6 +442,8 @@ def localisation(name, count, patch, stride, seed, batch_size=64, freeze_context
         box_share_of_centres_mean=round(float(np.mean(box_shares)), 4),
         accuracy_on_these_images=round(float(np.mean(correct)), 4),
         seconds=round(seconds, 1))
+    if ort is not None:
+        result["max_abs_logit_diff_vs_kryptonref"] = float(ort.max_diff)
     log(name, "localisation", result)
     result["_heatmaps"] = heatmaps
     return result
@@ -415,6 +468,9 @@ def main(argv=None):
     parser.add_argument("--loc-images", type=int, default=100)
     parser.add_argument("--patch", type=int, default=32)
     parser.add_argument("--stride", type=int, default=16)
+    parser.add_argument("--exact-engine", choices=("kryptonref", "onnxruntime"),
+                        default="kryptonref",
+                        help="what computes the exact localisation maps (default kryptonref)")
     args = parser.parse_args(argv)
 
     record = {}
@@ -459,7 +515,8 @@ def main(argv=None):
             entry["description"] = zoo_entry(name).description
         entry.update(kryptonref_accuracy(name, data))
         if not args.skip_localisation:
-            exact = localisation(name, args.loc_images, args.patch, args.stride, DATA["test_seed"])
+            exact = localisation(name, args.loc_images, args.patch, args.stride, DATA["test_seed"],
+                                 exact_engine=args.exact_engine)
             exact_maps = exact.pop("_heatmaps")
             entry["localisation"] = exact
             if has_context_gates(name):
