@@ -143,7 +143,7 @@ def zoo(name, image_size=None, num_classes=None, weights=None, seed=0, dtype=np.
         ``{"node.param": array}`` weights or an ``.npz`` file of them; ``None`` draws
         seeded random weights; ``"pretrained"`` loads the weights shipped with the
         package (no network access) for the models that have them (``demo_vgg``,
-        ``demo_resnet``), at their design size and number of classes.
+        ``demo_resnet``, ``demo_effnet``), at their design size and number of classes.
     seed : int
         Seed of the random weights.
     dtype : float32 or float64
