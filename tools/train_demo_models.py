@@ -34,6 +34,7 @@ environment that has it, with kryptonref importable, e.g.::
     PYTHONPATH=/work/main /tmp/tvenv/bin/python tools/train_demo_models.py
     PYTHONPATH=. python tools/train_demo_models.py --models demo_resnet
     PYTHONPATH=. python tools/train_demo_models.py --skip-train      # re-measure only (no torch)
+    PYTHONPATH=. python tools/train_demo_models.py --models demo_effnet --exact-engine onnxruntime
 
 Everything is seeded; with the same library versions and thread count a rerun
 reproduces the weights (up to the non-associativity of threaded float sums).
