@@ -676,7 +676,7 @@ def main(argv=None):
     parser.add_argument("--version", action="version", version=f"kryptonref {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("demo", help="incremental vs full occlusion on the embedded default")
-    p.add_argument("--model", default="demo_vgg", choices=("demo_vgg", "demo_resnet"),
+    p.add_argument("--model", default="demo_vgg", choices=("demo_vgg", "demo_resnet", "demo_effnet"),
                    help="a shipped demo model (default demo_vgg)")
     p.add_argument("--patch", type=int, default=16)
     p.add_argument("--stride", type=int, default=8)

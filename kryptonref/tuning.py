@@ -13,6 +13,12 @@ so one such heatmap per image gives the drill-down heatmap of every setting
 without occluding again. Given several taus, it searches them jointly with
 drill-down's knobs, ranking settings by the cost model's predicted work.
 Both check their choice on held-out images.
+
+With ``freeze_context=True`` both tune the frozen-context approximation
+(``docs/approximate.md``, Freezing global context): the reference heatmaps stay
+exact, every approximate heatmap (tau = 1 included, which is then no longer
+exact) keeps the squeeze-excitation gates at their unoccluded values, and the
+predicted speedups count the MACs of frozen-context inference.
 """
 from __future__ import annotations
 
@@ -56,6 +62,9 @@ class TauTuning:
         Images used for the fit and for the check.
     ssim_per_image : list of list of float
         SSIM per fitting image (rows) and tau (columns).
+    freeze_context : bool
+        Whether the approximate heatmaps kept global-context gates frozen (then
+        tau = 1 is measured, not taken as exact).
     """
 
     tau: float
@@ -68,6 +77,7 @@ class TauTuning:
     n_fit: int
     n_held_out: int
     ssim_per_image: list = field(default_factory=list)
+    freeze_context: bool = False
 
     def fitted(self, tau):
         """The fitted SSIM at ``tau`` (scalar or array)."""
@@ -80,7 +90,7 @@ class TauTuning:
                 "mean_ssim": [float(v) for v in self.mean_ssim],
                 "coefficients": [float(c) for c in self.coefficients],
                 "held_out_ssim": self.held_out_ssim, "n_fit": self.n_fit,
-                "n_held_out": self.n_held_out}
+                "n_held_out": self.n_held_out, "freeze_context": bool(self.freeze_context)}
 
 
 def _solve(coefficients, target, low):
@@ -93,22 +103,23 @@ def _solve(coefficients, target, low):
     return float(taus[first_bad - 1]), bool(first_bad > 1)
 
 
-def _heatmap_pair_ssim(model, image, taus, settings, bar):
+def _heatmap_pair_ssim(model, image, taus, settings, bar, freeze_context=False):
     exact = occlusion(model, image, mode="incremental", **settings)
     values = []
     for tau in taus:
-        if tau >= 1.0:
+        if tau >= 1.0 and not freeze_context:
             values.append(1.0)  # tau = 1 is exact: the same heatmap
         else:
             approx = occlusion(model, image, mode="approximate", tau=tau, target=exact.label,
-                               **settings)
+                               freeze_context=freeze_context, **settings)
             values.append(ssim(exact.heatmap, approx.heatmap))
         bar.update(1)
     return values
 
 
 def tune_tau(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0, grid=DEFAULT_GRID,
-             held_out=None, batch_size=None, device="cpu", progress=False):
+             held_out=None, batch_size=None, device="cpu", progress=False,
+             freeze_context=False):
     """Tune tau so that approximate heatmaps reach ``target_ssim`` against exact ones.
 
     Parameters
@@ -128,6 +139,10 @@ def tune_tau(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0, grid=
         images, the last third of ``images`` is held out.
     progress : bool
         A progress bar over the occlusion runs (needs tqdm).
+    freeze_context : bool
+        Tune tau for the frozen-context approximation: the approximate heatmaps
+        (at every tau of the grid, 1 included) keep global-context gates at their
+        unoccluded values; the references stay exact.
 
     Returns
     -------
@@ -141,17 +156,21 @@ def tune_tau(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0, grid=
     _check_heatmap_size(model, patch, stride)
     settings = dict(patch=patch, stride=stride, fill=fill, batch_size=batch_size, device=device)
 
-    bar = _progress_bar(len(images) * len(taus) + len(held_out) * 2, progress)
-    per_image = [_heatmap_pair_ssim(model, im, taus, settings, bar) for im in images]
+    bar = _progress_bar(len(images) * len(taus) + len(held_out), progress)
+    freeze_context = bool(freeze_context)
+    per_image = [_heatmap_pair_ssim(model, im, taus, settings, bar, freeze_context)
+                 for im in images]
     mean = np.mean(per_image, axis=0)
     coefficients = np.polyfit(taus, mean, 2)
     tau, reached = _solve(coefficients, target_ssim, float(taus.min()))
-    checks = [_heatmap_pair_ssim(model, im, [1.0, tau], settings, bar)[1] for im in held_out]
+    checks = [_heatmap_pair_ssim(model, im, [tau], settings, bar, freeze_context)[0]
+              for im in held_out]
     bar.close()
     return TauTuning(tau=tau, target_ssim=target_ssim, reached=reached, grid=taus,
                      mean_ssim=mean, coefficients=coefficients,
                      held_out_ssim=float(np.mean(checks)) if checks else None,
-                     n_fit=len(images), n_held_out=len(held_out), ssim_per_image=per_image)
+                     n_fit=len(images), n_held_out=len(held_out), ssim_per_image=per_image,
+                     freeze_context=freeze_context)
 
 
 #: Coarse strides :func:`tune_drilldown` tries, in multiples of the fine stride.
@@ -202,6 +221,9 @@ class DrilldownTuning:
         ``r_drill``: ``tau``, ``steps`` (S1 / S2), ``r_drill``, ``mean_ssim``,
         ``lower_ssim``, ``min_ssim``, ``speedup`` (the cells ratio, as above),
         ``predicted_speedup``.
+    freeze_context : bool
+        Whether the chosen setting (and every one tried) keeps global-context gates
+        frozen; ``predicted_speedup`` then counts frozen-context MACs.
     """
 
     coarse_stride: tuple
@@ -217,6 +239,7 @@ class DrilldownTuning:
     n_fit: int
     n_held_out: int
     table: list = field(default_factory=list)
+    freeze_context: bool = False
 
     def to_dict(self):
         """A JSON-ready summary."""
@@ -225,7 +248,8 @@ class DrilldownTuning:
                 "speedup": self.speedup, "predicted_speedup": self.predicted_speedup,
                 "mean_ssim": self.mean_ssim,
                 "lower_ssim": self.lower_ssim, "held_out_ssim": self.held_out_ssim,
-                "n_fit": self.n_fit, "n_held_out": self.n_held_out, "table": self.table}
+                "n_fit": self.n_fit, "n_held_out": self.n_held_out, "table": self.table,
+                "freeze_context": bool(self.freeze_context)}
 
 
 def _split_held_out(model, images, held_out, tuner):
@@ -294,17 +318,18 @@ def _check_taus(tau):
     return taus
 
 
-def _mac_ratios(model, patch, stride, taus, batch_size):
-    """Exact incremental inference's MACs over those at each tau, each batched as
-    :func:`kryptonref.occlusion` runs it (cost model, executed, over the whole grid)."""
-    def macs(tau):
-        mode = "incremental" if tau == 1.0 else "approximate"
+def _mac_ratios(model, patch, stride, taus, batch_size, freeze_context=False):
+    """Exact incremental inference's MACs over those at each tau (with global-context
+    gates frozen if ``freeze_context``), each batched as :func:`kryptonref.occlusion`
+    runs it (cost model, executed, over the whole grid)."""
+    def macs(tau, frozen):
+        mode = "incremental" if tau == 1.0 and not frozen else "approximate"
         batch = DEFAULT_BATCH[mode] if batch_size is None else batch_size
         return cost_model_speedup(model, patch, stride, tau=tau, mode="executed",
-                                  batch_size=batch).incremental_macs
+                                  batch_size=batch, freeze_context=frozen).incremental_macs
 
-    exact = macs(1.0)
-    return {tau: exact / macs(tau) for tau in taus}
+    exact = macs(1.0, False)
+    return {tau: exact / macs(tau, freeze_context) for tau in taus}
 
 
 def _drilldown_table(pairs, taus, steps, fractions, mac_ratios):
@@ -327,7 +352,7 @@ def _drilldown_table(pairs, taus, steps, fractions, mac_ratios):
 
 def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0, tau=1.0,
                    steps=DRILL_STEPS, fractions=DRILL_FRACTIONS, held_out=None,
-                   batch_size=None, device="cpu", progress=False):
+                   batch_size=None, device="cpu", progress=False, freeze_context=False):
     """Choose drill-down's coarse stride and ``r_drill`` (and tau) for a target heatmap SSIM.
 
     Adaptive drill-down (SIGMOD 2019, ``docs/design.md``, Approximate inference) has two knobs, and
@@ -373,6 +398,11 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
         By default, with three or more images, the last third of ``images``.
     progress : bool
         A progress bar over the occlusion runs (needs tqdm).
+    freeze_context : bool
+        Search the frozen-context approximation's settings: every heatmap drill-down
+        reads (tau = 1 included) keeps global-context gates at their unoccluded
+        values, the references stay exact, and the predicted speedups count the
+        frozen MACs.
 
     Returns
     -------
@@ -393,7 +423,8 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
     _check_heatmap_size(model, patch, stride_hw)
     settings = dict(patch=patch, stride=stride_hw, fill=fill, batch_size=batch_size,
                     device=device)
-    approximate_taus = [t for t in taus if t < 1.0]
+    freeze_context = bool(freeze_context)
+    approximate_taus = [t for t in taus if t < 1.0 or freeze_context]
 
     bar = _progress_bar(len(images) * (1 + len(approximate_taus)) + len(held_out) * 2,
                         progress)
@@ -404,11 +435,12 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
         sources = {1.0: exact}
         for t in approximate_taus:
             sources[t] = occlusion(model, image, target=exact.label, mode="approximate", tau=t,
-                                   **settings)
+                                   freeze_context=freeze_context, **settings)
             bar.update(1)
         pairs.append((exact, sources))
     table = _drilldown_table(pairs, taus, steps, fractions,
-                             _mac_ratios(model, patch, stride_hw, taus, batch_size))
+                             _mac_ratios(model, patch, stride_hw, taus, batch_size,
+                                         freeze_context))
     passing = [row for row in table if row["lower_ssim"] >= target_ssim]
     best = (max(passing, key=lambda row: (row["predicted_speedup"], row["lower_ssim"]))
             if passing else max(table, key=lambda row: row["lower_ssim"]))
@@ -419,7 +451,8 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
         bar.update(1)
         chosen = occlusion(model, image, target=exact.label, mode="approximate",
                            tau=best["tau"], drilldown=True, r_drill=best["r_drill"],
-                           coarse_stride=coarse_stride, **settings)
+                           coarse_stride=coarse_stride, freeze_context=freeze_context,
+                           **settings)
         bar.update(1)
         checks.append(ssim(exact.heatmap, chosen.heatmap))
     bar.close()
@@ -428,4 +461,5 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
                            speedup=best["speedup"], predicted_speedup=best["predicted_speedup"],
                            mean_ssim=best["mean_ssim"], lower_ssim=best["lower_ssim"],
                            held_out_ssim=float(np.mean(checks)) if checks else None,
-                           n_fit=len(images), n_held_out=len(held_out), table=table)
+                           n_fit=len(images), n_held_out=len(held_out), table=table,
+                           freeze_context=freeze_context)

@@ -11,10 +11,10 @@ import pytest
 
 import kryptonref as kr
 from kryptonref import datasets
-from kryptonref.analysis import cell_centres, centres_in_box, energy_in_box, pointing_game
+from kryptonref.analysis import cell_centres, centres_in_box, energy_in_box, pointing_game, ssim
 from kryptonref.models.zoo import DATA_DIR, build_graph, zoo_entry
 
-DEMOS = ("demo_vgg", "demo_resnet")
+DEMOS = ("demo_vgg", "demo_resnet", "demo_effnet")
 
 #: A seed used neither for training (1), validation (2) nor the recorded test set (3).
 FRESH_SEED = 4
@@ -129,6 +129,41 @@ def test_layer_patterns():
     assert "layer2.0.downsample.0" in res.nodes and "fc" in res.nodes
 
 
+def test_demo_effnet_layer_pattern():
+    """EfficientNet's layout: a 3x3/2 stem, 9 MBConv blocks in 5 stages, each with a
+    squeeze-excitation gate, residual adds where the shapes allow, a 1x1 head."""
+    eff = build_graph("demo_effnet")
+    layers = {name: eff.nodes[name].layer for name in eff.order}
+    stem = layers["features.0.0"]
+    assert stem.kernel_size == (3, 3) and stem.stride == (2, 2) and stem.out_channels == 16
+    assert isinstance(layers["features.0.2"], kr.SiLU)
+    blocks = sorted({name.rsplit(".block.", 1)[0] for name in eff.order if ".block." in name})
+    assert blocks == ["features.1.0", "features.2.0", "features.2.1", "features.3.0",
+                      "features.3.1", "features.4.0", "features.4.1", "features.5.0",
+                      "features.5.1"]
+    gates = [n for n, layer in layers.items() if isinstance(layer, kr.Mul)]
+    assert len(gates) == 9 and sum(isinstance(x, kr.Sigmoid) for x in layers.values()) == 9
+    assert sorted(n for n, layer in layers.items() if isinstance(layer, kr.Add)) == [
+        "features.1.0.add", "features.2.1.add", "features.3.1.add", "features.4.1.add",
+        "features.5.1.add"]
+    # features.2.1: expand 24 -> 96, depthwise 3x3, SE to 24 // 4 = 6, project to 24
+    assert layers["features.2.1.block.0.0"].out_channels == 96
+    depthwise = layers["features.2.1.block.1.0"]
+    assert depthwise.groups == 96 and depthwise.kernel_size == (3, 3)
+    assert layers["features.2.1.block.2.fc1"].out_channels == 6
+    assert isinstance(layers["features.2.1.block.2.scale_activation"], kr.Sigmoid)
+    assert layers["features.2.1.block.3.0"].out_channels == 24
+    assert "features.1.0.block.0.0" in layers and layers["features.1.0.block.0.0"].groups == 16
+    assert layers["features.6.0"].out_channels == 256
+    assert isinstance(layers["classifier.0"], kr.Dropout) and layers["classifier.0"].p == 0.2
+    assert layers["classifier.1"].in_features == 256
+    model = kr.zoo("demo_effnet")
+    trainable = sum(v.size for node in model.params.values() for k, v in node.items()
+                    if k not in ("running_mean", "running_var"))
+    assert 260_000 < trainable < 280_000
+    assert 80e6 < sum(eff.macs().values()) < 90e6
+
+
 def test_pretrained_errors():
     with pytest.raises(ValueError, match="ships no pretrained weights"):
         kr.zoo("resnet18", weights="pretrained")
@@ -148,9 +183,15 @@ def test_the_record_matches_the_shipped_weights():
         assert entry["test_accuracy_kryptonref"] >= 0.95
         assert entry["fidelity"]["max_abs_logit_diff"] < 1e-3
         assert entry["weights_bytes"] == os.path.getsize(os.path.join(DATA_DIR, entry["weights_file"]))
+        assert entry["weights_bytes"] <= 5 * 2**20
         with np.load(os.path.join(DATA_DIR, entry["weights_file"])) as weights:
             assert all(weights[k].dtype == np.float32 for k in weights.files)
             assert not any(k.endswith("num_batches_tracked") for k in weights.files)
+            # every array the graph expects, of its shape, and nothing else
+            expected = {f"{node}.{p}": shape
+                        for node, params in kr.zoo(name).param_shapes().items()
+                        for p, shape in params.items()}
+            assert {k: weights[k].shape for k in weights.files} == expected
 
 
 # -- fidelity: kryptonref's own inference on the shipped weights ----------------------------
@@ -166,6 +207,9 @@ def test_accuracy_on_fresh_data(name, fresh):
                              for s in range(0, len(fresh), 50)])
     accuracy = float(np.mean(logits.argmax(axis=1) == fresh.labels))
     assert accuracy >= 0.95, f"{name}: accuracy {accuracy:.3f} on {len(fresh)} fresh images"
+    with open(os.path.join(DATA_DIR, "demo_models.json")) as f:
+        recorded = json.load(f)["models"][name]["test_accuracy_kryptonref"]
+    assert abs(accuracy - recorded) <= 0.03, f"{name}: {accuracy:.3f}, recorded {recorded}"
 
 
 @pytest.mark.parametrize("name", DEMOS)
@@ -178,6 +222,20 @@ def test_incremental_equals_full_on_trained_weights(name, fresh):
     for k, (y, x) in enumerate(positions):
         occluded[k, :, y:y + 32, x:x + 32] = 0.0
     np.testing.assert_allclose(result.output, model.forward(occluded), rtol=1e-4, atol=1e-4)
+
+
+def test_frozen_context_on_demo_effnet(fresh):
+    """Freezing the squeeze-excitation gates keeps regions local: far fewer MACs than
+    exact incremental inference (whose regions are whole from the first gate on) for a
+    heatmap close to the exact one (patch 24, stride 20: 121 positions of one image)."""
+    model = kr.zoo("demo_effnet", weights="pretrained")
+    image, label = fresh.images[0], int(fresh.labels[0])   # SSIM 0.97 (0.82-0.97 on the first 6)
+    exact = kr.occlusion(model, image, 24, 20, target=label)
+    frozen = kr.occlusion(model, image, 24, 20, target=label, mode="approximate",
+                          freeze_context=True)
+    assert exact.heatmap.shape == (11, 11)
+    assert frozen.macs < exact.macs / 4
+    assert ssim(exact.heatmap, frozen.heatmap) > 0.8
 
 
 # -- localisation metrics ---------------------------------------------------------------------

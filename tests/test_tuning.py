@@ -236,3 +236,77 @@ def test_cli_tune_drilldown(capsys):
     code, _, err = _cli(capsys, "tune", "demo_vgg", "--images", "demo", "--count", "1",
                         "--tau", "0.7")
     assert code == 1 and "--tau goes with --drilldown" in err
+
+
+# -- freeze_context ------------------------------------------------------------------------
+def se_classifier(shape=(3, 32, 32), classes=4):
+    """A tiny classifier with one squeeze-excitation gate (exact regions become whole at
+    ``se.scale``; frozen, they stay local)."""
+    from kryptonref.models.modern import squeeze_excitation
+    g = kr.Graph(shape)
+    g.add(kr.Conv2d(shape[0], 6, 3, padding=1), name="c1")
+    g.add(kr.SiLU(), name="a1")
+    last = g.add(kr.Conv2d(6, 6, 3, padding=1), name="c2")
+    squeeze_excitation(g, "se", last, 6, 2, act=kr.SiLU)
+    g.add(kr.Conv2d(6, 6, 3, stride=2, padding=1), name="c3")
+    g.add(kr.GlobalAvgPool2d(), name="gap")
+    g.add(kr.Flatten(), name="flat")
+    g.add(kr.Linear(6, classes), name="fc")
+    return g
+
+
+def _se_model_and_images(count):
+    graph = se_classifier()
+    model = kr.Model(graph, seed=3, dtype=np.float64)
+    return model, [image_for(graph, seed=s) for s in range(count)]
+
+
+def test_tune_tau_with_frozen_context_measures_every_tau_against_exact():
+    model, images = _se_model_and_images(3)
+    tuned = kr.tune_tau(model, images, target_ssim=0.5, patch=4, stride=2,
+                        grid=(1.0, 0.7, 0.4), freeze_context=True, batch_size=32)
+    assert tuned.freeze_context and tuned.to_dict()["freeze_context"] is True
+    assert tuned.n_fit == 2 and tuned.n_held_out == 1
+    for i in range(2):
+        exact = kr.occlusion(model, images[i], 4, 2, batch_size=32)
+        for j, tau in enumerate(tuned.grid):   # tau 1 frozen is approximate: measured
+            frozen = kr.occlusion(model, images[i], 4, 2, mode="approximate", tau=tau,
+                                  freeze_context=True, target=exact.label, batch_size=32)
+            assert tuned.ssim_per_image[i][j] == pytest.approx(ssim(exact.heatmap,
+                                                                    frozen.heatmap))
+    assert tuned.mean_ssim[0] < 1.0
+    exact = kr.occlusion(model, images[2], 4, 2, batch_size=32)
+    frozen = kr.occlusion(model, images[2], 4, 2, mode="approximate", tau=tuned.tau,
+                          freeze_context=True, target=exact.label, batch_size=32)
+    assert tuned.held_out_ssim == pytest.approx(ssim(exact.heatmap, frozen.heatmap))
+    plain = kr.tune_tau(model, images[:1], target_ssim=0.5, patch=4, stride=2,
+                        grid=(1.0, 0.7, 0.4), batch_size=32)
+    assert not plain.freeze_context and plain.mean_ssim[0] == 1.0
+
+
+def test_tune_drilldown_with_frozen_context_counts_the_frozen_macs():
+    model, images = _se_model_and_images(3)
+    tuned = kr.tune_drilldown(model, images, target_ssim=0.3, patch=4, stride=2,
+                              tau=(1.0, 0.5), steps=(2,), fractions=(0.2,),
+                              freeze_context=True, batch_size=32)
+    assert tuned.freeze_context and tuned.to_dict()["freeze_context"] is True
+    exact_macs = kr.speedup(model, 4, 2, mode="executed", batch_size=32).incremental_macs
+    for row in tuned.table:
+        frozen_macs = kr.speedup(model, 4, 2, tau=row["tau"], mode="executed", batch_size=32,
+                                 freeze_context=True).incremental_macs
+        assert frozen_macs < exact_macs      # the gate no longer makes the region whole
+        assert row["predicted_speedup"] == pytest.approx(row["speedup"] * exact_macs
+                                                         / frozen_macs)
+        values = []
+        for image in images[:2]:   # each row: frozen drill-down against the exact heatmap
+            exact = kr.occlusion(model, image, 4, 2, batch_size=32)
+            drill = kr.occlusion(model, image, 4, 2, mode="approximate", tau=row["tau"],
+                                 drilldown=True, r_drill=row["r_drill"], coarse_stride=4,
+                                 freeze_context=True, target=exact.label, batch_size=32)
+            values.append(ssim(exact.heatmap, drill.heatmap))
+        assert row["mean_ssim"] == pytest.approx(np.mean(values), rel=1e-9)
+    exact = kr.occlusion(model, images[2], 4, 2, batch_size=32)
+    drill = kr.occlusion(model, images[2], 4, 2, mode="approximate", tau=tuned.tau,
+                         drilldown=True, r_drill=tuned.r_drill, coarse_stride=tuned.coarse_stride,
+                         freeze_context=True, target=exact.label, batch_size=32)
+    assert tuned.held_out_ssim == pytest.approx(ssim(exact.heatmap, drill.heatmap))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Dev-only: train the demo models on the synthetic shapes data and ship their weights.
 
-For each of ``demo_vgg`` and ``demo_resnet`` (:mod:`kryptonref.models.demo`) this
+For each of ``demo_vgg``, ``demo_resnet`` and ``demo_effnet`` (:mod:`kryptonref.models.demo`) this
 
 1. builds the architecture's kryptonref graph and a PyTorch twin of it, generated
    node by node from the same graph, with module paths equal to the node names
@@ -22,7 +22,10 @@ For each of ``demo_vgg`` and ``demo_resnet`` (:mod:`kryptonref.models.demo`) thi
    ``--patch``/``--stride`` over the first ``--loc-images`` test images; per image
    the heatmap of the true class's probability (softmax of the logits), the
    pointing game and the energy in the box
-   (:mod:`kryptonref.analysis.localisation`);
+   (:mod:`kryptonref.analysis.localisation`); for a model with squeeze-excitation
+   gates (``demo_effnet``) the same again with the frozen-context approximation
+   (``localisation_frozen_context``, with the SSIM of its log-probability maps
+   against the exact ones);
 5. writes everything to ``kryptonref/data/demo_models.json``.
 
 torch is NOT a dependency of kryptonref or of its tests; run this from an
@@ -31,6 +34,7 @@ environment that has it, with kryptonref importable, e.g.::
     PYTHONPATH=/work/main /tmp/tvenv/bin/python tools/train_demo_models.py
     PYTHONPATH=. python tools/train_demo_models.py --models demo_resnet
     PYTHONPATH=. python tools/train_demo_models.py --skip-train      # re-measure only (no torch)
+    PYTHONPATH=. python tools/train_demo_models.py --models demo_effnet --exact-engine onnxruntime
 
 Everything is seeded; with the same library versions and thread count a rerun
 reproduces the weights (up to the non-associativity of threaded float sums).
@@ -53,9 +57,10 @@ if ROOT not in sys.path:
 import kryptonref as kr  # noqa: E402
 from kryptonref import datasets  # noqa: E402
 from kryptonref.analysis.localisation import energy_in_box, pointing_game  # noqa: E402
+from kryptonref.analysis.quality import ssim  # noqa: E402
 from kryptonref.models.zoo import DATA_DIR, build_graph, zoo_entry  # noqa: E402
 
-MODELS = ("demo_vgg", "demo_resnet")
+MODELS = ("demo_vgg", "demo_resnet", "demo_effnet")
 JSON_PATH = os.path.join(DATA_DIR, "demo_models.json")
 
 #: Data: one seed per split; the test in tests/test_demo_models.py uses yet another.
@@ -66,6 +71,7 @@ DATA = dict(image_size=224, train_seed=1, train_images=8000, val_seed=2, val_ima
 TRAIN = {
     "demo_vgg": dict(seed=0, epochs=4, batch_size=64, lr=3e-3, weight_decay=5e-4),
     "demo_resnet": dict(seed=0, epochs=4, batch_size=64, lr=3e-3, weight_decay=5e-4),
+    "demo_effnet": dict(seed=0, epochs=4, batch_size=64, lr=3e-3, weight_decay=5e-4),
 }
 
 #: Training augmentation: 0..OCCLUDERS grey squares of OCCLUDER_SIZES px per image, off the object.
@@ -133,6 +139,10 @@ def torch_twin(graph):
                 out = out + x
             return out
 
+    class Mul(nn.Module):  # a squeeze-excitation product: (N, C, 1, 1) gate broadcast
+        def forward(self, a, b):
+            return a * b
+
     def symmetric(padding, name):
         (top, bottom), (left, right) = padding
         if top != bottom or left != right:
@@ -161,6 +171,12 @@ def torch_twin(graph):
             return nn.Dropout(layer.p)
         if isinstance(layer, L.Add):
             return Add()
+        if isinstance(layer, L.Mul):
+            return Mul()
+        if isinstance(layer, L.SiLU):
+            return nn.SiLU()
+        if isinstance(layer, L.Sigmoid):
+            return nn.Sigmoid()
         raise TypeError(f"{name}: no torch twin for {type(layer).__name__}")
 
     class Twin(nn.Module):
@@ -318,22 +334,79 @@ def log_softmax(logits):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def localisation(name, count, patch, stride, seed, batch_size=64):
-    """Pointing game and energy in the box over ``count`` images of ``shapes(seed=seed)``."""
+class OrtExact:
+    """Exact occluded logits by onnxruntime full re-inference of ``kr.to_onnx(model)``.
+
+    For ``demo_effnet``: its squeeze-excitation gates make every changed region whole,
+    so kryptonref's exact incremental inference is full re-inference, and on the
+    shared 2-core machine it ran at about 0.8 s per position (``docs/demo-models.md``);
+    onnxruntime's logits are the same (checked per image on a few positions against
+    kryptonref's exact engine, ``max_abs_logit_diff_vs_kryptonref``).
+    """
+
+    def __init__(self, model):
+        import tempfile
+
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            kr.to_onnx(model, path)
+            self.session = ort.InferenceSession(path, options,
+                                                providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self.max_diff = 0.0
+
+    def __call__(self, model, image, positions, patch, batch_size, base):
+        out = []
+        for first in range(0, len(positions), batch_size):
+            part = positions[first:first + batch_size]
+            batch = np.repeat(image[None], len(part), axis=0).astype(np.float32)
+            for k, (y, x) in enumerate(part):
+                batch[k, :, y:y + patch, x:x + patch] = 0.0
+            out.append(self.session.run(None, {self.input: batch})[0])
+        out = np.concatenate(out)
+        check = np.linspace(0, len(positions) - 1, 4).round().astype(int)
+        ours = kr.incremental_inference(model, image, positions[check], patch, fill=0.0,
+                                        base=base).output
+        self.max_diff = max(self.max_diff, float(np.abs(ours - out[check]).max()))
+        return out
+
+
+def localisation(name, count, patch, stride, seed, batch_size=64, freeze_context=False,
+                 exact_engine="kryptonref"):
+    """Pointing game and energy in the box over ``count`` images of ``shapes(seed=seed)``.
+
+    With ``freeze_context`` the heatmaps are the frozen-context approximation's
+    (squeeze-excitation gates kept at their unoccluded values, ``docs/approximate.md``)
+    instead of exact ones. ``exact_engine="onnxruntime"``: exact maps by
+    :class:`OrtExact`. The returned record's ``"_heatmaps"`` (log p of the true
+    class, one grid per image) is for the caller, not for the json.
+    """
+    from kryptonref.engine import Occluder
     model = kr.zoo(name, weights="pretrained")
     data = datasets.shapes(count, DATA["image_size"], seed=seed)
     size = DATA["image_size"]
     positions = kr.patch_positions((size, size), patch, stride)
     grid = (len(range(0, size - patch + 1, stride)),) * 2
     hits_true, hits_pred, hits_tol, energies, box_shares, correct = [], [], [], [], [], []
+    heatmaps, macs = [], 0
+    ort = OrtExact(model) if exact_engine == "onnxruntime" and not freeze_context else None
     start = time.perf_counter()
     for i in range(count):
         image, label = data.images[i], int(data.labels[i])
         base = model.forward_all(image[None])
         logits0 = base[model.graph.output][0]
         pred = int(np.argmax(logits0))
-        out = kr.incremental_inference(model, image, positions, patch, fill=0.0,
-                                       batch_size=batch_size, base=base).output
+        if ort is not None:
+            out = ort(model, image, positions, patch, batch_size, base)
+            macs += len(positions) * int(sum(model.graph.macs().values()))
+        else:
+            occluder = Occluder(model, image, patch, fill=0.0, base=base,
+                                freeze_context=freeze_context)
+            out = occluder.run(positions, batch_size)[model.graph.output]
+            macs += int(sum(occluder.node_macs.values()))
         logp = log_softmax(out)                       # (P, K), float64: no saturation at 1
         logp0 = log_softmax(logits0[None])[0]
         box = data.boxes[i]
@@ -346,10 +419,18 @@ def localisation(name, count, patch, stride, seed, batch_size=64):
                                       baseline=float(np.exp(logp0[label]))))
         box_shares.append(energy_in_box(np.zeros(grid), box, patch, stride, baseline=1.0))
         correct.append(pred == label)
+        heatmaps.append(logp[:, label].reshape(grid))
     seconds = time.perf_counter() - start
     energies = np.asarray(energies, dtype=float)
+    full_macs = count * len(positions) * int(sum(model.graph.macs().values()))
     result = dict(
         images=count, data_seed=seed, patch=patch, stride=stride, fill=0.0,
+        freeze_context=bool(freeze_context),
+        engine=("onnxruntime full re-inference (kr.to_onnx), checked against kryptonref's "
+                "exact engine on 4 positions per image" if ort is not None else
+                "kryptonref " + ("approximate (freeze_context)" if freeze_context
+                                 else "exact incremental")),
+        macs_over_full_reinference=round(macs / full_macs, 4),
         positions_per_image=len(positions),
         target="true class; probability = softmax of the logits (pointing on log p)",
         pointing_accuracy_true_class=round(float(np.mean(hits_true)), 4),
@@ -362,8 +443,17 @@ def localisation(name, count, patch, stride, seed, batch_size=64):
         box_share_of_centres_mean=round(float(np.mean(box_shares)), 4),
         accuracy_on_these_images=round(float(np.mean(correct)), 4),
         seconds=round(seconds, 1))
+    if ort is not None:
+        result["max_abs_logit_diff_vs_kryptonref"] = float(ort.max_diff)
     log(name, "localisation", result)
+    result["_heatmaps"] = heatmaps
     return result
+
+
+def has_context_gates(name):
+    """Whether ``name``'s graph has a per-channel gate broadcast over a map (``Mul``)."""
+    graph = build_graph(name)
+    return any(isinstance(graph.nodes[n].layer, kr.Mul) for n in graph.order)
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -379,6 +469,9 @@ def main(argv=None):
     parser.add_argument("--loc-images", type=int, default=100)
     parser.add_argument("--patch", type=int, default=32)
     parser.add_argument("--stride", type=int, default=16)
+    parser.add_argument("--exact-engine", choices=("kryptonref", "onnxruntime"),
+                        default="kryptonref",
+                        help="what computes the exact localisation maps (default kryptonref)")
     args = parser.parse_args(argv)
 
     record = {}
@@ -402,9 +495,11 @@ def main(argv=None):
                                  dtype=np.float16)
         data["val"] = generate(DATA["val_images"], DATA["val_seed"], DATA["image_size"])
         record["data"] = data_params
-        record["environment"] = dict(torch=torch.__version__, numpy=np.__version__,
-                                     python=platform.python_version(),
-                                     machine=platform.machine(), cpu_threads=TORCH_THREADS)
+        environment = dict(torch=torch.__version__, numpy=np.__version__,
+                           python=platform.python_version(),
+                           machine=platform.machine(), cpu_threads=TORCH_THREADS)
+        # the top-level record is the first run's; a model trained later keeps its own
+        record.setdefault("environment", environment)
     for name in args.models:
         entry = record["models"].setdefault(name, {})
         if not args.skip_train:
@@ -413,14 +508,25 @@ def main(argv=None):
                 settings["epochs"] = args.epochs
             model, train_record = train_one(name, data, settings)
             entry.update(train_record)
+            if environment != record["environment"]:
+                entry["environment"] = environment
             entry.update(export_and_check(name, model, data))
             graph = build_graph(name)
             entry["macs_per_image"] = int(sum(graph.macs().values()))
             entry["description"] = zoo_entry(name).description
         entry.update(kryptonref_accuracy(name, data))
         if not args.skip_localisation:
-            entry["localisation"] = localisation(name, args.loc_images, args.patch, args.stride,
-                                                 DATA["test_seed"])
+            exact = localisation(name, args.loc_images, args.patch, args.stride, DATA["test_seed"],
+                                 exact_engine=args.exact_engine)
+            exact_maps = exact.pop("_heatmaps")
+            entry["localisation"] = exact
+            if has_context_gates(name):
+                frozen = localisation(name, args.loc_images, args.patch, args.stride,
+                                      DATA["test_seed"], freeze_context=True)
+                values = [ssim(e, f) for e, f in zip(exact_maps, frozen.pop("_heatmaps"))]
+                frozen["ssim_vs_exact_log_p_mean"] = round(float(np.mean(values)), 4)
+                frozen["ssim_vs_exact_log_p_min"] = round(float(np.min(values)), 4)
+                entry["localisation_frozen_context"] = frozen
         with open(JSON_PATH, "w") as f:
             json.dump(record, f, indent=2)
             f.write("\n")

@@ -1,6 +1,6 @@
 """Small trained demo models for the synthetic shapes data (:mod:`kryptonref.datasets`).
 
-Two narrow CNNs at 224 px that keep the layer patterns of the originals, so
+Three narrow CNNs at 224 px that keep the layer patterns of the originals, so
 that their incremental behaviour resembles them:
 
 * ``demo_vgg``: VGG-11's configuration A with batch norm (torchvision's
@@ -13,8 +13,17 @@ that their incremental behaviour resembles them:
   projection shortcuts, stride-2 downsampling at stages 2-4, global average
   pool + fc) at 1/4 of the width. Node names are torchvision's, as
   :mod:`kryptonref.models.resnet`.
+* ``demo_effnet``: EfficientNet-B0's layout (conv 3x3/2 stem + batch norm + SiLU,
+  MBConv blocks with SiLU and squeeze-excitation, see
+  :func:`kryptonref.models.modern.mbconv`, a 1x1 head conv + batch norm + SiLU,
+  global average pool, dropout, linear) shrunk to 9 blocks in 5 stages
+  (:data:`DEMO_EFFNET_STAGES`). Its squeeze-excitation gates make every changed
+  region whole at the first block (exact incremental inference saves little); it is
+  the trained network on which the ``freeze_context`` approximation is measured
+  (``docs/approximate.md``). Node names are torchvision's efficientnet's
+  (``features.2.1.block.2.fc1``, ...).
 
-Both are registered with 5 classes (``kryptonref.datasets.CLASS_NAMES``) and
+All three are registered with 5 classes (``kryptonref.datasets.CLASS_NAMES``) and
 ship weights trained on :func:`kryptonref.datasets.shapes` (see
 ``docs/demo-models.md`` and ``tools/train_demo_models.py``); load them with
 ``kryptonref.zoo("demo_vgg", weights="pretrained")``. The models output logits.
@@ -24,11 +33,13 @@ from __future__ import annotations
 from ..graph import Graph
 from ..layers import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear,
                       MaxPool2d, ReLU)
+from .modern import efficientnet
 from .resnet import basic_block
 from .vgg import vgg_features
 from .zoo import register
 
-__all__ = ["DEMO_VGG_CONFIG", "DEMO_RESNET_WIDTHS", "DEMO_CLASSES", "demo_vgg", "demo_resnet"]
+__all__ = ["DEMO_VGG_CONFIG", "DEMO_RESNET_WIDTHS", "DEMO_EFFNET_STAGES", "DEMO_CLASSES",
+           "demo_vgg", "demo_resnet", "demo_effnet"]
 
 #: Number of classes of the demo data (``len(kryptonref.datasets.CLASS_NAMES)``).
 DEMO_CLASSES = 5
@@ -41,6 +52,15 @@ DEMO_RESNET_WIDTHS = (16, 32, 64, 128)
 
 #: Basic blocks per stage (ResNet-18's).
 DEMO_RESNET_BLOCKS = (2, 2, 2, 2)
+
+#: ``demo_effnet``'s MBConv stages: ``(expansion, output channels, blocks, stride)``
+#: (3x3 depthwise kernels throughout; the stem has 16 channels).
+DEMO_EFFNET_STAGES = ((1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 2, 2), (4, 64, 2, 2),
+                      (4, 96, 2, 2))
+
+#: ``demo_effnet``'s stem and head widths.
+DEMO_EFFNET_STEM = 16
+DEMO_EFFNET_HEAD = 256
 
 
 @register("demo_vgg", description="VGG-11-BN layout at 1/8 width, GAP head; trained on "
@@ -91,3 +111,27 @@ def demo_resnet(image_size=224, num_classes=DEMO_CLASSES):
     graph.add(Flatten(), name="flatten")
     graph.add(Linear(channels, num_classes), name="fc")
     return graph
+
+
+@register("demo_effnet", description="EfficientNet-B0 layout (MBConv, SiLU, squeeze-excitation) "
+                                     "with 9 blocks; trained on kryptonref.datasets.shapes "
+                                     "(5 classes)",
+          num_classes=DEMO_CLASSES, pretrained="demo_effnet.npz")
+def demo_effnet(image_size=224, num_classes=DEMO_CLASSES):
+    """The ``demo_effnet`` graph: EfficientNet's layout with :data:`DEMO_EFFNET_STAGES`.
+
+    ``features.0`` (conv 3x3/2 to 16 channels + BN + SiLU) -> ``features.1`` ..
+    ``features.5``, the MBConv stages (``features.<s>.<b>.block.<j>``: 1x1 expansion
+    conv + BN + SiLU unless the expansion is 1, 3x3 depthwise conv + BN + SiLU,
+    squeeze-excitation to ``max(1, c_in // 4)`` channels with SiLU and a Sigmoid gate,
+    1x1 projection conv + BN; ``features.<s>.<b>.add`` when stride 1 and the widths
+    agree) -> ``features.6`` (1x1 conv to 256 + BN + SiLU) -> ``avgpool`` ->
+    ``flatten`` -> ``classifier.0`` (Dropout 0.2) -> ``classifier.1`` (Linear 256 to
+    ``num_classes``). Any ``image_size >= 1`` is valid.
+    """
+    stages, c_in = [], DEMO_EFFNET_STEM
+    for expand, c_out, blocks, stride in DEMO_EFFNET_STAGES:
+        stages.append((False, expand, 3, stride, c_in, c_out, blocks))
+        c_in = c_out
+    return efficientnet(tuple(stages), image_size, num_classes, dropout=0.2, eps=1e-5,
+                        last_channel=DEMO_EFFNET_HEAD)

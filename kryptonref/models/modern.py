@@ -22,7 +22,7 @@ from ..layers import (Add, AdaptiveAvgPool2d, BatchNorm2d, ChannelLinear, Channe
 from .blocks import conv_bn_act
 from .zoo import register
 
-__all__ = ["mobilenet_v3", "efficientnet", "regnet_y", "shufflenet_v2", "convnext"]
+__all__ = ["mobilenet_v3", "mbconv", "efficientnet", "regnet_y", "shufflenet_v2", "convnext"]
 
 
 def make_divisible(value, divisor=8, min_value=None):
@@ -138,8 +138,16 @@ EFFICIENTNET_V2 = {
 }
 
 
-def _mbconv(graph, prefix, source, c_in, c_out, expand, kernel, stride, eps):
-    """torchvision's ``MBConv`` (``<prefix>.block.<j>``), residual when shapes allow."""
+def mbconv(graph, prefix, source, c_in, c_out, expand, kernel=3, stride=1, eps=1e-5):
+    """torchvision's ``MBConv`` (``<prefix>.block.<j>``), residual when shapes allow.
+
+    ``<prefix>.block.0``: 1x1 expansion conv + BN + SiLU to ``make_divisible(c_in *
+    expand)`` channels (skipped when that equals ``c_in``); then the ``kernel`` x
+    ``kernel`` depthwise conv + BN + SiLU with ``stride``; squeeze-excitation (global
+    average pool, 1x1 conv to ``max(1, c_in // 4)``, SiLU, 1x1 conv, Sigmoid, ``Mul``:
+    ``.scale``); the 1x1 projection conv + BN; and ``<prefix>.add`` (the residual) when
+    ``stride == 1`` and ``c_in == c_out``. Returns the name of the block's last node.
+    """
     expanded = make_divisible(c_in * expand)
     last, j = source, 0
     if expanded != c_in:
@@ -155,6 +163,9 @@ def _mbconv(graph, prefix, source, c_in, c_out, expand, kernel, stride, eps):
     if stride == 1 and c_in == c_out:
         last = graph.add(Add(), inputs=[last, source], name=f"{prefix}.add")
     return last
+
+
+_mbconv = mbconv
 
 
 def _fused_mbconv(graph, prefix, source, c_in, c_out, expand, kernel, stride, eps):

@@ -157,7 +157,7 @@ def zoo(name: str, image_size: int | None = None, num_classes: int | None = None
         ``{"node.param": array}`` weights or an ``.npz`` file of them; ``None`` draws
         seeded random weights; ``"pretrained"`` loads the weights shipped with the
         package (no network access) for the models that have them (``demo_vgg``,
-        ``demo_resnet``), at their design size and number of classes.
+        ``demo_resnet``, ``demo_effnet``), at their design size and number of classes.
     seed : int
         Seed of the random weights.
     dtype : float32 or float64
