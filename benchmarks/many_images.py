@@ -10,12 +10,13 @@ zero patch at ``--stride`` (default 8). Throughput is images per minute.
 (a) loop: ``for image in images: kr.occlusion(model, image, ...)`` in this process,
     after one warm-up call (the kernels compiled or loaded from Numba's cache).
 (b) explain_many on the default local cluster (``kryptonref.cluster.local_cluster()``:
-    ``cores // 2`` workers of 2 threads; one worker on 2 cores):
+    one single-threaded worker per core; two on 2 cores):
     cold: one call that starts the cluster, delivers the model, warms each worker
     and writes a new store;
     warm: the cluster started beforehand and warmed by a first run, then a second
     run into a new store (what a long run's steady state costs).
-(c) explain_many, warm, on a local cluster of two single-threaded workers.
+(c) explain_many, warm, on a local cluster of two single-threaded workers (the default
+    on 2 cores; until 2026-12-05 the default was one two-threaded worker there).
 
 Overhead of (b) warm against (a): ``(a's images/min) / (b's) - 1`` (target: at most
 10 %). Also: the store's write time per image (``kryptonref.store.write_result`` of

@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["cluster_layout", "usable_cores", "local_cluster", "release", "plugin_name",
            "preserved_environ", "DEFAULT_THREADS", "THREAD_VARIABLES"]
 
-#: Numba/BLAS threads per worker process by default (``docs/scaling.md``, Threads).
-DEFAULT_THREADS = 2
+#: Numba/BLAS threads per worker process by default: one worker per core measured 1.3-1.6x
+#: the throughput of half as many two-threaded ones (``docs/scaling.md``, Threads).
+DEFAULT_THREADS = 1
 #: Environment variables that carry the thread count to worker processes.
 THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "MKL_NUM_THREADS")
@@ -51,7 +52,7 @@ def cluster_layout(device: str = "cpu", workers: int | None = None, threads: int
 
     ``device="cpu"``: ``workers`` processes (default ``cores // threads``, ``cores``
     by default :func:`usable_cores`), each
-    running one image at a time with ``threads`` Numba/BLAS threads (default 2).
+    running one image at a time with ``threads`` Numba/BLAS threads (default 1).
     ``device="cuda"``: one worker per GPU (``gpus``: default the visible ones),
     each with its own ``CUDA_VISIBLE_DEVICES``.
     """

@@ -279,8 +279,9 @@ def test_a_task_whose_workers_died_is_recorded_failed_by_the_client(tmp_path, cl
 
 def test_cluster_layout():
     cpu = cluster.cluster_layout(cores=16)
-    assert len(cpu) == 8 and all(w["nthreads"] == 1 for w in cpu)
-    assert cpu[0]["env"]["NUMBA_NUM_THREADS"] == "2" == cpu[0]["env"]["OPENBLAS_NUM_THREADS"]
+    assert len(cpu) == 16 and all(w["nthreads"] == 1 for w in cpu)
+    assert cpu[0]["env"]["NUMBA_NUM_THREADS"] == "1" == cpu[0]["env"]["OPENBLAS_NUM_THREADS"]
+    assert len(cluster.cluster_layout(cores=16, threads=2)) == 8
     assert len(cluster.cluster_layout(cores=16, threads=4)) == 4
     assert len(cluster.cluster_layout(cores=2, workers=2, threads=1)) == 2
     cuda = cluster.cluster_layout("cuda", gpus=["0", "1", "2"], threads=4)
