@@ -48,24 +48,27 @@ def randomise(model, seed=0):
     return model.eval()
 
 
-def export(model, size, folder):
-    """The ONNX file (weights above 2 GB beside it, as external data), the input, torch's output."""
+def export(model, size, folder, dynamo=False):
+    """The ONNX file (weights above 2 GB beside it, as external data), the input, torch's output.
+
+    ``dynamo``: torch's dynamo exporter at opset 18 (needs onnxscript) instead of the
+    TorchScript exporter at opset 17."""
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     path = os.path.join(folder, "model.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, x, path, dynamo=False, opset_version=17,
+        torch.onnx.export(model, x, path, dynamo=dynamo, opset_version=18 if dynamo else 17,
                           input_names=["x"], output_names=["y"])
     with torch.no_grad():
         y = model(x).numpy()
     return path, x.numpy(), y
 
 
-def check(name, size):
+def check(name, size, dynamo=False):
     model = randomise(torchvision.models.get_model(name, weights=None))
     size = FIXED_SIZE.get(name, size)
     with tempfile.TemporaryDirectory() as folder:
-        path, x, want = export(model, size, folder)
+        path, x, want = export(model, size, folder, dynamo)
         del model
         imported = kr.from_onnx(path)
     got = imported.forward(x)
@@ -85,11 +88,14 @@ def main(argv=None):
     parser.add_argument("--models", default=None, help="comma-separated (default: all)")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("-v", action="store_true", help="print tracebacks")
+    parser.add_argument("--dynamo", action="store_true",
+                        help="torch's dynamo exporter (opset 18; needs onnxscript)")
     args = parser.parse_args(argv)
     names = args.models.split(",") if args.models else \
         torchvision.models.list_models(module=torchvision.models)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
-          f"kryptonref {kr.__version__}")
+          f"kryptonref {kr.__version__}, "
+          f"{'dynamo exporter, opset 18' if args.dynamo else 'TorchScript exporter, opset 17'}")
     print("| model | px | nodes | max rel. diff vs torch | speedup exact | tau 0.5 | "
           "frozen gates | first whole node |")
     print("|---|---|---|---|---|---|---|---|")
@@ -97,7 +103,7 @@ def main(argv=None):
     for name in names:
         start = time.perf_counter()
         try:
-            row = check(name, args.size)
+            row = check(name, args.size, args.dynamo)
         except Exception as exc:  # report and go on
             failures += 1
             message = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
