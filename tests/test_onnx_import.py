@@ -510,3 +510,29 @@ def test_a_near_gelu_pattern_stays_as_written():
              tensor("half", 0.5)]
     model = check_import(make_model(nodes, inits, ["N", 3, 4, 4]), (3, 4, 4), scale=2.0)
     assert "GELU" not in layer_types(model) and "Erf" in layer_types(model)
+
+
+def test_split_along_a_spatial_axis_imports_as_a_whole_tensor_operator():
+    """torch's dynamo exporter writes MaxViT's window partition as a Split along the
+    height of a feature map; only channel splits were read ('only Split along the
+    channels (axis 1) is supported'). Exact, as a whole-tensor operator."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Split", ["c", "sizes"], ["top", "bottom"], axis=2),
+             helper.make_node("Relu", ["bottom"], ["r"]),
+             helper.make_node("Concat", ["r", "top"], ["cat"], axis=2),
+             helper.make_node("GlobalAveragePool", ["cat"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["y"])]
+    inits = [tensor("w", rand(4, 3, 3, 3)), tensor("sizes", [3, 5], np.int64)]
+    model = check_import(make_model(nodes, inits, ["N", 3, 8, 8]), (3, 8, 8))
+    image = rand(3, 8, 8)
+    positions = kr.patch_positions((8, 8), (2, 2), (2, 2))
+    result = kr.incremental_inference(model, image, positions, (2, 2), fill=0.0)
+    full = model.forward(np.stack([naive_fill(image, p, 2) for p in positions]))
+    np.testing.assert_allclose(result.output, full, rtol=0, atol=1e-5)
+
+
+def naive_fill(image, position, size):
+    occluded = image.copy()
+    y, x = position
+    occluded[:, y:y + size, x:x + size] = 0.0
+    return occluded

@@ -285,11 +285,14 @@ def _channel_slices_from_onnx(ctx, node, src, bounds):
 
 
 def _split_from_onnx(ctx, node, attrs):
-    """Split along the channels of a feature map: one ChannelSlice per output."""
+    """Split along the channels of a feature map: one ChannelSlice per output. Along any
+    other axis (MaxViT's window partition, as the dynamo exporter writes it), each output
+    is a whole-tensor operator: exact, and the region after it is the whole map."""
     src = ctx.spatial_input(node)
     channels = ctx.shapes[src][0]
     if int(attrs.get("axis", 0)) % 4 != 1:
-        ctx.fail(node, "only Split along the channels (axis 1) is supported")
+        ctx._split_tensor(node, attrs)
+        return
     sizes = attrs.get("split")
     if sizes is None and ctx.optional(node, 1):
         sizes = ctx.const(node, node.input[1], "the split sizes").tolist()
