@@ -595,7 +595,8 @@ def tune(args):
         raise ValueError("--tau goes with --drilldown (tune without it chooses tau)")
     tuned = tune_tau(model, images, target_ssim=args.target_ssim, patch=args.patch,
                      stride=args.stride, batch_size=args.batch_size, device=args.device,
-                     progress=_show_progress(args.progress))
+                     progress=_show_progress(args.progress),
+                     freeze_context=args.freeze_context)
     summary = dict(tuned.to_dict(), model=args.model, images=args.images,
                    patch=list(_pair(args.patch)), stride=list(_pair(args.stride)))
     if args.json:
@@ -619,7 +620,8 @@ def _tune_drilldown(args, model, images):
     taus = (1.0,) if args.tau is None else args.tau
     tuned = tune_drilldown(model, images, target_ssim=args.target_ssim, patch=args.patch,
                            stride=args.stride, tau=taus, batch_size=args.batch_size,
-                           device=args.device, progress=_show_progress(args.progress))
+                           device=args.device, progress=_show_progress(args.progress),
+                           freeze_context=args.freeze_context)
     if args.json:
         print(json.dumps(dict(tuned.to_dict(), model=args.model, images=args.images,
                               patch=list(_pair(args.patch)), stride=list(_pair(args.stride))),
@@ -781,6 +783,9 @@ def main(argv=None):
     p.add_argument("--tau", type=_taus_arg, default=None, metavar="T[,T...]",
                    help="with --drilldown: the tau to combine it with, or several to choose "
                         "among (default 1: exact)")
+    p.add_argument("--freeze-context", action="store_true",
+                   help="tune with squeeze-excitation gates kept at their unoccluded value "
+                        "(docs/approximate.md; the reference heatmaps stay exact)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when tqdm is installed and stderr is a terminal)")

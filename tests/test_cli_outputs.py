@@ -121,3 +121,21 @@ def test_demo_speedup_is_also_given_against_onnxruntime(capsys):
     code, out, err = run(capsys, "demo", "--stride", "104", "--out", "")
     assert code == 0, err
     assert "onnxruntime full re-inference:" in out and "x vs onnxruntime" in out, out
+
+
+@pytest.mark.parametrize("extra,tuner", [((), "tune_tau"), (("--drilldown",), "tune_drilldown")])
+def test_tune_passes_freeze_context_to_the_tuner(capsys, monkeypatch, tmp_path, extra, tuner):
+    """The tuners had freeze_context; `kryptonref tune` had no way to ask for it."""
+    import kryptonref.tuning
+
+    seen = {}
+
+    def tune(model, images, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt          # stop here: only the arguments matter
+    monkeypatch.setattr(kryptonref.tuning, tuner, tune)
+    from PIL import Image
+    Image.new("RGB", (64, 64), (120, 30, 200)).save(tmp_path / "a.png")
+    code, out, err = run(capsys, "tune", "demo_effnet", "--images", str(tmp_path),
+                         "--count", "1", "--freeze-context", *extra)
+    assert code == 130 and seen.get("freeze_context") is True, (err, seen)
