@@ -60,7 +60,9 @@ import numpy as np  # noqa: E402
 from common import machine_info  # noqa: E402
 from kryptonref import datasets  # noqa: E402
 from kryptonref.analysis import pointing_game, ssim  # noqa: E402
-from occlusion import ort_session, run_forward, subset_indices, synthetic_image  # noqa: E402
+from approximate import heatmap_positions as grid_positions  # noqa: E402
+from approximate import ort_baseline as ort_ms_per_position  # noqa: E402
+from occlusion import synthetic_image  # noqa: E402
 
 PATCH = 16
 FILL = 0.0
@@ -91,32 +93,6 @@ def warm_up(model, image, batch):
     stride = max(1, (model.graph.input_shape[1] - PATCH) // 4)
     for label in SETTINGS:
         occlude(model, image, stride, label, batch)
-
-
-def grid_positions(size, stride):
-    starts = np.arange(0, size - PATCH + 1, stride)
-    return np.array([(y, x) for y in starts for x in starts], np.int64), len(starts)
-
-
-def ort_ms_per_position(model, image, stride, batch, n_sub, workdir):
-    """onnxruntime full re-inference, ms per position on a stratified subset (best of 2)."""
-    positions, n_grid = grid_positions(model.graph.input_shape[1], stride)
-    idx = subset_indices(n_grid, max(1, int(round(np.sqrt(n_sub)))))
-    sub = positions.reshape(n_grid, n_grid, 2)[np.ix_(idx, idx)].reshape(-1, 2)
-    session, note = ort_session(model, workdir)
-    name = session.get_inputs()[0].name
-    n_out = model.graph.shapes[model.graph.output][0]
-
-    def forward(x):
-        return session.run(None, {name: x})[0]
-
-    run_forward(forward, image, sub[:batch], batch, n_out)   # warm-up
-    times = []
-    for _ in range(2):
-        t0 = time.perf_counter()
-        run_forward(forward, image, sub, batch, n_out)
-        times.append(time.perf_counter() - t0)
-    return min(times) / len(sub) * 1e3, len(sub), note
 
 
 def predicted(model, stride, batch, label):
