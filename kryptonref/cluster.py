@@ -32,12 +32,8 @@ THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREAD
 
 def distributed_module() -> Any:
     """``distributed``, or ImportError naming the extra."""
-    try:
-        import distributed
-    except ImportError:
-        raise ImportError("explain_many needs dask.distributed: "
-                          "pip install 'kryptonref[dask]'") from None
-    return distributed
+    from ._optional import optional_module
+    return optional_module("distributed", "explain_many", "dask", "dask.distributed")
 
 
 def plugin_name(key: str) -> str:

@@ -345,8 +345,6 @@ class _NoBar:
 def _progress_bar(total, enabled):
     if not enabled:
         return _NoBar()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        raise ImportError("progress=True needs tqdm: pip install 'kryptonref[progress]'") from None
+    from ._optional import optional_module
+    tqdm = optional_module("tqdm", "progress=True", "progress").tqdm
     return tqdm(total=total, unit="position", desc="occlusion")

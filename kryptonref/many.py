@@ -276,11 +276,8 @@ def _progress(progress: bool | Callable[[int, int], object] | None, total: int, 
         progress = importlib.util.find_spec("tqdm") is not None and sys.stderr.isatty()
     if not progress:
         return (lambda completed, total: None), lambda: None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        raise ImportError("progress=True needs tqdm: pip install 'kryptonref[progress]'") \
-            from None
+    from ._optional import optional_module
+    tqdm = optional_module("tqdm", "progress=True", "progress").tqdm
     bar = tqdm(total=total, initial=initial, unit="image", desc="explain_many")
 
     def update(completed: int, total: int) -> None:

@@ -50,12 +50,8 @@ RESULT_ARRAYS = ("heatmap", "attribution", "label", "probability", "seconds", "m
 
 
 def _zarr() -> Any:
-    try:
-        import zarr
-    except ImportError:
-        raise ImportError("explaining many images into a Zarr store needs zarr: "
-                          "pip install 'kryptonref[dask]'") from None
-    return zarr
+    from ._optional import optional_module
+    return optional_module("zarr", "explaining many images into a Zarr store", "dask")
 
 
 def is_url(store: object) -> bool:

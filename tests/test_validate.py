@@ -116,3 +116,11 @@ def test_class_targets_forms():
         validate.class_targets([0, True], 2, 5)
     with pytest.raises(ValueError, match="target must be a class index in 0..4, got -1"):
         validate.class_targets(-1, 2, 5)
+
+
+def test_a_missing_optional_module_names_what_needs_it_and_the_extra():
+    from kryptonref._optional import optional_module
+    assert optional_module("json", "anything", "none").dumps([1]) == "[1]"
+    with pytest.raises(ImportError, match=r"^explain_many needs dask.distributed: "
+                                          r"pip install 'kryptonref\[dask\]'$"):
+        optional_module("kryptonref_no_such_module", "explain_many", "dask", "dask.distributed")
