@@ -10,8 +10,11 @@ fraction of coarse cells where the patch lowered the target probability most. Th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .analysis.quality import coarse_stride_for
 from .validate import open_fraction
@@ -19,8 +22,9 @@ from .validate import open_fraction
 __all__ = ["choose_coarse_stride", "drilldown"]
 
 
-def choose_coarse_stride(fine_stride, image_hw, patch_hw, r_drill, target_speedup,
-                         coarse_stride=None):
+def choose_coarse_stride(fine_stride: Sequence[int], image_hw: Sequence[int],
+                         patch_hw: Sequence[int], r_drill: float, target_speedup: float,
+                         coarse_stride: Sequence[int] | None = None) -> tuple[int, ...]:
     """The coarse stride per axis: the one given (checked), or the paper's formula's.
 
     Raises ValueError for a coarse stride smaller than the fine one or not a
@@ -36,17 +40,22 @@ def choose_coarse_stride(fine_stride, image_hw, patch_hw, r_drill, target_speedu
                  for d, s2 in enumerate(fine_stride))
 
 
-def _coarse_grid(n, step):
+def _coarse_grid(n: int, step: int) -> npt.NDArray[np.int_]:
     """Fine indices of the coarse positions on one axis: 0, step, 2 step, ... (< n)."""
     return np.arange(0, n, step)
 
 
-def _nearest_cells(coarse_index, step, n):
+def _nearest_cells(coarse_index: int, step: int, n: int) -> range:
     """Fine indices nearest to the coarse position at ``coarse_index`` (its cell)."""
     return range(max(0, coarse_index - step // 2), min(n, coarse_index - step // 2 + step))
 
 
-def drilldown(evaluate, grid_shape, steps, r_drill, baseline):
+# baseline is also taken as a 0-d array: OcclusionResult.probability is typed
+# float | FloatArray (float per image, an array per batch), and tuning passes it as is.
+def drilldown(evaluate: Callable[[npt.NDArray[np.int64]], npt.ArrayLike],
+              grid_shape: Sequence[int], steps: Sequence[int], r_drill: float,
+              baseline: float | npt.NDArray[np.floating[Any]]
+              ) -> tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.bool_]]:
     """The fine-grid heatmap by drill-down.
 
     Stage 1 evaluates the coarse positions (every ``steps``-th fine cell) and
@@ -93,7 +102,7 @@ def drilldown(evaluate, grid_shape, steps, r_drill, baseline):
             for y in _nearest_cells(i, k_y, n_y) for x in _nearest_cells(j, k_x, n_x)
             if not computed[y, x]]
     if fine:
-        fine = np.array(fine, np.int64)
-        heatmap[fine[:, 0], fine[:, 1]] = evaluate(fine)
-        computed[fine[:, 0], fine[:, 1]] = True
+        cells = np.array(fine, np.int64)
+        heatmap[cells[:, 0], cells[:, 1]] = evaluate(cells)
+        computed[cells[:, 0], cells[:, 1]] = True
     return heatmap, computed
