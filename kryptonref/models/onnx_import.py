@@ -45,8 +45,12 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import validate
 from ..graph import Graph
@@ -54,6 +58,17 @@ from ..layers.registry import registered
 from ..model import Model
 from ..layers.tensor import TENSOR_OPS, TensorOp, freeze_value
 from .onnx_export import import_onnx, unique_name
+
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    from onnx import GraphProto, ModelProto, NodeProto, TypeProto
+
+    from ..layers.base import Layer
+
+    #: A layer type's ONNX import: ``handler(importer, node, attrs)``.
+    Handler = Callable[["Importer", NodeProto, dict[str, Any]], object]
+    _T = TypeVar("_T")
 
 __all__ = ["from_onnx", "Importer", "supported_onnx_ops"]
 
@@ -69,9 +84,9 @@ _NONDETERMINISTIC = ("RandomNormal", "RandomNormalLike", "RandomUniform",
 _BATCH = "N"
 
 
-def _handlers():
+def _handlers() -> dict[str, Handler]:
     """``ONNX op_type -> handler(importer, node, attrs)`` from every registered layer type."""
-    table = {}
+    table: dict[str, Handler] = {}
     for record in registered():
         for op_type, handler in record.onnx_import.items():
             if op_type in table:
@@ -80,19 +95,20 @@ def _handlers():
     return table
 
 
-def supported_onnx_ops():
+def supported_onnx_ops() -> tuple[str, ...]:
     """The ONNX operators :func:`from_onnx` understands (besides constant folding): those of
     the layer types, the structural ones, and the whole-tensor ones (TensorOp)."""
     tensor_ops = set(TENSOR_OPS) - {"Unbatch", "SplitPart"} | {"Split"}
     return tuple(sorted(set(_handlers()) | set(_STRUCTURAL_OPS) | tensor_ops))
 
 
-def _sanitise(name):
+def _sanitise(name: object) -> str:
     return re.sub(r"[^0-9A-Za-z_.\-]+", "_", str(name)).strip("_")
 
 
-def _load_proto(onnx, source):
+def _load_proto(onnx: ModuleType, source: object) -> ModelProto:
     """A ModelProto from a ModelProto, bytes or a path, with clear errors."""
+    proto: ModelProto
     if isinstance(source, onnx.ModelProto):
         proto, what = source, "the ONNX model"
     elif isinstance(source, (bytes, bytearray)):
@@ -135,30 +151,43 @@ class Importer:
 
     #: The symbolic batch size inside shape vectors.
     BATCH = _BATCH
+    #: The place in the pass of the node being read (set by :meth:`run`), for messages.
+    index: int
 
-    def __init__(self, onnx, proto, input_shape):
+    def __init__(self, onnx: ModuleType, proto: ModelProto,
+                 input_shape: Sequence[int] | None) -> None:
         from onnx import helper, numpy_helper
-        self.onnx, self.helper, self.numpy_helper = onnx, helper, numpy_helper
+        self.onnx: ModuleType = onnx
+        self.helper: ModuleType = helper
+        self.numpy_helper: ModuleType = numpy_helper
         self.proto = proto
-        self.graph = proto.graph
-        self.opset = None
+        self.graph: GraphProto = proto.graph
+        opset = None
         for op in proto.opset_import:
             if op.domain in ("", "ai.onnx"):
-                self.opset = int(op.version)
-        if self.opset is None:
+                opset = int(op.version)
+        if opset is None:
             raise ValueError("from_onnx: the model imports no version of the default ONNX "
                              "operator set")
-        self.consts = {}      # tensor name -> ndarray
-        self.symbolic = {}    # tensor name -> object ndarray of ints and _BATCH
-        self.acts = {}        # tensor name -> kryptonref node name (or the input name)
-        self.nodes = {}       # kryptonref name -> [layer, inputs]
-        self.params = {}      # kryptonref name -> {param: ndarray}
-        self.shapes = {}      # kryptonref name -> shape without batch
-        self.names = set()
+        self.opset: int = opset
+        self.consts: dict[str, npt.NDArray[Any]] = {}      # tensor name -> ndarray
+        # tensor name -> object ndarray of ints and _BATCH
+        self.symbolic: dict[str, npt.NDArray[np.object_]] = {}
+        # tensor name -> kryptonref node name (or the input name)
+        self.acts: dict[str, str] = {}
+        # kryptonref name -> [layer, inputs] (a list: handlers replace the layer in place)
+        self.nodes: dict[str, list[Any]] = {}
+        # kryptonref name -> {param: ndarray}
+        self.params: dict[str, dict[str, npt.NDArray[Any]]] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}  # kryptonref name -> shape without batch
+        self.names: set[str] = set()
         self.handlers = _handlers()
-        self.layout = {}      # tensor name -> "nhwc": a channels-last view of an NCHW node
-        self.batched = set()  # kryptonref nodes computed by TensorOps (per-sample ONNX shapes)
-        self.pending = {}     # tensor name -> a step of the channel-shuffle pattern
+        # tensor name -> "nhwc": a channels-last view of an NCHW node
+        self.layout: dict[str, str] = {}
+        # kryptonref nodes computed by TensorOps (per-sample ONNX shapes)
+        self.batched: set[str] = set()
+        # tensor name -> a step of the channel-shuffle pattern: (kind, node, groups)
+        self.pending: dict[str, tuple[str, str, int]] = {}
         for tensor in self.graph.initializer:
             try:
                 self.consts[tensor.name] = numpy_helper.to_array(tensor)
@@ -166,7 +195,7 @@ class Importer:
                 raise ValueError(f"from_onnx: cannot read initializer {tensor.name!r} "
                                  f"({err}); external data must sit next to the model file")
         self.outputs = [o.name for o in self.graph.output]
-        self.consumers = {}
+        self.consumers: dict[str, list[NodeProto]] = {}
         for node in self.graph.node:
             for name in node.input:
                 if name:
@@ -174,7 +203,7 @@ class Importer:
         self._read_input(input_shape)
 
     # -- input --------------------------------------------------------------------------
-    def _read_input(self, input_shape):
+    def _read_input(self, input_shape: Sequence[int] | None) -> None:
         from onnx import TensorProto
         real = [v for v in self.graph.input if v.name not in self.consts]
         if len(real) != 1:
@@ -216,7 +245,7 @@ class Importer:
                     f"from_onnx: input {value.name!r} has shape {got}; kryptonref needs fixed "
                     "C, H and W (only the batch may be dynamic): export the model with a "
                     "fixed image size or pass input_shape=(C, H, W)")
-            shape = tuple(dims[1:])
+            shape = tuple(cast("list[int]", dims[1:]))   # none is None (checked above)
         self.batch = dims[0] if dims is not None else None
         self.input_tensor = value.name
         self.input_name = _sanitise(value.name) or "input"
@@ -226,25 +255,25 @@ class Importer:
         self.input_shape = shape
 
     @staticmethod
-    def _dims_str(ttype):
+    def _dims_str(ttype: TypeProto.Tensor) -> str:
         dims = []
         for d in ttype.shape.dim:
             dims.append(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?"))
         return "(" + ", ".join(dims) + ")"
 
     # -- helpers ------------------------------------------------------------------------
-    def label(self, node):
+    def label(self, node: NodeProto) -> str:
         """The node's name, or ``#<index>`` for an unnamed node."""
         return repr(node.name) if node.name else f"#{self.index} (unnamed)"
 
-    def where(self, node):
+    def where(self, node: NodeProto) -> str:
         return f"ONNX node {self.label(node)} ({node.op_type})"
 
-    def fail(self, node, message):
+    def fail(self, node: NodeProto, message: str) -> NoReturn:
         raise ValueError(f"from_onnx: {self.where(node)}: {message}")
 
-    def attrs(self, node):
-        out = {}
+    def attrs(self, node: NodeProto) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         for attr in node.attribute:
             value = self.helper.get_attribute_value(attr)
             if isinstance(value, bytes):
@@ -252,7 +281,7 @@ class Importer:
             out[attr.name] = value
         return out
 
-    def act(self, node, tensor):
+    def act(self, node: NodeProto, tensor: str) -> str:
         """The kryptonref node computing ONNX tensor ``tensor`` (an activation)."""
         if tensor in self.acts:
             return self.acts[tensor]
@@ -261,23 +290,25 @@ class Importer:
                             "activation of the image")
         self.fail(node, f"input {tensor!r} is produced by no supported node")
 
-    def const(self, node, tensor, what):
+    def const(self, node: NodeProto, tensor: str, what: str) -> npt.NDArray[Any]:
         if tensor in self.consts:
             return self.consts[tensor]
         self.fail(node, f"{what} ({tensor!r}) must be a constant (initializer or Constant "
                         "node), not computed from the image")
 
-    def optional(self, node, i):
+    def optional(self, node: NodeProto, i: int) -> str | None:
         return node.input[i] if len(node.input) > i and node.input[i] else None
 
-    def rank(self, name):
+    def rank(self, name: str) -> int:
         return len(self.shapes[name]) + 1
 
-    def new_name(self, node, suffix=""):
+    def new_name(self, node: NodeProto, suffix: str = "") -> str:
         base = _sanitise(node.name) or f"{node.op_type}_{self.index}"
         return unique_name(base + suffix, self.names)
 
-    def emit(self, node, layer, inputs, params=None, out=None, suffix=""):
+    def emit(self, node: NodeProto, layer: Layer, inputs: Sequence[str],
+             params: dict[str, npt.NDArray[Any]] | None = None, out: str | None = None,
+             suffix: str = "") -> str:
         """Add a kryptonref node for ``node`` (output ``out``, default its first output)."""
         name = self.new_name(node, suffix)
         try:
@@ -294,10 +325,10 @@ class Importer:
         self.acts[node.output[0] if out is None else out] = name
         return name
 
-    def alias(self, node, source):
+    def alias(self, node: NodeProto, source: str) -> None:
         self.acts[node.output[0]] = source
 
-    def unused(self, node, start=1):
+    def unused(self, node: NodeProto, start: int = 1) -> None:
         """Reject a node whose extra outputs (masks, indices, statistics) are read."""
         for out in node.output[start:]:
             if out and (out in self.consumers or out in self.outputs):
@@ -305,7 +336,7 @@ class Importer:
                                 "main output of this operator in inference mode")
 
     # -- the pass -----------------------------------------------------------------------
-    def run(self, dtype):
+    def run(self, dtype: np.dtype[Any]) -> Model:
         for self.index, node in enumerate(self._sorted_nodes()):
             if node.domain not in ("", "ai.onnx"):
                 self.fail(node, f"unsupported ONNX operator {node.domain}.{node.op_type} "
@@ -359,11 +390,12 @@ class Importer:
                     raise
         return self._finish(dtype)
 
-    def _sorted_nodes(self):
+    def _sorted_nodes(self) -> list[NodeProto]:
         """The graph's nodes in a topological order (ONNX requires one; be lenient)."""
         nodes = list(self.graph.node)
         known = set(self.consts) | {self.input_tensor} | {""}
-        order, pending = [], nodes
+        order: list[NodeProto] = []
+        pending = nodes
         while pending:
             rest = []
             for node in pending:
@@ -379,7 +411,7 @@ class Importer:
             pending = rest
         return order
 
-    def _finish(self, dtype):
+    def _finish(self, dtype: np.dtype[Any]) -> Model:
         if len(self.outputs) != 1:
             raise ValueError(f"from_onnx: kryptonref models have one output; the ONNX graph "
                              f"has {len(self.outputs)}: {self.outputs}")
@@ -397,7 +429,8 @@ class Importer:
             self.nodes[name] = [layer, (out,)]
             self.shapes[name] = layer.output_shape([self.shapes[out]])
             out = name
-        keep, stack = set(), [out]
+        keep: set[str] = set()
+        stack = [out]
         while stack:
             name = stack.pop()
             if name in keep or name == self.input_name:
@@ -414,7 +447,7 @@ class Importer:
         return Model(graph, weights=weights, dtype=dtype)
 
     # -- constants ----------------------------------------------------------------------
-    def _constant(self, node):
+    def _constant(self, node: NodeProto) -> None:
         from onnx import numpy_helper
         attrs = {a.name: a for a in node.attribute}
         if "value" in attrs:
@@ -431,7 +464,7 @@ class Importer:
             self.fail(node, f"Constant with attribute(s) {sorted(attrs)} is not supported")
         self.consts[node.output[0]] = value
 
-    def _fold(self, node):
+    def _fold(self, node: NodeProto) -> None:
         """Evaluate a node whose inputs are all constants with onnx's reference runtime."""
         from onnx.reference import ReferenceEvaluator
         feeds = {i: self.consts[i] for i in node.input if i}
@@ -444,14 +477,14 @@ class Importer:
             if name:
                 self.consts[name] = np.asarray(value)
 
-    def _set_shape_value(self, tensor, value):
+    def _set_shape_value(self, tensor: str, value: npt.ArrayLike) -> None:
         value = np.asarray(value, dtype=object)
         if any(isinstance(v, str) for v in value.flat):
             self.symbolic[tensor] = value
         else:
             self.consts[tensor] = value.astype(np.int64)
 
-    def _shape(self, node, attrs):
+    def _shape(self, node: NodeProto, attrs: dict[str, Any]) -> None:
         """Shape of an activation: a vector holding the (possibly symbolic) batch size."""
         src = self.act(node, node.input[0])
         first = self.batch if self.batch is not None else _BATCH
@@ -464,13 +497,13 @@ class Importer:
         end = max(0, min(rank, end + rank if end < 0 else end))
         self._set_shape_value(node.output[0], full[start:end])
 
-    def _value(self, node, i):
+    def _value(self, node: NodeProto, i: int) -> npt.NDArray[Any]:
         name = node.input[i]
         if name in self.symbolic:
             return self.symbolic[name]
         return np.asarray(self.const(node, name, f"input {i}"))
 
-    def _symbolic_op(self, node):
+    def _symbolic_op(self, node: NodeProto) -> None:
         """Shape arithmetic on vectors holding the (symbolic) batch size."""
         op, attrs = node.op_type, self.attrs(node)
         data = self._value(node, 0)
@@ -480,7 +513,7 @@ class Importer:
             idx = np.asarray(self.const(node, node.input[1], "indices")).astype(np.int64)
             result = np.take(data, idx, axis=int(attrs.get("axis", 0)))
         elif op in ("Unsqueeze", "Squeeze"):
-            axes = attrs.get("axes")
+            axes: Any = attrs.get("axes")
             if axes is None and self.optional(node, 1):
                 axes = self.const(node, node.input[1], "axes").tolist()
             if op == "Unsqueeze":
@@ -517,7 +550,7 @@ class Importer:
             return
         self._set_shape_value(node.output[0], result)
 
-    def _fold_at_batch_one(self, node):
+    def _fold_at_batch_one(self, node: NodeProto) -> None:
         """Fold shape arithmetic the symbolic batch size cannot follow (Range, ScatterND,
         Where, ...) at batch size 1: what a TensorOp reads (per-sample semantics,
         :mod:`kryptonref.layers.tensor`)."""
@@ -540,7 +573,7 @@ class Importer:
                          "Erf", "Gelu", "Elu", "Softplus", "Mish", "Clip", "Pow", "Dropout",
                          "Identity", "Add", "Sub", "Mul", "Div")
 
-    def _transpose(self, node, attrs):
+    def _transpose(self, node: NodeProto, attrs: dict[str, Any]) -> None:
         """NCHW -> NHWC and back: aliases (a channels-last island, ConvNeXt); the
         transpose of ShuffleNet's channel shuffle; anything else is refused."""
         src_tensor = node.input[0]
@@ -563,7 +596,8 @@ class Importer:
                 self._materialise_channels_last(node)
             self.tensor_op(node, attrs)
 
-    def reshape_pattern(self, node, src_tensor, target):
+    def reshape_pattern(self, node: NodeProto, src_tensor: str,
+                        target: Sequence[int | str]) -> bool:
         """The Reshape steps of the channel shuffle: (N, C, H, W) -> (N, G, C/G, H, W), and
         back to (N, C, H, W) after the transpose (then :class:`ChannelShuffle`). Returns
         whether ``node`` was one of them."""
@@ -581,14 +615,15 @@ class Importer:
         if src_tensor in self.acts and self.rank(self.acts[src_tensor]) == 4 and len(target) == 5:
             src = self.acts[src_tensor]
             c, h, w = self.shapes[src]
-            dims = [v for v in target[1:]]
+            dims: list[Any] = [v for v in target[1:]]   # ints if no str (checked below)
             if all(not isinstance(v, str) for v in dims) and dims[2:] == [h, w] \
                     and dims[0] * dims[1] == c:
                 self.pending[node.output[0]] = ("groups", src, int(dims[0]))
                 return True
         return False
 
-    def channel_vector(self, value, tensor, channels):
+    def channel_vector(self, value: npt.ArrayLike, tensor: str,
+                       channels: int) -> npt.NDArray[Any] | None:
         """A constant as one value per channel of ``tensor`` (``(channels,)``), or None.
 
         A scalar gives the same value for every channel. On an NCHW map the constant
@@ -609,7 +644,7 @@ class Importer:
                   and all(d == 1 for i, d in enumerate(dims) if i != len(dims) - 3))
         return value.reshape(channels) if ok else None
 
-    def _channels_last(self, node, attrs):
+    def _channels_last(self, node: NodeProto, attrs: dict[str, Any]) -> None:
         """An operator reading a channels-last view (NHWC) of an NCHW node."""
         from ..layers.channels import ChannelLinear, LayerNorm2d
         op = node.op_type
@@ -651,7 +686,7 @@ class Importer:
                 self.layout[out] = "nhwc"
 
     # -- whole-tensor operators (TensorOp) ------------------------------------------------
-    def _tensor_op_fallback(self, node, error):
+    def _tensor_op_fallback(self, node: NodeProto, error: ValueError) -> bool:
         """After a layer handler refused ``node``: a TensorOp, if it can be one."""
         try:
             self.tensor_op(node, self.attrs(node))
@@ -659,7 +694,7 @@ class Importer:
             return False
         return True
 
-    def _unbatch_inputs(self, node):
+    def _unbatch_inputs(self, node: NodeProto) -> bool:
         """Before an ordinary layer (a convolution, batch norm, pooling...): the TensorOp
         outputs it reads, when they are NCHW maps ``(1, C, H, W)``, as ``(C, H, W)`` again.
         Returns False (changing nothing) when one is not."""
@@ -676,7 +711,7 @@ class Importer:
             self.acts[tensor] = self.acts[real]
         return True
 
-    def _materialise_channels_last(self, node):
+    def _materialise_channels_last(self, node: NodeProto) -> None:
         """Give each channels-last input of ``node`` its own TensorOp transpose (NHWC)."""
         for tensor in [i for i in node.input if i in self.layout]:
             src = self.acts[tensor]
@@ -689,7 +724,7 @@ class Importer:
             self.acts[tensor] = self.acts[real]
             del self.layout[tensor]
 
-    def tensor_op(self, node, attrs):
+    def tensor_op(self, node: NodeProto, attrs: dict[str, Any]) -> None:
         """``node`` as a :class:`~kryptonref.layers.tensor.TensorOp` (per-sample semantics):
         activations are its inputs, float constants its parameters, integer constants and
         shapes (the batch size read as 1) part of its spec."""
@@ -710,7 +745,12 @@ class Importer:
         if op not in TENSOR_OPS:
             self.fail(node, f"operator {op!r} after a whole-tensor operator is not supported; "
                             f"supported are {', '.join(sorted(TENSOR_OPS))}")
-        slots, sources, batched, parameters, constants, params = [], [], [], [], [], {}
+        slots: list[str] = []
+        sources: list[str] = []
+        batched: list[bool] = []
+        parameters: list[tuple[str, tuple[int, ...]]] = []
+        constants: list[Any] = []
+        params: dict[str, npt.NDArray[Any]] = {}
         for k, tensor in enumerate(node.input):
             if not tensor:
                 slots.append("")
@@ -746,7 +786,7 @@ class Importer:
         name = self.emit(node, layer, sources, params or None)
         self.batched.add(name)
 
-    def _split_tensor(self, node, attrs):
+    def _split_tensor(self, node: NodeProto, attrs: dict[str, Any]) -> None:
         src = self.act(node, node.input[0])
         shape = self.shapes[src] if src in self.batched else (1,) + tuple(self.shapes[src])
         axis = int(attrs.get("axis", 0))
@@ -767,14 +807,16 @@ class Importer:
                 self.batched.add(self.emit(node, layer, [src], out=out, suffix=f"_{start}"))
 
     # -- what layer handlers use -----------------------------------------------------------
-    def spatial_input(self, node):
+    def spatial_input(self, node: NodeProto) -> str:
         src = self.act(node, node.input[0])
         if self.rank(src) != 4:
             self.fail(node, f"expects a 4-D (N, C, H, W) input, got shape "
                             f"(N, {', '.join(map(str, self.shapes[src]))})")
         return src
 
-    def window_geometry(self, node, attrs, src, kernel):
+    def window_geometry(self, node: NodeProto, attrs: dict[str, Any], src: str,
+                        kernel: Sequence[int]
+                        ) -> tuple[list[int], list[int], tuple[tuple[int, int], ...]]:
         """(strides, dilations, ((top, bottom), (left, right))) with auto_pad resolved."""
         if len(kernel) != 2:
             self.fail(node, f"only 2-D kernels are supported, got kernel {list(kernel)}")
@@ -786,22 +828,22 @@ class Importer:
             pads = list(attrs.get("pads", [0, 0, 0, 0]))
             if len(pads) != 4:
                 self.fail(node, f"pads must have 4 values, got {pads}")
-            padding = ((pads[0], pads[2]), (pads[1], pads[3]))
+            padding: tuple[tuple[int, int], ...] = ((pads[0], pads[2]), (pads[1], pads[3]))
         elif auto == "VALID":
             padding = ((0, 0), (0, 0))
         elif auto in ("SAME_UPPER", "SAME_LOWER"):
-            padding = []
+            sides = []
             for size, k, s, d in zip(in_hw, kernel, strides, dilations):
                 out = -(-size // s)
                 total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
                 small, big = total // 2, total - total // 2
-                padding.append((small, big) if auto == "SAME_UPPER" else (big, small))
-            padding = tuple(padding)
+                sides.append((small, big) if auto == "SAME_UPPER" else (big, small))
+            padding = tuple(sides)
         else:
             self.fail(node, f"unknown auto_pad {auto!r}")
         return strides, dilations, padding
 
-    def build(self, node, cls, *args, **kwargs):
+    def build(self, node: NodeProto, cls: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """``cls(*args, **kwargs)``, a layer spec; its ValueError or TypeError names the node."""
         try:
             return cls(*args, **kwargs)
@@ -809,7 +851,7 @@ class Importer:
             self.fail(node, str(err))
 
     @staticmethod
-    def float32_attr(value):
+    def float32_attr(value: float) -> float:
         """A float32 attribute as the float64 it most likely was before export.
 
         ``1e-5`` is stored as ``9.99999974e-06``: the shortest decimal that rounds to
@@ -823,7 +865,9 @@ class Importer:
         return float(str(np.float32(value)))
 
 
-def from_onnx(model, dtype=np.float32, input_shape=None):
+def from_onnx(model: str | os.PathLike[str] | bytes | bytearray | ModelProto,
+              dtype: npt.DTypeLike = np.float32,
+              input_shape: Sequence[int] | None = None) -> Model:
     """Read an ONNX CNN into a kryptonref :class:`~kryptonref.model.Model`.
 
     Parameters
