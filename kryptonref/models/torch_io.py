@@ -19,10 +19,17 @@ import inspect
 import io
 import logging
 import warnings
+from collections.abc import Collection, Iterator, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import validate
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 __all__ = ["from_torch", "import_torch"]
 
@@ -32,7 +39,8 @@ CHECK_RTOL = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-8}
 CHECK_BATCH = 2
 
 
-def import_torch():
+# Any, as onnx_export.import_onnx: what `import torch` gives is Any without torch installed.
+def import_torch() -> Any:
     """``torch``, or ImportError saying which extra installs it."""
     try:
         import torch
@@ -41,7 +49,9 @@ def import_torch():
     return torch
 
 
-def from_torch(module, input_shape, dtype=np.float32):
+# module: a torch.nn.Module (typed Any, as torch's objects here: torch is optional).
+def from_torch(module: Any, input_shape: Sequence[int],
+               dtype: npt.DTypeLike = np.float32) -> Model:
     """Read a PyTorch image classifier into a kryptonref :class:`~kryptonref.model.Model`.
 
     Parameters
@@ -98,7 +108,7 @@ def from_torch(module, input_shape, dtype=np.float32):
     return model
 
 
-def _check_module(torch, module):
+def _check_module(torch: ModuleType, module: Any) -> None:
     if not isinstance(module, torch.nn.Module):
         what = type(module).__name__
         if callable(module):
@@ -113,6 +123,7 @@ def _check_module(torch, module):
             f"the module ({type(m).__name__})"
         raise ValueError(f"from_torch: {where} is in training mode (batch norm and dropout "
                          "behave differently there); call module.eval() first")
+    parameters: Collection[inspect.Parameter]
     try:
         parameters = inspect.signature(module.forward).parameters.values()
     except (TypeError, ValueError):   # a compiled forward without a signature
@@ -125,13 +136,13 @@ def _check_module(torch, module):
                          "one image batch")
 
 
-def _input_shape(value):
+def _input_shape(value: object) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or len(value) != 3:
         raise ValueError(f"from_torch: input_shape must be (C, H, W), got {value!r}")
     return tuple(validate.positive_int(v, "input_shape") for v in value)
 
 
-def _module_dtype_device(torch, module):
+def _module_dtype_device(torch: ModuleType, module: Any) -> tuple[Any, Any]:
     """The dtype and device of the module's floating-point parameters (float32, CPU if none)."""
     for tensor in list(module.parameters()) + list(module.buffers()):
         if tensor.is_floating_point():
@@ -139,7 +150,7 @@ def _module_dtype_device(torch, module):
     return torch.float32, torch.device("cpu")
 
 
-def _check_single_output(torch, module, example, name):
+def _check_single_output(torch: ModuleType, module: Any, example: Any, name: str) -> None:
     with torch.no_grad():
         try:
             output = module(example)
@@ -155,7 +166,7 @@ def _check_single_output(torch, module, example, name):
 
 
 @contextlib.contextmanager
-def _quiet(torch):
+def _quiet(torch: ModuleType) -> Iterator[None]:
     """No warnings, no exporter log lines, no progress prints."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo",
                                               "torch._export", "onnxscript")]
@@ -171,9 +182,9 @@ def _quiet(torch):
             lg.setLevel(level)
 
 
-def _export(torch, module, example, name):
+def _export(torch: ModuleType, module: Any, example: Any, name: str) -> bytes:
     """The module as ONNX bytes: TorchScript exporter, else dynamo (with onnxscript)."""
-    errors = []
+    errors: list[str] = []
     with _quiet(torch), torch.no_grad():
         buffer = io.BytesIO()
         try:
@@ -197,7 +208,8 @@ def _export(torch, module, example, name):
     raise ValueError(f"from_torch: torch.onnx.export cannot export {name}: {detail}")
 
 
-def _check_reproduces(torch, module, model, param_dtype, device, name):
+def _check_reproduces(torch: ModuleType, module: Any, model: Model, param_dtype: Any,
+                      device: Any, name: str) -> None:
     """ValueError unless ``model`` gives the module's outputs on a random batch."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((CHECK_BATCH,) + tuple(model.graph.input_shape))
