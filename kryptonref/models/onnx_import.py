@@ -898,6 +898,6 @@ def from_onnx(model: str | os.PathLike[str] | bytes | bytearray | ModelProto,
         operator and the node), several inputs or outputs, or a dynamic image size.
     """
     onnx = import_onnx()
-    dtype = validate.dtype(dtype)
+    model_dtype: np.dtype[Any] = validate.dtype(dtype)
     proto = _load_proto(onnx, model)
-    return Importer(onnx, proto, input_shape).run(dtype)
+    return Importer(onnx, proto, input_shape).run(model_dtype)
