@@ -25,25 +25,40 @@ from __future__ import annotations
 
 import numbers
 import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Union, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from . import validate
+
+if TYPE_CHECKING:
+    from .model import Model
+
+    #: What a converted model depends on (:func:`_state`): per parameter and buffer its
+    #: name, id, storage address, version counter, shape and dtype; each submodule's
+    #: training flag.
+    _State = tuple[tuple[tuple[str, int, int, int, tuple[int, ...], str], ...],
+                   tuple[bool, ...]]
+    #: The occluding patch's value for one image: a scalar, or one value per channel.
+    _Fill = Union[float, npt.NDArray[np.float64]]
 
 __all__ = ["Occlusion"]
 
 
-def _torch():
+def _torch() -> ModuleType | None:
     """The torch module if the caller has imported it (no import otherwise)."""
     return sys.modules.get("torch")
 
 
-def _is_tensor(value):
+def _is_tensor(value: object) -> bool:
     torch = _torch()
     return torch is not None and isinstance(value, torch.Tensor)
 
 
-def _is_module(value):
+def _is_module(value: object) -> bool:
     torch = _torch()
     return torch is not None and isinstance(value, torch.nn.Module)
 
@@ -69,7 +84,8 @@ class Occlusion:
     ...     perturbations_per_eval=16)                           # doctest: +SKIP
     """
 
-    def __init__(self, forward_func, device="cpu"):
+    # forward_func: a torch.nn.Module (typed Any: torch is optional) or a Model.
+    def __init__(self, forward_func: Model | Any, device: str = "cpu") -> None:
         from .model import Model
         if not isinstance(forward_func, Model) and not _is_module(forward_func):
             what = type(forward_func).__name__
@@ -77,13 +93,18 @@ class Occlusion:
                 f"kryptonref.captum.Occlusion needs a torch.nn.Module or a kryptonref Model as "
                 f"forward_func, got {what}: a Python function cannot be recomputed "
                 "incrementally (pass the module itself, or use captum.attr.Occlusion)")
-        self.forward_func = forward_func
-        self.device = validate.one_of(device, ("cpu", "cuda"), "device")
-        self._models = {}
+        self.forward_func: Model | Any = forward_func
+        self.device: str = validate.one_of(device, ("cpu", "cuda"), "device")
+        self._models: dict[tuple[tuple[int, ...], np.dtype[Any]], tuple[_State, Model]] = {}
 
-    def attribute(self, inputs, sliding_window_shapes, strides=None, baselines=None,
-                  target=None, additional_forward_args=None, perturbations_per_eval=1,
-                  show_progress=False):
+    # inputs and the result: a torch.Tensor (typed Any: torch is optional), an ndarray,
+    # or a tuple of one of them.
+    def attribute(self, inputs: Any,
+                  sliding_window_shapes: Sequence[int] | tuple[Sequence[int]],
+                  strides: Union[None, int, Sequence[int], tuple[int | Sequence[int]]] = None,
+                  baselines: npt.ArrayLike | None = None, target: npt.ArrayLike | None = None,
+                  additional_forward_args: object = None, perturbations_per_eval: int = 1,
+                  show_progress: bool = False) -> Any:
         """Occlusion attributions, as ``captum.attr.Occlusion.attribute`` computes them.
 
         Parameters
@@ -136,7 +157,7 @@ class Occlusion:
                                  self.device)
         return restore(attribution)
 
-    def _model(self, shape, dtype):
+    def _model(self, shape: tuple[int, ...], dtype: npt.DTypeLike) -> Model:
         """The kryptonref model for inputs of ``shape`` (C, H, W)."""
         from .model import Model
         if isinstance(self.forward_func, Model):
@@ -155,7 +176,7 @@ class Occlusion:
         return self._models[key][1]
 
 
-def _state(module):
+def _state(module: Any) -> _State:
     """What the converted model depends on: each parameter's and buffer's identity,
     storage and version counter (bumped by in-place updates: an optimiser's step,
     ``load_state_dict``), and every submodule's training flag."""
@@ -164,15 +185,17 @@ def _state(module):
     return tuple(tensors), tuple(m.training for m in module.modules())
 
 
-def _module_is_float64(module):
-    torch = _torch()
+def _module_is_float64(module: Any) -> bool:
+    torch = cast(ModuleType, _torch())   # imported: module is a torch.nn.Module
     for t in list(module.parameters()) + list(module.buffers()):
         if t.is_floating_point():
-            return t.dtype == torch.float64
+            is_float64: bool = t.dtype == torch.float64
+            return is_float64
     return False
 
 
-def _images(inputs):
+def _images(inputs: Any) -> tuple[npt.NDArray[np.floating[Any]],
+                                   Callable[[npt.NDArray[np.floating[Any]]], Any]]:
     """``inputs`` as an (N, C, H, W) float array, and a function giving the result back
     in the input's type (a tensor on its device with its dtype, or an array; a tuple of
     one for a tuple of one, as Captum)."""
@@ -183,20 +206,20 @@ def _images(inputs):
         x, restore = _images(inputs[0])
         return x, lambda result: (restore(result),)
     if _is_tensor(inputs):
-        torch = _torch()
+        torch = cast(ModuleType, _torch())   # imported: inputs is a tensor
         if not inputs.is_floating_point():
             raise TypeError(f"inputs must hold floating-point values, got {inputs.dtype}")
         device, dtype = inputs.device, inputs.dtype
         x = inputs.detach().cpu().numpy()
 
-        def restore(result):
+        def restore(result: npt.NDArray[np.floating[Any]]) -> Any:
             return torch.from_numpy(np.ascontiguousarray(result)).to(device=device, dtype=dtype)
     elif isinstance(inputs, np.ndarray):
         if inputs.dtype.kind != "f":
             raise TypeError(f"inputs must hold floating-point values, got {inputs.dtype}")
         x, out_dtype = inputs, inputs.dtype
 
-        def restore(result):
+        def restore(result: npt.NDArray[np.floating[Any]]) -> Any:
             return result.astype(out_dtype)
     else:
         raise TypeError(f"inputs must be a torch tensor or a NumPy array (N, C, H, W), got "
@@ -209,7 +232,7 @@ def _images(inputs):
     return x, restore
 
 
-def _one_input(value, name):
+def _one_input(value: object, name: str) -> object:
     """Captum's one-input tuple forms: ``((3, 16, 16),)`` is ``(3, 16, 16)``."""
     if isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], tuple):
         return value[0]
@@ -219,11 +242,11 @@ def _one_input(value, name):
     return value
 
 
-def _is_int(value):
+def _is_int(value: object) -> bool:
     return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool)
 
 
-def _window(shapes, channels, image_hw):
+def _window(shapes: object, channels: int, image_hw: tuple[int, int]) -> tuple[int, int]:
     shapes = _one_input(shapes, "sliding_window_shapes")
     if not isinstance(shapes, (tuple, list)) or len(shapes) != 3 \
             or not all(_is_int(v) and v >= 1 for v in shapes):
@@ -239,7 +262,8 @@ def _window(shapes, channels, image_hw):
     return window
 
 
-def _strides(strides, window, image_hw):
+def _strides(strides: object, window: tuple[int, int],
+             image_hw: tuple[int, int]) -> tuple[int, int]:
     if strides is None:
         return 1, 1
     if isinstance(strides, tuple) and len(strides) == 1:
@@ -251,7 +275,7 @@ def _strides(strides, window, image_hw):
         pair = tuple(strides[1:])
     else:
         raise ValueError(f"strides must be an int or (s_c, s_h, s_w), got {strides!r}")
-    stride = validate.int_pair(pair, "strides")
+    stride: tuple[int, int] = validate.int_pair(pair, "strides")
     for s, w, size in zip(stride, window, image_hw):
         if w < size and s > w:
             raise ValueError(f"strides {stride} step over pixels: a stride cannot be larger "
@@ -259,7 +283,7 @@ def _strides(strides, window, image_hw):
     return stride
 
 
-def _targets(target, n, n_outputs):
+def _targets(target: Any, n: int, n_outputs: int) -> list[int]:
     """One output index per example."""
     if target is None:
         if n_outputs != 1:
@@ -292,7 +316,7 @@ def _targets(target, n, n_outputs):
     return out
 
 
-def _baselines(baselines, shape):
+def _baselines(baselines: Any, shape: tuple[int, ...]) -> list[_Fill]:
     """Per-image fills: a scalar or (C,) values per image (N entries)."""
     n, channels = shape[:2]
     if baselines is None:
@@ -324,7 +348,7 @@ def _baselines(baselines, shape):
     return [np.ascontiguousarray(corner[i, :, 0, 0]) for i in range(n)]
 
 
-def _progress(show):
+def _progress(show: object) -> bool:
     if not show:
         return False
     try:
@@ -334,14 +358,19 @@ def _progress(show):
     return True
 
 
-def _attribute(model, x, window, stride, fills, targets, batch_size, progress, device):
+def _attribute(model: Model, x: npt.NDArray[np.floating[Any]], window: tuple[int, int],
+               stride: tuple[int, int], fills: Sequence[_Fill], targets: list[int],
+               batch_size: int, progress: bool, device: str) -> npt.NDArray[np.floating[Any]]:
     """kryptonref's attribution (N, C, H, W): one batched call when the fill is shared."""
     from .explain import occlusion
 
-    def run(images, fill, target):
-        return occlusion(model, images, patch=window, stride=stride, fill=fill, target=target,
-                         mode="incremental", batch_size=batch_size, progress=progress,
-                         device=device).attribution
+    def run(images: npt.NDArray[np.floating[Any]], fill: _Fill,
+            target: int | list[int]) -> npt.NDArray[np.floating[Any]]:
+        # not None: mode="incremental" (no drill-down) computes the attribution
+        return cast("npt.NDArray[np.floating[Any]]", occlusion(
+            model, images, patch=window, stride=stride, fill=fill, target=target,
+            mode="incremental", batch_size=batch_size, progress=progress,
+            device=device).attribution)
 
     if all(np.array_equal(f, fills[0]) for f in fills):
         return run(x, fills[0], targets)
