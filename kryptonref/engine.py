@@ -22,23 +22,49 @@ re-infers every occluded image instead (the naive baseline).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional, Protocol, Union, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from . import validate
 from .backends import get_backend
-from .layers.base import broadcasts
+from .layers.base import Spatial, broadcasts
 from .layers.registry import Rule, entry
 from .model import Model
 from .runtime import entry_point
 from .schedule import REGION, UNCHANGED, WHOLE, batch_order, plan, run_in_order
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
+    from .graph import Graph
+    from .layers.registry import LayerType
+    from .schedule import NodePlan, Plan
 
 __all__ = ["incremental_inference", "IncrementalResult", "patch_positions", "Occluder",
            "execute", "MODES"]
 
 #: How an :class:`Occluder` computes each position's output.
 MODES = ("incremental", "full")
+
+#: A backend's array: a NumPy array on the CPU, a device array with CUDA.
+DeviceArray = Any
+#: Host arrays of the output and other nodes, per position.
+HostArray = npt.NDArray[Any]
+#: Top-left patch positions ``(P, 2)``.
+Positions = npt.NDArray[np.int64]
+#: Offsets of a batch's regions and read windows (:func:`_pack_offsets`).
+Offsets = dict[Union[str, tuple[str, str]], tuple[DeviceArray, DeviceArray]]
+#: Per node, its computed data for the batch (None: unchanged or freed).
+NodeData = dict[str, Optional[DeviceArray]]
+
+
+class Progress(Protocol):
+    """Told the number of positions of every finished batch (tqdm's ``update``)."""
+
+    def update(self, n: int) -> object: ...
 
 
 @dataclass
@@ -62,19 +88,20 @@ class IncrementalResult:
         (batches in the order of :func:`schedule.batch_order`).
     """
 
-    output: np.ndarray
-    positions: np.ndarray
-    nodes: dict = field(default_factory=dict)
-    macs: dict = field(default_factory=dict)
-    region_sizes: dict = field(default_factory=dict)
+    output: HostArray
+    positions: Positions
+    nodes: dict[str, HostArray] = field(default_factory=dict)
+    macs: dict[str, int] = field(default_factory=dict)
+    region_sizes: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     @property
-    def total_macs(self):
+    def total_macs(self) -> int:
         """Sum of the MACs over all nodes and positions."""
         return int(sum(self.macs.values()))
 
 
-def patch_positions(image_hw, patch, stride):
+def patch_positions(image_hw: Sequence[int], patch: Union[int, Sequence[int]],
+                    stride: Union[int, Sequence[int]]) -> Positions:
     """All top-left positions ``p*S`` with ``p*S + patch <= W`` per axis, row-major.
 
     This is the corrected position count of Algorithms 1-2:
@@ -95,7 +122,7 @@ def patch_positions(image_hw, patch, stride):
 
 
 class _NoProgress:
-    def update(self, n):
+    def update(self, n: int) -> None:
         pass
 
 
@@ -141,12 +168,15 @@ class Occluder:
     """
 
     @entry_point
-    def __init__(self, model, image, patch, fill=0.0, device="cpu", tau=1.0,
-                 mode="incremental", base=None, freeze_context=False):
+    def __init__(self, model: Model, image: npt.NDArray[np.floating[Any]],
+                 patch: Union[int, Sequence[int]], fill: Any = 0.0, device: str = "cpu",
+                 tau: float = 1.0, mode: str = "incremental",
+                 base: Optional[dict[str, npt.ArrayLike]] = None,
+                 freeze_context: bool = False) -> None:
         if not isinstance(model, Model):
             raise TypeError(f"model must be a kryptonref Model, got {type(model).__name__}")
         self.model, self.graph = model, model.graph
-        self.backend = get_backend(device)
+        self.backend: Backend = get_backend(device)
         self.mode = validate.one_of(mode, MODES, "mode")
         self.tau = validate.tau(tau)
         self.freeze_context = bool(freeze_context)
@@ -155,6 +185,7 @@ class Occluder:
         validate.patch_fits(self.patch_hw, self.graph.input_shape[1:])
         self.fill_patch = validate.fill_patch(fill, self.graph.input_shape[0], self.patch_hw,
                                               model.dtype, self.image)
+        self.base: dict[str, DeviceArray]
         if base is None:
             self.base = model.run_on(self.backend, self.image[None],
                                      keep_all=self.mode == "incremental")
@@ -167,17 +198,18 @@ class Occluder:
         self._base_items = {name: value[0] for name, value in self.base.items()}
         self.base_macs = int(sum(self.graph.macs().values()))
         self.params = self.backend.params(model)
-        self.node_macs = {name: 0 for name in self.graph.order}
-        self.region_sizes = {name: [] for name in self.graph.order}
-        self._fills = {}
-        self._image_on_device = None
+        self.node_macs: dict[str, int] = {name: 0 for name in self.graph.order}
+        self.region_sizes: dict[str, list[tuple[int, int]]] = {
+            name: [] for name in self.graph.order}
+        self._fills: dict[tuple[int, int], DeviceArray] = {}
+        self._image_on_device: Optional[DeviceArray] = None
 
     @property
-    def macs(self):
+    def macs(self) -> int:
         """MACs performed by the batches run so far (the base inference not included)."""
         return int(sum(self.node_macs.values()))
 
-    def _fill(self, patch_hw):
+    def _fill(self, patch_hw: tuple[int, int]) -> DeviceArray:
         """The fill of a ``patch_hw`` patch on the device (its top-left part), cached."""
         if patch_hw not in self._fills:
             if patch_hw[0] > self.patch_hw[0] or patch_hw[1] > self.patch_hw[1]:
@@ -188,7 +220,9 @@ class Occluder:
         return self._fills[patch_hw]
 
     @entry_point
-    def run(self, positions, batch_size, patch=None, nodes=(), progress=None):
+    def run(self, positions: npt.ArrayLike, batch_size: int,
+            patch: Union[None, int, Sequence[int]] = None, nodes: Iterable[str] = (),
+            progress: Optional[Progress] = None) -> dict[str, HostArray]:
         """The output (and ``nodes``) for the image occluded at each position.
 
         Parameters
@@ -211,40 +245,45 @@ class Occluder:
             in the order of ``positions``.
         """
         patch_hw = self.patch_hw if patch is None else validate.int_pair(patch, "patch")
-        positions = validate.positions(positions, self.graph.input_shape[1:], patch_hw)
+        at = validate.positions(positions, self.graph.input_shape[1:], patch_hw)
         batch_size = validate.positive_int(batch_size, "batch_size")
-        nodes = validate.node_names(nodes, self.graph)
-        if nodes and self.mode == "full":
+        node_names = validate.node_names(nodes, self.graph)
+        if node_names and self.mode == "full":
             raise ValueError("nodes: intermediate values are returned in incremental mode only")
-        progress = progress or _NoProgress()
-        wanted = (self.graph.output,) + tuple(n for n in nodes if n != self.graph.output)
+        told: Progress = progress or _NoProgress()
+        wanted = (self.graph.output,) + tuple(n for n in node_names if n != self.graph.output)
+        compute: Callable[[Positions, tuple[int, int], tuple[str, ...]], dict[str, HostArray]]
         if self.mode == "full":
-            order = np.arange(len(positions))
+            order = np.arange(len(at), dtype=np.int64)
             compute = self._full_batch
         else:
-            order = batch_order(self.graph, positions, patch_hw, self.tau, self.freeze_context)
+            order = batch_order(self.graph, at, patch_hw, self.tau, self.freeze_context)
             compute = self._incremental_batch
 
-        def batch(indices):
-            values = compute(positions[indices], patch_hw, wanted)
-            progress.update(len(indices))
+        def batch(indices: Positions) -> dict[str, HostArray]:
+            values = compute(at[indices], patch_hw, wanted)
+            told.update(len(indices))
             return values
 
         return run_in_order(order, batch_size, batch)
 
-    def scores(self, positions, batch_size, patch=None, progress=None):
+    def scores(self, positions: npt.ArrayLike, batch_size: int,
+               patch: Union[None, int, Sequence[int]] = None,
+               progress: Optional[Progress] = None) -> HostArray:
         """The output node's values ``(P, ...)`` (see :meth:`run`)."""
         return self.run(positions, batch_size, patch, progress=progress)[self.graph.output]
 
-    def _count(self, batch_plan):
+    def _count(self, batch_plan: Plan) -> None:
         for name in self.graph.order:
             node_plan = batch_plan.nodes[name]
             self.node_macs[name] += node_plan.macs
             self.region_sizes[name].append(node_plan.size)
 
-    def _incremental_batch(self, positions, patch_hw, wanted):
+    def _incremental_batch(self, positions: Positions, patch_hw: tuple[int, int],
+                           wanted: tuple[str, ...]) -> dict[str, HostArray]:
         backend = self.backend
-        batch_plan = plan(self.graph, positions, patch_hw, self.tau, self.freeze_context)
+        batch_plan = plan(self.graph, positions, patch_hw, self.tau, self.freeze_context,
+                          keep=wanted)
         self._count(batch_plan)
         base = self._base_items
         with backend.batch_scope():
@@ -255,7 +294,8 @@ class Occluder:
                                                     base[name], len(positions)))
                     for name in wanted}
 
-    def _full_batch(self, positions, patch_hw, wanted):
+    def _full_batch(self, positions: Positions, patch_hw: tuple[int, int],
+                    wanted: tuple[str, ...]) -> dict[str, HostArray]:
         """Full re-inference of the occluded images, built on the device."""
         backend = self.backend
         if self._image_on_device is None:
@@ -270,8 +310,11 @@ class Occluder:
 
 
 @entry_point
-def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch_size=64,
-                          nodes=(), base=None, device="cpu", tau=1.0):
+def incremental_inference(model: Model, image: npt.NDArray[np.floating[Any]],
+                          positions: npt.ArrayLike, patch: Union[int, Sequence[int]],
+                          fill: Any = 0.0, batch_size: int = 64, nodes: Iterable[str] = (),
+                          base: Optional[dict[str, npt.ArrayLike]] = None, device: str = "cpu",
+                          tau: float = 1.0) -> IncrementalResult:
     """Network output for the image occluded at each position, computed incrementally.
 
     Implements Algorithm 2 of the paper for any DAG: full inference once on the
@@ -316,28 +359,29 @@ def incremental_inference(model: Model, image, positions, patch, fill=0.0, batch
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a kryptonref Model, got {type(model).__name__}")
-    nodes = validate.node_names(nodes, model.graph)
+    node_names = validate.node_names(nodes, model.graph)
     occluder = Occluder(model, image, patch, fill=fill, device=device, tau=tau, base=base)
-    positions = validate.positions(positions, model.graph.input_shape[1:], occluder.patch_hw)
-    values = occluder.run(positions, batch_size, nodes=nodes)
-    return IncrementalResult(output=values[model.graph.output], positions=positions,
-                             nodes={name: values[name] for name in nodes},
+    at = validate.positions(positions, model.graph.input_shape[1:], occluder.patch_hw)
+    values = occluder.run(at, batch_size, nodes=node_names)
+    return IncrementalResult(output=values[model.graph.output], positions=at,
+                             nodes={name: values[name] for name in node_names},
                              macs=occluder.node_macs, region_sizes=occluder.region_sizes)
 
 
 # -- executing a plan ----------------------------------------------------------------------
-def _pack_offsets(backend, graph, batch_plan):
+def _pack_offsets(backend: Backend, graph: Graph, batch_plan: Plan) -> Offsets:
     """Every integer offset of the batch as backend arrays, moved in one transfer.
 
     Returns ``name -> (y0, x0)`` for changed feature maps (whole ones at 0) and
     ``name -> (ry0, rx0)`` for read windows, keyed ``(name, "window")``.
     """
-    keys, rows = [], []
+    keys: list[Union[str, tuple[str, str]]] = []
+    rows: list[npt.NDArray[np.int64]] = []  # the plan's y0, x0 and window starts
     for name in (graph.input_name,) + tuple(graph.order):
         node_plan = batch_plan.nodes[name]
         if node_plan.state != UNCHANGED and node_plan.y0 is not None:
             keys.append(name)
-            rows += [node_plan.y0, node_plan.x0]
+            rows += [node_plan.y0, cast(npt.NDArray[np.int64], node_plan.x0)]
         if node_plan.window is not None:
             keys.append((name, "window"))
             rows += [node_plan.window[0], node_plan.window[1]]
@@ -345,7 +389,7 @@ def _pack_offsets(backend, graph, batch_plan):
     return {key: (packed[2 * i], packed[2 * i + 1]) for i, key in enumerate(keys)}
 
 
-def _owns_its_data(record, node_plan):
+def _owns_its_data(record: LayerType, node_plan: NodePlan) -> bool:
     """Whether a node's computed data is an array no other node's data shares.
 
     Window layers and region merges write new arrays; position-wise layers
@@ -359,7 +403,8 @@ def _owns_its_data(record, node_plan):
                                           and node_plan.state == REGION)
 
 
-def _checked_base(base, graph, image, keep_all=True):
+def _checked_base(base: object, graph: Graph, image: npt.NDArray[np.floating[Any]],
+                  keep_all: bool = True) -> dict[str, npt.NDArray[Any]]:
     """``base`` (``model.forward_all(image[None])``) if it holds this image's activations of
     this graph: every node (the output at least when not ``keep_all``) with its shape and a
     batch of one, and an input equal to ``image``. Activations of another image gave wrong
@@ -374,21 +419,23 @@ def _checked_base(base, graph, image, keep_all=True):
         raise ValueError(f"base lacks the activations of {len(missing)} node(s) "
                          f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); "
                          "pass model.forward_all(image[None])")
-    checked = {}
+    checked: dict[str, npt.NDArray[Any]] = {}
     for name, value in base.items():
         want = (1,) + tuple(graph.shapes[name]) if name in graph.shapes else None
-        value = np.asarray(value)
-        if want is not None and value.shape != want:
-            raise ValueError(f"base[{name!r}] has shape {value.shape}, expected {want} "
+        array = np.asarray(value)
+        if want is not None and array.shape != want:
+            raise ValueError(f"base[{name!r}] has shape {array.shape}, expected {want} "
                              "(model.forward_all(image[None]) of this model)")
-        checked[name] = value.astype(image.dtype, copy=False)
+        checked[name] = array.astype(image.dtype, copy=False)
     if not np.array_equal(checked[graph.input_name][0], image):
         raise ValueError("base holds the activations of another image: its input differs "
                          "from `image`")
     return checked
 
 
-def execute(backend, graph, params, base, batch_plan, fill, keep=()):
+def execute(backend: Backend, graph: Graph, params: dict[str, dict[str, Any]],
+            base: dict[str, DeviceArray], batch_plan: Plan, fill: DeviceArray,
+            keep: Sequence[str] = ()) -> tuple[NodeData, Offsets]:
     """Compute the data of every changed node of a planned batch on ``backend``.
 
     Parameters
@@ -414,9 +461,9 @@ def execute(backend, graph, params, base, batch_plan, fill, keep=()):
     """
     n_items = batch_plan.n_items
     offsets = _pack_offsets(backend, graph, batch_plan)
-    data = {graph.input_name: backend.repeat(fill, n_items)}
+    data: NodeData = {graph.input_name: backend.repeat(fill, n_items)}
     remaining = {name: len(users) for name, users in graph.consumers().items()}
-    fresh = set()  # nodes whose data is an array no other node's data shares
+    fresh: set[str] = set()  # nodes whose data is an array no other node's data shares
     for name in graph.order:
         node = graph.nodes[name]
         record = entry(node.layer)
@@ -440,31 +487,39 @@ def execute(backend, graph, params, base, batch_plan, fill, keep=()):
     return data, offsets
 
 
-def _compute_window(backend, graph, params, base, batch_plan, offsets, data, name, reuse):
+def _compute_window(backend: Backend, graph: Graph, params: dict[str, dict[str, Any]],
+                    base: dict[str, DeviceArray], batch_plan: Plan, offsets: Offsets,
+                    data: NodeData, name: str, reuse: bool) -> DeviceArray:
     """A conv or pool layer's region, from its read window (or its input's data as is)."""
     node = graph.nodes[name]
     node_plan, src = batch_plan.nodes[name], node.inputs[0]
+    layer = cast(Spatial, node.layer)  # the WINDOW rule's layers are Spatial
     if node_plan.reads_input_as_is:
         win = data[src]
     else:
+        assert node_plan.window is not None, "the planner gives every region a read window"
         _, _, rh, rw = node_plan.window
         wy0, wx0 = offsets[(name, "window")]
         py0, px0 = offsets[src]
         win = backend.gather_windows(base[src], data[src], py0, px0, wy0, wx0, rh, rw,
-                                     node.layer.pad_value)
+                                     layer.pad_value)
     y0, x0 = offsets[name]
-    return backend.region(node.layer, params[name], win, graph.shapes[src][1:],
+    return backend.region(layer, params[name], win, graph.shapes[src][1:],
                           graph.shapes[name][1:], y0, x0, (node_plan.h, node_plan.w))
 
 
-def _compute_positionwise(backend, graph, params, base, batch_plan, offsets, data, name, reuse):
+def _compute_positionwise(backend: Backend, graph: Graph, params: dict[str, dict[str, Any]],
+                          base: dict[str, DeviceArray], batch_plan: Plan, offsets: Offsets,
+                          data: NodeData, name: str, reuse: bool) -> DeviceArray:
     """A position-wise layer on its input's data (in place when nothing else reads it)."""
     node = graph.nodes[name]
     x = data[node.inputs[0]]
     return backend.apply(node.layer, params[name], x, out=x if reuse else None)
 
 
-def _compute_merge(backend, graph, params, base, batch_plan, offsets, data, name, reuse):
+def _compute_merge(backend: Backend, graph: Graph, params: dict[str, dict[str, Any]],
+                   base: dict[str, DeviceArray], batch_plan: Plan, offsets: Offsets,
+                   data: NodeData, name: str, reuse: bool) -> DeviceArray:
     """A merge's region, assembled from its inputs' windows; whole when an input is."""
     node_plan = batch_plan.nodes[name]
     if node_plan.state == WHOLE:
@@ -496,12 +551,16 @@ def _compute_merge(backend, graph, params, base, batch_plan, offsets, data, name
     return out
 
 
-def _window_of(backend, base, src_data, offsets, src, y0, x0, h, w):
+def _window_of(backend: Backend, base: dict[str, DeviceArray], src_data: Optional[DeviceArray],
+               offsets: Offsets, src: str, y0: DeviceArray, x0: DeviceArray, h: int,
+               w: int) -> DeviceArray:
     patch_y0, patch_x0 = offsets[src] if src_data is not None else (None, None)
     return backend.gather_windows(base[src], src_data, patch_y0, patch_x0, y0, x0, h, w)
 
 
-def _compute_whole(backend, graph, params, base, batch_plan, offsets, data, name, reuse):
+def _compute_whole(backend: Backend, graph: Graph, params: dict[str, dict[str, Any]],
+                   base: dict[str, DeviceArray], batch_plan: Plan, offsets: Offsets,
+                   data: NodeData, name: str, reuse: bool) -> DeviceArray:
     """A layer on every position's whole input tensors."""
     node = graph.nodes[name]
     n_items = batch_plan.n_items
@@ -512,15 +571,19 @@ def _compute_whole(backend, graph, params, base, batch_plan, offsets, data, name
     return backend.full(node.layer, params[name], wholes, graph.shapes[name])
 
 
-_COMPUTE = {Rule.WINDOW: _compute_window, Rule.POSITIONWISE: _compute_positionwise,
-            Rule.MERGE: _compute_merge, Rule.WHOLE: _compute_whole}
+_COMPUTE: dict[Rule, Callable[..., DeviceArray]] = {
+    Rule.WINDOW: _compute_window, Rule.POSITIONWISE: _compute_positionwise,
+    Rule.MERGE: _compute_merge, Rule.WHOLE: _compute_whole}
 
 
-def _to_whole(backend, node_data, node_plan, offsets, base, n_items):
+def _to_whole(backend: Backend, node_data: Optional[DeviceArray], node_plan: NodePlan,
+              offsets: Optional[tuple[DeviceArray, DeviceArray]], base: DeviceArray,
+              n_items: int) -> DeviceArray:
     """Per-position full tensors ``(B, ...)`` of a node (backend arrays)."""
     if node_plan.state == UNCHANGED:
         return backend.repeat(base, n_items)
     if node_plan.state == WHOLE:
         return node_data
+    assert offsets is not None, "a region node has offsets"
     return backend.stitch(base, node_data, offsets[0], offsets[1])
 

@@ -330,7 +330,7 @@ def _macs(graph: Graph, name: str, layer: Layer, node_plan: NodePlan) -> int:
 
 
 def plan(graph: Graph, positions: npt.ArrayLike, patch_hw: tuple[int, int], tau: float = 1.0,
-         freeze_context: bool = False) -> Plan:
+         freeze_context: bool = False, keep: Sequence[str] = ()) -> Plan:
     """The :class:`Plan` of one batch of positions (SIGMOD 2019 eq. 1-8, 20, 21-27).
 
     Node by node in topological order, each node's rule (from the layer
@@ -347,8 +347,12 @@ def plan(graph: Graph, positions: npt.ArrayLike, patch_hw: tuple[int, int], tau:
     freeze_context : bool
         The global-context approximation (not in the paper): a gate broadcast over a
         map by a merge (squeeze-excitation) keeps its value on the unoccluded image,
-        so regions stay local through the block; the nodes that only fed such gates
-        are not computed.
+        so regions stay local through the block; the changed nodes no computed node
+        reads (those that only fed such gates, or whose change dies out before the
+        output) are not computed.
+    keep : sequence of str
+        With ``freeze_context``, nodes to compute even if no other node reads them (the
+        nodes whose values the caller returns).
 
     Returns
     -------
@@ -367,17 +371,19 @@ def plan(graph: Graph, positions: npt.ArrayLike, patch_hw: tuple[int, int], tau:
         nodes[name] = planner(graph, name, node.layer, [nodes[i] for i in node.inputs], n_items,
                               opts)
     if opts.freeze_context:
-        _skip_unread(graph, nodes, n_items)
+        _skip_unread(graph, nodes, n_items, keep)
     for name in graph.order:
         nodes[name].macs = _macs(graph, name, graph.nodes[name].layer, nodes[name])
     return Plan(positions, cast("tuple[int, int]", tuple(patch_hw)), opts.tau, nodes,
                 opts.freeze_context)
 
 
-def _skip_unread(graph: Graph, nodes: dict[str, NodePlan], n_items: int) -> None:
+def _skip_unread(graph: Graph, nodes: dict[str, NodePlan], n_items: int,
+                 keep: Sequence[str] = ()) -> None:
     """Mark unchanged the changed nodes whose data no computed node reads (the branches
-    computing frozen gates): nothing needs them."""
-    read = {graph.output}
+    computing frozen gates, changes that die out before the output) and that are not in
+    ``keep``: nothing needs them."""
+    read = {graph.output, *keep}
     for name in reversed(graph.order):
         node_plan = nodes[name]
         if name not in read:

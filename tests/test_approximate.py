@@ -105,6 +105,27 @@ def test_frozen_context_keeps_squeeze_excitation_local():
     assert "the region becomes whole at 'scale'" in exact.table()
 
 
+def test_frozen_context_computes_the_nodes_asked_for_when_their_change_dies_out():
+    """A change that never reaches the output (two stride-2 1x1 convs skip the patch's
+    column) was not computed with freeze_context, so the nodes asked for came back as the
+    unoccluded activations: hypothesis found it (conv2d_0 off by 0.29)."""
+    g = kr.Graph((1, 8, 8))
+    g.add(kr.Conv2d(1, 1, 3, padding=1), name="conv")
+    g.add(kr.Conv2d(1, 1, 1, stride=2), name="down1")
+    g.add(kr.Conv2d(1, 1, 1, stride=2), name="down2")
+    g.add(kr.Flatten(), name="flat")
+    model = kr.Model(g, seed=0, dtype=np.float64)
+    image = np.random.default_rng(0).normal(size=g.input_shape)
+    at = np.array([[0, 7]])
+    exact = kr.Occluder(model, image, 1).run(at, 1, nodes=g.order)
+    frozen = kr.Occluder(model, image, 1, tau=0.99, mode="incremental",
+                         freeze_context=True).run(at, 1, nodes=g.order)
+    assert not np.allclose(exact["conv"][0], model.forward_all(image[None])["conv"][0])
+    for name in g.order:
+        np.testing.assert_allclose(frozen[name], exact[name], rtol=1e-12, atol=1e-12,
+                                   err_msg=name)
+
+
 @settings(max_examples=40, **SETTINGS)
 @given(st.data())
 def test_simulator_counts_the_approximate_engines_macs(data):
