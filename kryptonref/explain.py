@@ -14,10 +14,12 @@ threshold ``tau`` and adaptive drill-down (:mod:`kryptonref.drilldown`).
 from __future__ import annotations
 
 import time
-from typing import Optional
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, Protocol, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import validate
 from .drilldown import choose_coarse_stride
@@ -28,12 +30,21 @@ from .layers.dense import softmax
 from .model import Model
 from .runtime import entry_point
 
+if TYPE_CHECKING:
+    from .graph import Graph
+
 __all__ = ["occlusion", "OcclusionResult", "captum_windows"]
 
 MODES = ("incremental", "full", "approximate")
 #: Positions per batch by mode. Larger incremental batches amortise each batch's
 #: dense layers and kernel launches; full re-inference holds whole activations.
 DEFAULT_BATCH = {"incremental": 64, "full": 16, "approximate": 64}
+
+#: Real arrays: float heatmaps and attributions, int positions.
+FloatArray = npt.NDArray[np.floating[Any]]
+IntArray = npt.NDArray[np.int64]
+#: Captum's scores by window: ``(y, x)`` -> the model's output row.
+WindowScores = dict[tuple[int, int], FloatArray]
 
 
 @dataclass
@@ -78,34 +89,34 @@ class OcclusionResult:
         Whether the fields hold a batch of images (a 4-D input).
     """
 
-    heatmap: np.ndarray
-    label: int
-    probability: float
-    attribution: np.ndarray
-    positions: np.ndarray
-    seconds: float
-    macs: int
+    heatmap: FloatArray
+    label: Union[int, IntArray]
+    probability: Union[float, FloatArray]
+    attribution: Optional[FloatArray]
+    positions: IntArray
+    seconds: Union[float, FloatArray]
+    macs: Union[int, IntArray]
     mode: str
-    patch: tuple
-    stride: tuple
+    patch: tuple[int, int]
+    stride: tuple[int, int]
     tau: float = 1.0
-    coarse_stride: Optional[tuple] = None
-    computed: Optional[np.ndarray] = None
+    coarse_stride: Optional[tuple[int, int]] = None
+    computed: Optional[npt.NDArray[np.bool_]] = None
     batched: bool = False
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (without the arrays; per-image lists for a batch)."""
-        def plain(value):
+        def plain(value: object) -> object:
             return value.tolist() if isinstance(value, np.ndarray) else value
 
-        summary = {"label": plain(self.label), "probability": plain(self.probability),
+        summary: dict[str, Any] = {"label": plain(self.label), "probability": plain(self.probability),
                    "heatmap_shape": list(self.heatmap.shape),
                    "positions": int(len(self.positions)), "seconds": plain(self.seconds),
                    "macs": plain(self.macs), "mode": self.mode, "patch": list(self.patch),
                    "stride": list(self.stride), "tau": self.tau}
         if self.batched:
             summary["images"] = int(self.heatmap.shape[0])
-        if self.coarse_stride is not None:
+        if self.coarse_stride is not None and self.computed is not None:
             summary["coarse_stride"] = list(self.coarse_stride)
             computed = self.computed.reshape(len(self.computed), -1) if self.batched \
                 else self.computed.reshape(1, -1)
@@ -114,7 +125,7 @@ class OcclusionResult:
         return summary
 
 
-def captum_windows(size, window, stride):
+def captum_windows(size: int, window: int, stride: int) -> tuple[IntArray, IntArray]:
     """Captum's window starts and lengths on one axis.
 
     ``ceil((W - w) / s) + 1`` windows starting at ``i*s``; the last one is
@@ -129,9 +140,15 @@ def captum_windows(size, window, stride):
 
 
 @entry_point
-def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="incremental",
-              batch_size=None, progress=False, device="cpu", tau=1.0, drilldown=False,
-              r_drill=0.25, target_speedup=3.0, coarse_stride=None, freeze_context=False):
+def occlusion(model: Model, image: npt.NDArray[np.floating[Any]],
+              patch: Union[int, Sequence[int]] = 16, stride: Union[int, Sequence[int]] = 4,
+              fill: Union[float, str, npt.ArrayLike] = 0.0,
+              target: Union[None, int, Sequence[int], IntArray] = None,
+              mode: str = "incremental", batch_size: Optional[int] = None,
+              progress: bool = False, device: str = "cpu", tau: float = 1.0,
+              drilldown: bool = False, r_drill: float = 0.25, target_speedup: float = 3.0,
+              coarse_stride: Union[None, int, Sequence[int]] = None,
+              freeze_context: bool = False) -> OcclusionResult:
     """Occlusion heatmap and attribution of one image, or of a batch of images.
 
     Parameters
@@ -201,7 +218,8 @@ def occlusion(model, image, patch=16, stride=4, fill=0.0, target=None, mode="inc
                           freeze_context)
 
 
-def _occlusion_batch(model, images, target, settings):
+def _occlusion_batch(model: Model, images: FloatArray, target: Any,
+                     settings: dict[str, Any]) -> OcclusionResult:
     """:func:`occlusion` of each image of ``images`` (N, C, H, W), stacked into one result."""
     graph = model.graph
     if tuple(images.shape[1:]) != tuple(graph.input_shape) or len(images) == 0:
@@ -217,7 +235,7 @@ def _occlusion_batch(model, images, target, settings):
                for img, t in zip(images, targets)]
     first = results[0]
 
-    def stacked(field, dtype=None):
+    def stacked(field: str, dtype: Optional[npt.DTypeLike] = None) -> Any:
         values = [getattr(r, field) for r in results]
         return None if values[0] is None else np.stack([np.asarray(v, dtype) for v in values])
 
@@ -230,9 +248,10 @@ def _occlusion_batch(model, images, target, settings):
         computed=stacked("computed"), batched=True)
 
 
-def _occlusion_one(model, image, patch, stride, fill, target, mode, batch_size, progress,
-                   device, tau, drilldown, r_drill, target_speedup, coarse_stride,
-                   freeze_context):
+def _occlusion_one(model: Model, image: Any, patch: Any, stride: Any, fill: Any, target: Any,
+                   mode: str, batch_size: Optional[int], progress: bool, device: str,
+                   tau: float, drilldown: bool, r_drill: float, target_speedup: float,
+                   coarse_stride: Any, freeze_context: bool) -> OcclusionResult:
     """:func:`occlusion` of one image (C, H, W)."""
     mode = validate.one_of(mode, MODES, "mode")
     tau = validate.tau(tau)
@@ -279,7 +298,7 @@ def _occlusion_one(model, image, patch, stride, fill, target, mode, batch_size, 
         steps = tuple(c // s for c, s in zip(coarse_stride, stride_hw))
         bar = _progress_bar(len(heat_positions), progress)
 
-        def evaluate(cells):
+        def evaluate(cells: IntArray) -> FloatArray:
             at = np.stack([starts[0][cells[:, 0]], starts[1][cells[:, 1]]], axis=1)
             out = occluder.scores(at, batch_size, progress=bar)
             return _probabilities(graph, out)[:, target]
@@ -290,7 +309,7 @@ def _occlusion_one(model, image, patch, stride, fill, target, mode, batch_size, 
     else:
         jobs = _window_groups(windows)
         bar = _progress_bar(sum(len(p) for _, p in jobs), progress)
-        scores = {}
+        scores: WindowScores = {}
         for size, positions in jobs:
             for (y, x), row in zip(positions, occluder.scores(positions, batch_size, size, bar)):
                 scores[(int(y), int(x))] = row
@@ -307,23 +326,26 @@ def _occlusion_one(model, image, patch, stride, fill, target, mode, batch_size, 
         coarse_stride=coarse_stride if drilldown else None, computed=computed)
 
 
-def _window_groups(windows):
+def _window_groups(
+        windows: Sequence[tuple[IntArray, IntArray]]) -> list[tuple[tuple[int, int], IntArray]]:
     """Captum's windows grouped by their (possibly truncated) size: [(size, positions)]."""
-    groups = {}
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for y, h in zip(*windows[0]):
         for x, w in zip(*windows[1]):
             groups.setdefault((int(h), int(w)), []).append((int(y), int(x)))
     return [(size, np.array(pos, np.int64)) for size, pos in groups.items()]
 
 
-def _probabilities(graph, scores):
+def _probabilities(graph: Graph, scores: FloatArray) -> FloatArray:
     """Softmax of the scores, unless the graph already ends in a softmax."""
     if isinstance(graph.nodes[graph.output].layer, Softmax):
         return scores
-    return softmax(scores)
+    probabilities: FloatArray = softmax(scores)
+    return probabilities
 
 
-def _captum_attribution(scores, base_score, target, shape, patch_hw):
+def _captum_attribution(scores: WindowScores, base_score: float, target: int,
+                        shape: Sequence[int], patch_hw: Sequence[int]) -> FloatArray:
     """Mean over the windows covering each pixel of ``f(x) - f(x_occluded)`` (Captum)."""
     total = np.zeros(shape[1:], np.float64)
     count = np.zeros(shape[1:], np.float64)
@@ -334,17 +356,26 @@ def _captum_attribution(scores, base_score, target, shape, patch_hw):
     return np.broadcast_to(per_pixel, shape).astype(np.float64)
 
 
+class ProgressBar(Protocol):
+    """What the engine needs of a progress bar (tqdm's ``update`` and ``close``)."""
+
+    def update(self, n: int) -> object: ...
+
+    def close(self) -> object: ...
+
+
 class _NoBar:
-    def update(self, n):
+    def update(self, n: int) -> None:
         pass
 
-    def close(self):
+    def close(self) -> None:
         pass
 
 
-def _progress_bar(total, enabled):
+def _progress_bar(total: int, enabled: bool) -> ProgressBar:
     if not enabled:
         return _NoBar()
     from ._optional import optional_module
     tqdm = optional_module("tqdm", "progress=True", "progress").tqdm
-    return tqdm(total=total, unit="position", desc="occlusion")
+    bar: ProgressBar = tqdm(total=total, unit="position", desc="occlusion")
+    return bar

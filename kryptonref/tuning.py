@@ -22,16 +22,27 @@ predicted speedups count the MACs of frozen-context inference.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from .analysis.cost import speedup as cost_model_speedup
 from . import validate
 from .analysis.quality import ssim
 from .drilldown import drilldown
 from .engine import patch_positions
-from .explain import DEFAULT_BATCH, _progress_bar, occlusion
+from .explain import DEFAULT_BATCH, ProgressBar, _progress_bar, occlusion
+
+if TYPE_CHECKING:
+    from .explain import OcclusionResult
+    from .model import Model
+
+#: Images: an (N, C, H, W) array or a sequence of (C, H, W) arrays.
+Images = Union[npt.NDArray[np.floating[Any]], Sequence[npt.NDArray[np.floating[Any]]]]
+FloatArray = npt.NDArray[np.floating[Any]]
 
 __all__ = ["tune_tau", "TauTuning", "DEFAULT_GRID", "tune_drilldown", "DrilldownTuning",
            "DRILL_STEPS", "DRILL_FRACTIONS", "CONFIDENCE_Z"]
@@ -70,20 +81,20 @@ class TauTuning:
     tau: float
     target_ssim: float
     reached: bool
-    grid: np.ndarray
-    mean_ssim: np.ndarray
-    coefficients: np.ndarray
-    held_out_ssim: float
+    grid: npt.NDArray[np.float64]
+    mean_ssim: npt.NDArray[np.float64]
+    coefficients: npt.NDArray[np.float64]
+    held_out_ssim: Optional[float]
     n_fit: int
     n_held_out: int
-    ssim_per_image: list = field(default_factory=list)
+    ssim_per_image: list[list[float]] = field(default_factory=list)
     freeze_context: bool = False
 
-    def fitted(self, tau):
+    def fitted(self, tau: Union[float, npt.NDArray[np.float64]]) -> Any:
         """The fitted SSIM at ``tau`` (scalar or array)."""
         return np.polyval(self.coefficients, tau)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary."""
         return {"tau": self.tau, "target_ssim": self.target_ssim, "reached": bool(self.reached),
                 "grid": [float(t) for t in self.grid],
@@ -93,7 +104,7 @@ class TauTuning:
                 "n_held_out": self.n_held_out, "freeze_context": bool(self.freeze_context)}
 
 
-def _solve(coefficients, target, low):
+def _solve(coefficients: npt.NDArray[np.float64], target: float, low: float) -> tuple[float, bool]:
     """Smallest tau in [low, 1] from which the fitted curve stays >= target up to 1."""
     taus = np.linspace(1.0, low, 1201)
     ok = np.polyval(coefficients, taus) >= target
@@ -103,9 +114,11 @@ def _solve(coefficients, target, low):
     return float(taus[first_bad - 1]), bool(first_bad > 1)
 
 
-def _heatmap_pair_ssim(model, image, taus, settings, bar, freeze_context=False):
+def _heatmap_pair_ssim(model: Model, image: FloatArray, taus: Iterable[float],
+                       settings: dict[str, Any], bar: ProgressBar,
+                       freeze_context: bool = False) -> list[float]:
     exact = occlusion(model, image, mode="incremental", **settings)
-    values = []
+    values: list[float] = []
     for tau in taus:
         if tau >= 1.0 and not freeze_context:
             values.append(1.0)  # tau = 1 is exact: the same heatmap
@@ -117,9 +130,12 @@ def _heatmap_pair_ssim(model, image, taus, settings, bar, freeze_context=False):
     return values
 
 
-def tune_tau(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0, grid=DEFAULT_GRID,
-             held_out=None, batch_size=None, device="cpu", progress=False,
-             freeze_context=False):
+def tune_tau(model: Model, images: Images, target_ssim: float = 0.9,
+             patch: Union[int, Sequence[int]] = 16, stride: Union[int, Sequence[int]] = 4,
+             fill: Any = 0.0, grid: Iterable[float] = DEFAULT_GRID,
+             held_out: Optional[Images] = None, batch_size: Optional[int] = None,
+             device: str = "cpu", progress: bool = False,
+             freeze_context: bool = False) -> TauTuning:
     """Tune tau so that approximate heatmaps reach ``target_ssim`` against exact ones.
 
     Parameters
@@ -149,27 +165,29 @@ def tune_tau(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0, grid=
     TauTuning
     """
     target_ssim = validate.unit_interval(target_ssim, "target_ssim")
-    images, held_out = _split_held_out(model, images, held_out, "tune_tau")
+    fit_images, check_images = _split_held_out(model, images, held_out, "tune_tau")
+    grid = tuple(grid)
     taus = np.array(sorted({float(t) for t in grid}, reverse=True))
     if len(taus) < 3 or taus.min() <= 0 or taus.max() > 1:
-        raise ValueError(f"grid needs at least 3 distinct taus in (0, 1], got {tuple(grid)}")
+        raise ValueError(f"grid needs at least 3 distinct taus in (0, 1], got {grid}")
     _check_heatmap_size(model, patch, stride)
     settings = dict(patch=patch, stride=stride, fill=fill, batch_size=batch_size, device=device)
 
-    bar = _progress_bar(len(images) * len(taus) + len(held_out), progress)
+    bar = _progress_bar(len(fit_images) * len(taus) + len(check_images), progress)
     freeze_context = bool(freeze_context)
     per_image = [_heatmap_pair_ssim(model, im, taus, settings, bar, freeze_context)
-                 for im in images]
+                 for im in fit_images]
     mean = np.mean(per_image, axis=0)
     coefficients = np.polyfit(taus, mean, 2)
     tau, reached = _solve(coefficients, target_ssim, float(taus.min()))
     checks = [_heatmap_pair_ssim(model, im, [tau], settings, bar, freeze_context)[0]
-              for im in held_out]
+              for im in check_images]
     bar.close()
     return TauTuning(tau=tau, target_ssim=target_ssim, reached=reached, grid=taus,
                      mean_ssim=mean, coefficients=coefficients,
                      held_out_ssim=float(np.mean(checks)) if checks else None,
-                     n_fit=len(images), n_held_out=len(held_out), ssim_per_image=per_image,
+                     n_fit=len(fit_images), n_held_out=len(check_images),
+                     ssim_per_image=per_image,
                      freeze_context=freeze_context)
 
 
@@ -226,7 +244,7 @@ class DrilldownTuning:
         frozen; ``predicted_speedup`` then counts frozen-context MACs.
     """
 
-    coarse_stride: tuple
+    coarse_stride: tuple[int, int]
     r_drill: float
     tau: float
     target_ssim: float
@@ -235,13 +253,13 @@ class DrilldownTuning:
     predicted_speedup: float
     mean_ssim: float
     lower_ssim: float
-    held_out_ssim: float
+    held_out_ssim: Optional[float]
     n_fit: int
     n_held_out: int
-    table: list = field(default_factory=list)
+    table: list[dict[str, Any]] = field(default_factory=list)
     freeze_context: bool = False
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary."""
         return {"coarse_stride": list(self.coarse_stride), "r_drill": self.r_drill,
                 "tau": self.tau, "target_ssim": self.target_ssim, "reached": bool(self.reached),
@@ -252,7 +270,8 @@ class DrilldownTuning:
                 "freeze_context": bool(self.freeze_context)}
 
 
-def _split_held_out(model, images, held_out, tuner):
+def _split_held_out(model: Model, images: Images, held_out: Optional[Images],
+                    tuner: str) -> tuple[list[FloatArray], list[FloatArray]]:
     """The fitting images and the held-out ones (the last third by default), every one
     checked before any is explained (a NaN in the second image was found only after the
     first one's long run, without its index).
@@ -260,19 +279,20 @@ def _split_held_out(model, images, held_out, tuner):
     Raises ValueError, naming ``tuner``, when no image is left to fit on.
     """
     validate.model(model)
-    images = validate.image_list(images, model.graph.input_shape, model.dtype, "images")
-    if not images:
+    fit = validate.image_list(images, model.graph.input_shape, model.dtype, "images")
+    if not fit:
         raise ValueError(f"{tuner} needs at least one image")
-    if held_out is None and len(images) >= 3:
-        n_hold = len(images) // 3
-        images, held_out = images[:-n_hold], images[-n_hold:]
-    elif held_out is not None:
-        held_out = validate.image_list(held_out, model.graph.input_shape, model.dtype,
-                                       "held_out")
-    return images, [] if held_out is None else held_out
+    if held_out is not None:
+        return fit, validate.image_list(held_out, model.graph.input_shape, model.dtype,
+                                        "held_out")
+    if len(fit) >= 3:
+        n_hold = len(fit) // 3
+        return fit[:-n_hold], fit[-n_hold:]
+    return fit, []
 
 
-def _check_heatmap_size(model, patch, stride):
+def _check_heatmap_size(model: Model, patch: Union[int, Sequence[int]],
+                        stride: Union[int, Sequence[int]]) -> None:
     """Raise ValueError before any occlusion if the heatmap is too small for SSIM."""
     image_hw = tuple(model.graph.input_shape[1:])
     positions = patch_positions(image_hw, patch, stride)
@@ -284,13 +304,14 @@ def _check_heatmap_size(model, patch, stride):
                          f"stride)")
 
 
-def _drilldown_quality(exact, source, steps, r_drill):
+def _drilldown_quality(exact: OcclusionResult, source: OcclusionResult, steps: tuple[int, int],
+                      r_drill: float) -> tuple[float, int]:
     """SSIM against ``exact`` and the cells occluded, of drill-down reading ``source``.
 
     ``exact`` and ``source`` are OcclusionResults on the same fine grid; drill-down
     evaluates exactly ``source``'s values at the cells it occludes.
     """
-    def evaluate(cells):
+    def evaluate(cells: npt.NDArray[np.int64]) -> FloatArray:
         return source.heatmap[cells[:, 0], cells[:, 1]]
 
     heatmap, computed = drilldown(evaluate, source.heatmap.shape, steps, r_drill,
@@ -298,31 +319,35 @@ def _drilldown_quality(exact, source, steps, r_drill):
     return ssim(exact.heatmap, heatmap), int(computed.sum())
 
 
-def _lower_bound(values):
+def _lower_bound(values: Sequence[float] | FloatArray) -> float:
     """One-sided 95% lower confidence bound of the mean (the mean for one value)."""
     if len(values) < 2:
         return float(np.mean(values))
     return float(np.mean(values) - CONFIDENCE_Z * np.std(values, ddof=1) / np.sqrt(len(values)))
 
 
-def _check_taus(tau):
+def _check_taus(tau: Union[float, Iterable[float]]) -> list[float]:
     """tau (a number or an iterable of numbers) as a list of distinct values in (0, 1],
     largest first."""
+    values: list[Any]
     try:
-        taus = [tau] if isinstance(tau, str) else list(tau)   # a number raises TypeError
+        # (a number raises TypeError)
+        values = [tau] if isinstance(tau, str) else list(cast(Iterable[Any], tau))
     except TypeError:
-        taus = [tau]
-    taus = sorted({validate.tau(t) for t in taus}, reverse=True)
+        values = [tau]
+    taus = sorted({validate.tau(t) for t in values}, reverse=True)
     if not taus:
         raise ValueError("tau needs at least one value in (0, 1]")
     return taus
 
 
-def _mac_ratios(model, patch, stride, taus, batch_size, freeze_context=False):
+def _mac_ratios(model: Model, patch: tuple[int, int], stride: tuple[int, int],
+                taus: Sequence[float], batch_size: Optional[int],
+                freeze_context: bool = False) -> dict[float, float]:
     """Exact incremental inference's MACs over those at each tau (with global-context
     gates frozen if ``freeze_context``), each batched as :func:`kryptonref.occlusion`
     runs it (cost model, executed, over the whole grid)."""
-    def macs(tau, frozen):
+    def macs(tau: float, frozen: bool) -> int:
         mode = "incremental" if tau == 1.0 and not frozen else "approximate"
         batch = DEFAULT_BATCH[mode] if batch_size is None else batch_size
         return cost_model_speedup(model, patch, stride, tau=tau, mode="executed",
@@ -332,10 +357,12 @@ def _mac_ratios(model, patch, stride, taus, batch_size, freeze_context=False):
     return {tau: exact / macs(tau, freeze_context) for tau in taus}
 
 
-def _drilldown_table(pairs, taus, steps, fractions, mac_ratios):
+def _drilldown_table(pairs: Sequence[tuple[OcclusionResult, dict[float, OcclusionResult]]],
+                     taus: Sequence[float], steps: Sequence[int], fractions: Sequence[float],
+                     mac_ratios: dict[float, float]) -> list[dict[str, Any]]:
     """One row per (tau, coarse step, r_drill): SSIM statistics and speedups."""
     n_cells = sum(exact.heatmap.size for exact, _ in pairs)
-    table = []
+    table: list[dict[str, Any]] = []
     for tau in taus:
         for k in steps:
             for r_drill in fractions:
@@ -350,9 +377,13 @@ def _drilldown_table(pairs, taus, steps, fractions, mac_ratios):
     return table
 
 
-def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0, tau=1.0,
-                   steps=DRILL_STEPS, fractions=DRILL_FRACTIONS, held_out=None,
-                   batch_size=None, device="cpu", progress=False, freeze_context=False):
+def tune_drilldown(model: Model, images: Images, target_ssim: float = 0.9,
+                   patch: Union[int, Sequence[int]] = 16, stride: Union[int, Sequence[int]] = 4,
+                   fill: Any = 0.0, tau: Union[float, Iterable[float]] = 1.0,
+                   steps: Iterable[int] = DRILL_STEPS, fractions: Iterable[float] = DRILL_FRACTIONS,
+                   held_out: Optional[Images] = None, batch_size: Optional[int] = None,
+                   device: str = "cpu", progress: bool = False,
+                   freeze_context: bool = False) -> DrilldownTuning:
     """Choose drill-down's coarse stride and ``r_drill`` (and tau) for a target heatmap SSIM.
 
     Adaptive drill-down (SIGMOD 2019, ``docs/design.md``, Approximate inference) has two knobs, and
@@ -439,7 +470,8 @@ def tune_drilldown(model, images, target_ssim=0.9, patch=16, stride=4, fill=0.0,
             bar.update(1)
         pairs.append((exact, sources))
     table = _drilldown_table(pairs, taus, steps, fractions,
-                             _mac_ratios(model, patch, stride_hw, taus, batch_size,
+                             _mac_ratios(model, validate.int_pair(patch, "patch"), stride_hw,
+                                         taus, batch_size,
                                          freeze_context))
     passing = [row for row in table if row["lower_ssim"] >= target_ssim]
     best = (max(passing, key=lambda row: (row["predicted_speedup"], row["lower_ssim"]))

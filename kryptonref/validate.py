@@ -8,8 +8,15 @@ message naming the argument, so the error points at what the caller wrote.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from .graph import Graph
+    from .model import Model
 
 __all__ = ["positive_int", "non_negative_int", "int_pair", "tau", "open_fraction",
            "unit_interval", "one_of", "dtype", "image_batch", "image", "patch_fits",
@@ -18,20 +25,25 @@ __all__ = ["positive_int", "non_negative_int", "int_pair", "tau", "open_fraction
 #: The computation dtypes of models.
 SUPPORTED_DTYPES = (np.float32, np.float64)
 
+#: A real floating-point array (the model's dtype, float32 or float64).
+FloatArray = npt.NDArray[np.floating[Any]]
+#: A shape or an (h, w) extent.
+Shape = Sequence[int]
 
-def _is_int(value):
+
+def _is_int(value: object) -> bool:
     return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(
         value, (bool, np.bool_))
 
 
-def positive_int(value, name):
+def positive_int(value: Any, name: str) -> int:
     """``value`` as an int >= 1 (``batch_size``, ``count``...)."""
     if not _is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
-def non_negative_int(value, name):
+def non_negative_int(value: Any, name: str) -> int:
     """``value`` as an int >= 0 (seeds)."""
     if not _is_int(value):
         raise TypeError(f"{name} must be an integer, got {value!r}")
@@ -40,7 +52,7 @@ def non_negative_int(value, name):
     return int(value)
 
 
-def int_pair(value, name):
+def int_pair(value: Any, name: str) -> tuple[int, int]:
     """A positive int or a pair of them as ``(h, w)`` (patch sizes, strides)."""
     if isinstance(value, (tuple, list, np.ndarray)):
         if len(value) != 2:
@@ -56,7 +68,7 @@ def int_pair(value, name):
     return int(pair[0]), int(pair[1])
 
 
-def _real(value, name, what):
+def _real(value: Any, name: str, what: str) -> float:
     if isinstance(value, (bool, np.bool_, str, bytes)) or isinstance(value, complex):
         raise TypeError(f"{name} must be {what}, got {value!r}")
     try:
@@ -66,7 +78,7 @@ def _real(value, name, what):
     return number
 
 
-def tau(value):
+def tau(value: Any) -> float:
     """The projective-field threshold as a float in (0, 1]."""
     number = _real(value, "tau", "a number in (0, 1]")
     if not 0.0 < number <= 1.0:
@@ -74,7 +86,7 @@ def tau(value):
     return number
 
 
-def open_fraction(value, name):
+def open_fraction(value: Any, name: str) -> float:
     """A float in the open interval (0, 1) (``r_drill``)."""
     number = _real(value, name, "a number in (0, 1)")
     if not 0.0 < number < 1.0:
@@ -82,7 +94,7 @@ def open_fraction(value, name):
     return number
 
 
-def unit_interval(value, name):
+def unit_interval(value: Any, name: str) -> float:
     """A float in (0, 1] (a target SSIM)."""
     number = _real(value, name, "a number in (0, 1]")
     if not 0.0 < number <= 1.0:
@@ -90,17 +102,17 @@ def unit_interval(value, name):
     return number
 
 
-def one_of(value, choices, name):
+def one_of(value: Any, choices: Collection[str], name: str) -> str:
     """``value`` if it is one of ``choices``."""
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
 
 
-def dtype(value):
+def dtype(value: Any) -> np.dtype[Any]:
     """``value`` as a NumPy dtype if it is float32 or float64, else TypeError."""
     try:
-        dt = np.dtype(value)
+        dt: np.dtype[Any] = np.dtype(value)
     except TypeError:
         raise TypeError(f"dtype must be float32 or float64, got {value!r}") from None
     if dt.type not in SUPPORTED_DTYPES:
@@ -108,7 +120,7 @@ def dtype(value):
     return dt
 
 
-def image_batch(x, shape, dtype_, name="x"):
+def image_batch(x: Any, shape: Shape, dtype_: npt.DTypeLike, name: str = "x") -> FloatArray:
     """Validate a batch ``(N, C, H, W)`` and return it as a contiguous ``dtype_`` array.
 
     Raises
@@ -133,22 +145,24 @@ def image_batch(x, shape, dtype_, name="x"):
     return np.ascontiguousarray(x, dtype=dtype_)
 
 
-def image(x, shape, dtype_, name="image"):
+def image(x: Any, shape: Shape, dtype_: npt.DTypeLike, name: str = "image") -> FloatArray:
     """One image ``(C, H, W)`` of ``shape``, as a contiguous ``dtype_`` array."""
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(x).__name__}")
     if x.ndim != 3:
         raise ValueError(f"{name} must have shape {tuple(shape)} (C, H, W), got {x.shape}")
-    return image_batch(x[None], shape, dtype_, name)[0]
+    batch = image_batch(x[None], shape, dtype_, name)
+    one: FloatArray = batch[0]
+    return one
 
 
-def patch_fits(patch_hw, image_hw):
+def patch_fits(patch_hw: Shape, image_hw: Shape) -> None:
     """ValueError if the patch is larger than the image on either axis."""
     if patch_hw[0] > image_hw[0] or patch_hw[1] > image_hw[1]:
         raise ValueError(f"patch {tuple(patch_hw)} is larger than the image {tuple(image_hw)}")
 
 
-def positions(value, image_hw, patch_hw):
+def positions(value: npt.ArrayLike, image_hw: Shape, patch_hw: Shape) -> npt.NDArray[np.int64]:
     """Top-left patch positions as a ``(P, 2)`` int64 array lying inside the image."""
     pos = np.asarray(value)
     if pos.ndim == 1 and pos.shape == (2,):
@@ -171,7 +185,8 @@ def positions(value, image_hw, patch_hw):
     return pos
 
 
-def fill_patch(fill, channels, patch_hw, dtype_, image_=None):
+def fill_patch(fill: Any, channels: int, patch_hw: Shape, dtype_: npt.DTypeLike,
+               image_: Optional[FloatArray] = None) -> FloatArray:
     """The occluding patch ``(C, h, w)`` in ``dtype_``.
 
     ``fill`` is a number, ``C`` per-channel values, an array of the patch's
@@ -200,7 +215,8 @@ def fill_patch(fill, channels, patch_hw, dtype_, image_=None):
     return np.ascontiguousarray(arr, dtype=dtype_)
 
 
-def class_targets(target, count, n_classes, name="target"):
+def class_targets(target: Any, count: int, n_classes: int,
+                  name: str = "target") -> list[Optional[int]]:
     """One class index (or None: the predicted class) per image of a batch of ``count``.
 
     ``target`` is None, one class index for every image, or a sequence (list, tuple,
@@ -231,7 +247,7 @@ def class_targets(target, count, n_classes, name="target"):
     return [int(v) for v in targets]
 
 
-def node_names(nodes, graph, name="nodes"):
+def node_names(nodes: Iterable[str], graph: Graph, name: str = "nodes") -> tuple[str, ...]:
     """A sequence of node names of ``graph`` as a tuple (a single string is refused)."""
     if isinstance(nodes, (str, bytes)):
         raise TypeError(f"{name} must be a sequence of node names, got the string {nodes!r} "
@@ -250,7 +266,8 @@ def node_names(nodes, graph, name="nodes"):
 DRILLDOWN_KEYS = ("r_drill", "coarse_stride", "target_speedup")
 
 
-def drilldown_options(value, name="drilldown"):
+def drilldown_options(value: Union[None, bool, dict[str, Any]],
+                      name: str = "drilldown") -> Optional[dict[str, Any]]:
     """``None``/``False`` (no drill-down), ``True`` (the defaults) or a dict of
     ``r_drill``, ``coarse_stride`` and ``target_speedup``, as a JSON-ready dict or None."""
     if value is None or value is False:
@@ -263,7 +280,7 @@ def drilldown_options(value, name="drilldown"):
     unknown = sorted(set(value) - set(DRILLDOWN_KEYS))
     if unknown:
         raise ValueError(f"{name}: unknown keys {unknown}; known: {DRILLDOWN_KEYS}")
-    options = {}
+    options: dict[str, Any] = {}
     if "r_drill" in value:
         options["r_drill"] = open_fraction(value["r_drill"], "r_drill")
     if "coarse_stride" in value:
@@ -276,7 +293,7 @@ def drilldown_options(value, name="drilldown"):
     return options
 
 
-def model(value, name="model"):
+def model(value: object, name: str = "model") -> Model:
     """A :class:`kryptonref.Model` (``TypeError`` naming what was given otherwise)."""
     from .model import Model
     if not isinstance(value, Model):
@@ -285,14 +302,15 @@ def model(value, name="model"):
     return value
 
 
-def seed(value, name="seed"):
+def seed(value: Any, name: str = "seed") -> int:
     """A seed for NumPy's generator: a non-negative integer."""
     if not _is_int(value) or int(value) < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     return int(value)
 
 
-def image_list(images, shape, dtype_, name="images"):
+def image_list(images: Any, shape: Shape, dtype_: npt.DTypeLike,
+               name: str = "images") -> list[FloatArray]:
     """A list of images ``(C, H, W)`` of ``shape`` (as ``dtype_``) from a sequence of them
     or an ``(N, C, H, W)`` array, each checked now (its index named), not after a long run.
 
