@@ -50,12 +50,9 @@ def _nearest_cells(coarse_index: int, step: int, n: int) -> range:
     return range(max(0, coarse_index - step // 2), min(n, coarse_index - step // 2 + step))
 
 
-# baseline is also taken as a 0-d array: OcclusionResult.probability is typed
-# float | FloatArray (float per image, an array per batch), and tuning passes it as is.
 def drilldown(evaluate: Callable[[npt.NDArray[np.int64]], npt.ArrayLike],
               grid_shape: Sequence[int], steps: Sequence[int], r_drill: float,
-              baseline: float | npt.NDArray[np.floating[Any]]
-              ) -> tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.bool_]]:
+              baseline: float) -> tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.bool_]]:
     """The fine-grid heatmap by drill-down.
 
     Stage 1 evaluates the coarse positions (every ``steps``-th fine cell) and

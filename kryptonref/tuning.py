@@ -110,7 +110,7 @@ def _solve(coefficients: npt.NDArray[np.float64], target: float, low: float) -> 
     ok = np.polyval(coefficients, taus) >= target
     if not ok[0]:
         return 1.0, False
-    first_bad = np.argmin(ok) if not ok.all() else len(taus)
+    first_bad = int(np.argmin(ok)) if not ok.all() else len(taus)
     return float(taus[first_bad - 1]), bool(first_bad > 1)
 
 
@@ -315,7 +315,7 @@ def _drilldown_quality(exact: OcclusionResult, source: OcclusionResult, steps: t
         return source.heatmap[cells[:, 0], cells[:, 1]]
 
     heatmap, computed = drilldown(evaluate, source.heatmap.shape, steps, r_drill,
-                                  source.probability)
+                                  float(source.probability))
     return ssim(exact.heatmap, heatmap), int(computed.sum())
 
 
