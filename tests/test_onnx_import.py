@@ -536,3 +536,35 @@ def naive_fill(image, position, size):
     y, x = position
     occluded[:, y:y + size, x:x + size] = 0.0
     return occluded
+
+
+def test_unsqueeze_without_axes_is_a_clear_error():
+    """A malformed Unsqueeze (no axes attribute nor input) in a shape computation raised a
+    bare TypeError (len(None)); from_onnx names the node instead."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+        helper.make_node("Constant", [], ["zero"], value=tensor("z", 0, np.int64)),
+        helper.make_node("Gather", ["shape", "zero"], ["n"], name="gather", axis=0),
+        helper.make_node("Unsqueeze", ["n"], ["n1"], name="bad_unsqueeze"),
+        helper.make_node("Constant", [], ["minus1"], value=tensor("m", [-1], np.int64)),
+        helper.make_node("Concat", ["n1", "minus1"], ["target"], name="concat", axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["y"], name="view"),
+    ]
+    graph = helper.make_graph(
+        nodes, "hand", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ValueError, match="bad_unsqueeze.*axes"):
+        kr.from_onnx(proto)
+
+
+def test_malformed_operator_on_activations_is_a_clear_error():
+    """The same Unsqueeze on the image itself (a whole-tensor operator) raised a bare
+    IndexError while computing its output shape."""
+    graph = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["x"], ["y"], name="bad_unsqueeze")], "hand",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ValueError, match="bad_unsqueeze"):
+        kr.from_onnx(proto)

@@ -315,6 +315,9 @@ class Importer:
             shape = layer.output_shape([self.shapes[i] for i in inputs])
         except ValueError as err:
             self.fail(node, str(err))
+        except (IndexError, KeyError, TypeError) as err:  # a malformed node, e.g. no axes
+            self.fail(node, f"malformed {node.op_type}: its output shape cannot be computed "
+                            f"({type(err).__name__}: {err})")
         arity = layer.n_inputs
         if arity is not None and len(inputs) != arity:
             self.fail(node, f"{type(layer).__name__} takes {arity} input(s)")
@@ -517,6 +520,9 @@ class Importer:
             if axes is None and self.optional(node, 1):
                 axes = self.const(node, node.input[1], "axes").tolist()
             if op == "Unsqueeze":
+                if axes is None:
+                    self.fail(node, "Unsqueeze needs axes (an attribute before opset 13, its "
+                                    "second input from opset 13 on)")
                 result = data
                 rank = data.ndim + len(axes)
                 for axis in sorted(a + rank if a < 0 else a for a in axes):
