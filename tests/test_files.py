@@ -127,6 +127,51 @@ def test_to_onnx_keeps_the_previous_file_when_it_fails(tmp_path, monkeypatch):
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.onnx"]
 
 
+def _big_graph():
+    """Weights above onnx's 1 KiB threshold for external data (16 x 8 x 3 x 3 floats)."""
+    g = kr.Graph((8, 6, 6))
+    g.add(kr.Conv2d(8, 16, 3, padding=1), name="conv")
+    return g
+
+
+def _data_files(folder):
+    return sorted(name for name in os.listdir(folder) if name.endswith(".data"))
+
+
+def test_to_onnx_with_external_weights_is_whole_or_not_at_all(tmp_path, monkeypatch):
+    """Models above protobuf's 2 GB keep their weights in a file beside the .onnx, which
+    was written in place: an interrupt destroyed the previous good pair. (The threshold is
+    lowered here so that a tiny model takes that path.)"""
+    onnx = require("onnx", "onnx")
+    from kryptonref.models import onnx_export
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    x = np.random.default_rng(0).normal(size=(2,) + _big_graph().input_shape).astype(np.float32)
+    first, second = kr.Model(_big_graph(), seed=0), kr.Model(_big_graph(), seed=1)
+    path = tmp_path / "m.onnx"
+    kr.to_onnx(first, path)
+    assert len(_data_files(tmp_path)) == 1
+    np.testing.assert_allclose(kr.from_onnx(path).forward(x), first.forward(x), rtol=1e-6)
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+
+    real_save = onnx.save_model
+
+    def interrupted(proto, target, *args, **kwargs):
+        real_save(proto, target, *args, **kwargs)   # the weights file and the .onnx written
+        raise KeyboardInterrupt                     # ... then Ctrl-C before the rename
+    monkeypatch.setattr(onnx, "save_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        kr.to_onnx(second, path)
+    after = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+    assert after == before                          # the previous pair, nothing else
+    np.testing.assert_allclose(kr.from_onnx(path).forward(x), first.forward(x), rtol=1e-6)
+
+    monkeypatch.setattr(onnx, "save_model", real_save)
+    kr.to_onnx(second, path)                        # replaces the pair: one weights file
+    assert len(_data_files(tmp_path)) == 1 and sorted(os.listdir(tmp_path)) == sorted(
+        ["m.onnx"] + _data_files(tmp_path))
+    np.testing.assert_allclose(kr.from_onnx(path).forward(x), second.forward(x), rtol=1e-6)
+
+
 @pytest.mark.parametrize("extension,magic", [(".pdf", b"%PDF"), (".jpg", b"\xff\xd8"),
                                              (".svg", b"<?xml"), (".png", b"\x89PNG")])
 def test_overlays_are_written_in_the_format_of_their_extension(tmp_path, extension, magic):

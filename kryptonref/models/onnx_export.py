@@ -20,7 +20,10 @@ CPU provider has no float64 Conv, so float64 exports mainly serve other tools).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import secrets
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -40,6 +43,9 @@ __all__ = ["to_onnx", "ExportContext", "MIN_EXPORT_OPSET", "import_onnx", "uniqu
 
 _INSTALL_HINT = "pip install 'kryptonref[onnx]'"
 
+#: Weights above this many bytes go to a file beside the ``.onnx`` (protobuf caps a message
+#: at 2 GB).
+EXTERNAL_DATA_BYTES = 1_800_000_000
 #: Lowest opset :func:`to_onnx` writes (ceil_mode, dilations and Clip inputs exist).
 MIN_EXPORT_OPSET = 11
 
@@ -140,9 +146,11 @@ def to_onnx(model: Model, path: str | os.PathLike[str] | None = None,
         Any kryptonref model (float32 or float64).
     path : str or os.PathLike, optional
         Where to write the ``.onnx`` file; ``None`` only returns the model.
-        Models above 1.8 GB are written with their weights in ``<path>.data``. The
-        file is replaced atomically (the external ``.data`` file of the largest models
-        is written in place).
+        The file is replaced atomically: an interrupt or a full disk leaves the
+        previous file as it was. Models above 1.8 GB (:data:`EXTERNAL_DATA_BYTES`) are
+        written with their weights in a new file beside it, ``<path>.<random>.data``,
+        before the ``.onnx`` that names it replaces the previous one; the previous
+        model's weights file is then removed.
     opset : int
         ONNX opset of the default domain, ``>= 11``.
 
@@ -209,13 +217,59 @@ def to_onnx(model: Model, path: str | os.PathLike[str] | None = None,
     proto.ir_version = helper.find_min_ir_version_for([opset_id])
     if path is not None:
         path = os.fspath(path)
-        if sum(value.nbytes for _, value in ctx.initializers) > 1_800_000_000:  # protobuf's 2 GB
-            from onnx.external_data_helper import load_external_data_for_model
-            onnx.save_model(proto, path, save_as_external_data=True,
-                            location=os.path.basename(path) + ".data")
-            # save_model moved the weights out of ``proto``: read them back in.
-            load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
+        if sum(value.nbytes for _, value in ctx.initializers) > EXTERNAL_DATA_BYTES:
+            _save_with_external_data(onnx, proto, path)
         else:   # whole or not at all: an interrupt keeps the previous file
             from ..files import atomic_write
             atomic_write(path, lambda tmp: onnx.save_model(proto, tmp))
     return proto
+
+
+def _save_with_external_data(onnx: Any, proto: ModelProto, path: str) -> None:
+    """Write ``path`` with its weights in a new file beside it, whole or not at all.
+
+    The weights go to ``<name>.<random>.data``, a name no earlier file has, and only then
+    does the ``.onnx`` file, which names it, replace the previous one (atomically,
+    :func:`kryptonref.files.atomic_write`): an interrupt or a full disk leaves the previous
+    pair as it was. The previous model's weights file is then removed if kryptonref
+    wrote it (named ``<name>.data`` or ``<name>.<random>.data``); ``proto`` gets its
+    weights back (``save_model`` moves them out).
+    """
+    from onnx.external_data_helper import load_external_data_for_model
+
+    from ..files import atomic_write, destination
+    target = destination(path)
+    folder, name = os.path.split(target)
+    previous = _external_locations(onnx, target)
+    data_name = f"{name}.{secrets.token_hex(6)}.data"
+    data_path = os.path.join(folder, data_name)
+
+    def write(tmp: str) -> None:
+        onnx.save_model(proto, tmp, save_as_external_data=True, location=data_name)
+        with open(data_path, "rb") as written:
+            os.fsync(written.fileno())
+    try:
+        atomic_write(target, write)
+    except BaseException:
+        if os.path.exists(data_path):
+            os.remove(data_path)
+        raise
+    load_external_data_for_model(proto, folder)
+    for location in previous - {data_name}:
+        ours = re.fullmatch(re.escape(name) + r"(\.[0-9a-f]{12})?\.data", location)
+        if ours:
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, location))
+
+
+def _external_locations(onnx: Any, path: str) -> set[str]:
+    """The external data files an existing ONNX file at ``path`` names (none if it is
+    missing or not an ONNX file)."""
+    if not os.path.isfile(path):
+        return set()
+    try:
+        previous = onnx.load_model(path, load_external_data=False)
+    except Exception:   # not an ONNX file: nothing of ours to remove
+        return set()
+    return {entry.value for tensor in previous.graph.initializer
+            for entry in tensor.external_data if entry.key == "location"}
