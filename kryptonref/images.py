@@ -30,11 +30,9 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 def _pillow() -> tuple[Any, Any]:
-    try:
-        from PIL import Image, ImageOps
-    except ImportError:
-        raise ImportError("loading images needs Pillow: pip install 'kryptonref[image]'") from None
-    return Image, ImageOps
+    from ._optional import optional_module
+    return (optional_module("PIL.Image", "loading images", "image", "Pillow"),
+            optional_module("PIL.ImageOps", "loading images", "image", "Pillow"))
 
 
 def _size_pair(size: int | tuple[int, int] | list[int] | npt.NDArray[np.integer[Any]],

@@ -110,3 +110,11 @@ def test_scripted_and_traced_modules():
                    torch.jit.trace(torch_models.chain(), torch.zeros((1,) + SHAPE))):
         model = kr.from_torch(module, SHAPE)
         np.testing.assert_allclose(model.forward(x), _outputs(module, x), rtol=1e-4, atol=1e-5)
+
+
+def test_without_torch_the_error_names_the_extra(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match=r"from_torch needs PyTorch: pip install "
+                                          r"'kryptonref\[torch\]'"):
+        kr.from_torch(object(), (3, 8, 8))

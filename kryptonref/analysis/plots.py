@@ -107,14 +107,11 @@ def _display_image(image: npt.ArrayLike) -> npt.NDArray[np.float64]:
 
 
 def _matplotlib() -> tuple[Any, Any, Any]:
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.cm import ScalarMappable
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ImportError("save_overlay needs matplotlib: pip install 'kryptonref[plot]'") \
-            from None
-    return Figure, FigureCanvasAgg, ScalarMappable
+    from .._optional import optional_module
+    figure, backend, cm = (optional_module(name, "save_overlay", "plot", "matplotlib")
+                           for name in ("matplotlib.figure", "matplotlib.backends.backend_agg",
+                                        "matplotlib.cm"))
+    return figure.Figure, backend.FigureCanvasAgg, cm.ScalarMappable
 
 
 def save_overlay(image_display: npt.ArrayLike, heatmap: npt.ArrayLike,

@@ -42,11 +42,8 @@ CHECK_BATCH = 2
 # Any, as onnx_export.import_onnx: what `import torch` gives is Any without torch installed.
 def import_torch() -> Any:
     """``torch``, or ImportError saying which extra installs it."""
-    try:
-        import torch
-    except ImportError:
-        raise ImportError("from_torch needs PyTorch: pip install 'kryptonref[torch]'") from None
-    return torch
+    from .._optional import optional_module
+    return optional_module("torch", "from_torch", "torch", "PyTorch")
 
 
 # module: a torch.nn.Module (typed Any, as torch's objects here: torch is optional).
