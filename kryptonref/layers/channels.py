@@ -291,7 +291,7 @@ def _split_from_onnx(ctx, node, attrs):
     src = ctx.spatial_input(node)
     channels = ctx.shapes[src][0]
     if int(attrs.get("axis", 0)) % 4 != 1:
-        ctx._split_tensor(node, attrs)
+        ctx.split_tensor(node, attrs)
         return
     sizes = attrs.get("split")
     if sizes is None and ctx.optional(node, 1):

@@ -746,7 +746,7 @@ class Importer:
             self.alias(node, src)
             return
         if op == "Split":
-            self._split_tensor(node, attrs)
+            self.split_tensor(node, attrs)
             return
         if op not in TENSOR_OPS:
             self.fail(node, f"operator {op!r} after a whole-tensor operator is not supported; "
@@ -792,7 +792,9 @@ class Importer:
         name = self.emit(node, layer, sources, params or None)
         self.batched.add(name)
 
-    def _split_tensor(self, node: NodeProto, attrs: dict[str, Any]) -> None:
+    def split_tensor(self, node: NodeProto, attrs: dict[str, Any]) -> None:
+        """A Split as whole-tensor operators, one per output (a Split after a whole-tensor
+        operator, or along a feature map's spatial axis: ``channels._split_from_onnx``)."""
         src = self.act(node, node.input[0])
         shape = self.shapes[src] if src in self.batched else (1,) + tuple(self.shapes[src])
         axis = int(attrs.get("axis", 0))
