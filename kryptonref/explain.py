@@ -24,7 +24,7 @@ import numpy.typing as npt
 from . import validate
 from .drilldown import choose_coarse_stride
 from .drilldown import drilldown as drilldown_heatmap
-from .engine import Occluder
+from .engine import Occluder, Progress
 from .layers import Softmax
 from .layers.dense import softmax
 from .model import Model
@@ -356,10 +356,9 @@ def _captum_attribution(scores: WindowScores, base_score: float, target: int,
     return np.broadcast_to(per_pixel, shape).astype(np.float64)
 
 
-class ProgressBar(Protocol):
-    """What the engine needs of a progress bar (tqdm's ``update`` and ``close``)."""
-
-    def update(self, n: int) -> object: ...
+class ProgressBar(Progress, Protocol):
+    """A progress bar: the engine's :class:`~kryptonref.engine.Progress` (``update``), and
+    ``close`` (tqdm's)."""
 
     def close(self) -> object: ...
 
