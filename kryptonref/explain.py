@@ -14,7 +14,7 @@ threshold ``tau`` and adaptive drill-down (:mod:`kryptonref.drilldown`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Protocol, Union
 
@@ -29,6 +29,7 @@ from .layers import Softmax
 from .layers.dense import softmax
 from .model import Model
 from .runtime import entry_point
+from .validate import FloatArray
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -40,8 +41,7 @@ MODES = ("incremental", "full", "approximate")
 #: dense layers and kernel launches; full re-inference holds whole activations.
 DEFAULT_BATCH = {"incremental": 64, "full": 16, "approximate": 64}
 
-#: Real arrays: float heatmaps and attributions, int positions.
-FloatArray = npt.NDArray[np.floating[Any]]
+#: Integer arrays: positions, window starts.
 IntArray = npt.NDArray[np.int64]
 #: Captum's scores by window: ``(y, x)`` -> the model's output row.
 WindowScores = dict[tuple[int, int], FloatArray]

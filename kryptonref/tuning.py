@@ -22,7 +22,7 @@ predicted speedups count the MACs of frozen-context inference.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
@@ -35,14 +35,14 @@ from .analysis.quality import ssim
 from .drilldown import drilldown
 from .engine import patch_positions
 from .explain import DEFAULT_BATCH, ProgressBar, _progress_bar, occlusion
+from .validate import FloatArray
 
 if TYPE_CHECKING:
     from .explain import OcclusionResult
     from .model import Model
 
 #: Images: an (N, C, H, W) array or a sequence of (C, H, W) arrays.
-Images = Union[npt.NDArray[np.floating[Any]], Sequence[npt.NDArray[np.floating[Any]]]]
-FloatArray = npt.NDArray[np.floating[Any]]
+Images = Union[FloatArray, Sequence[FloatArray]]
 
 __all__ = ["tune_tau", "TauTuning", "DEFAULT_GRID", "tune_drilldown", "DrilldownTuning",
            "DRILL_STEPS", "DRILL_FRACTIONS", "CONFIDENCE_Z"]
