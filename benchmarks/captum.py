@@ -12,7 +12,8 @@ target, baseline 0, windows ``(3, P, P)`` at stride ``(3, s, s)`` and
   converted once by ``kr.from_torch`` (timed apart, with Numba's first compilations,
   as "first call"), then each call runs ``kr.occlusion``'s incremental inference.
 
-Both are the best of ``--repeat`` calls; the script prints both times, the ratio
+Both are the best of ``--repeat`` calls, made in alternation (a slow spell of a shared
+machine falls on both); the script prints both times, the ratio
 (Captum / kryptonref) and the largest attribution difference relative to the largest
 Captum attribution (``diff/attr``) and to the target's score (``diff/score``): an
 attribution is a difference of two float32 scores, so where occlusion barely moves the
@@ -49,7 +50,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 _spec = importlib.util.spec_from_file_location("_bench_common", os.path.join(_HERE, "common.py"))
 _common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_common)
-best_of, machine_info = _common.best_of, _common.machine_info
+best_of_interleaved, machine_info = _common.best_of_interleaved, _common.machine_info
 
 DEFAULT_STRIDE = {"vgg16": 16, "resnet18": 8, "convnext": 8}
 
@@ -211,8 +212,8 @@ def bench(name, args):
     start = time.perf_counter()
     ours.attribute(x, **kwargs)
     first = time.perf_counter() - start
-    t_ours, a_ours = best_of(lambda: ours.attribute(x, **kwargs), args.repeat)
-    t_captum, a_captum = best_of(run_captum, args.repeat)
+    (t_ours, a_ours), (t_captum, a_captum) = best_of_interleaved(
+        [lambda: ours.attribute(x, **kwargs), run_captum], args.repeat)
     theirs = a_captum.double().numpy()
     diff = float(np.abs(a_ours.double().numpy() - theirs).max())
     return dict(model=name, size=size, patch=patch, stride=stride, windows=windows,

@@ -39,10 +39,18 @@ def machine_info():
 
 def best_of(fn, repeat):
     """Best wall time of ``repeat`` calls, and the last result."""
-    times = []
-    result = None
+    return best_of_interleaved([fn], repeat)[0]
+
+
+def best_of_interleaved(fns, repeat):
+    """``[(best wall time, last result), ...]`` of each function, called in ``repeat``
+    rounds of one call each, so that a slow spell of a shared machine falls on all
+    of them rather than on one."""
+    times = [[] for _ in fns]
+    results = [None] * len(fns)
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            results[i] = fn()
+            times[i].append(time.perf_counter() - t0)
+    return [(min(t), r) for t, r in zip(times, results)]

@@ -21,6 +21,11 @@ each has its opt-out.
 ``malloc_tuning`` (``KRYPTONREF_MALLOC_TUNING``; default on, ``0`` turns it off)
     While a job runs, glibc's malloc keeps freed memory instead of handing it
     back and faulting it in again every batch (:mod:`kryptonref._memory`).
+``single_thread_blas`` (``KRYPTONREF_SINGLE_THREAD_BLAS``; default on, ``0`` turns it off)
+    While a job runs, the process's BLAS libraries run on one thread: the CPU
+    kernels split their GEMMs over Numba's threads themselves, one
+    single-threaded BLAS call each (:mod:`kryptonref._blas_threads`). Off, BLAS
+    keeps its threads, which then nest inside Numba's (slower on few cores).
 ``winograd`` (``KRYPTONREF_WINOGRAD``; default on, ``0`` turns it off)
     Dense 3x3 stride-1 convolutions with enough channels run as Winograd
     F(2x2, 3x3) on the CPU (:mod:`kryptonref.layers.winograd`); read when a
@@ -30,7 +35,9 @@ each has its opt-out.
     user set it, so cuBLAS GEMMs stay float32-exact.
 ``OPENBLAS_THREAD_TIMEOUT`` (the ``kryptonref`` command only)
     After a GEMM, OpenBLAS's threads spin for ``2**28`` cycles (about 0.1 s)
-    and slow the Numba kernels that follow about twofold on two cores.
+    and slow the Numba kernels that follow about twofold on two cores. Within
+    a job ``single_thread_blas`` leaves OpenBLAS no threads to spin; the
+    timeout still matters where it is off, and for BLAS work between jobs.
     OpenBLAS reads the variable once, when NumPy loads it, so it cannot be set
     at call time: the ``kryptonref`` command sets it to 18 before NumPy loads
     (:func:`prepare_command_process`), unless the user set it. A program
@@ -69,6 +76,7 @@ class Settings:
 
     threading_layer: str = "workqueue"
     malloc_tuning: bool = True
+    single_thread_blas: bool = True
     winograd: bool = True
 
 
@@ -89,6 +97,7 @@ def settings() -> Settings:
         threading_layer=os.environ.get("KRYPTONREF_THREADING_LAYER", "workqueue").strip()
         or "workqueue",
         malloc_tuning=_flag("KRYPTONREF_MALLOC_TUNING", True),
+        single_thread_blas=_flag("KRYPTONREF_SINGLE_THREAD_BLAS", True),
         winograd=_flag("KRYPTONREF_WINOGRAD", True))
     return replace(from_env, **_OVERRIDES)
 
@@ -149,12 +158,15 @@ def _serialise() -> bool:
 @contextlib.contextmanager
 def job() -> Iterator[None]:
     """The context of one entry-point call: the settings applied, the lock held if needed,
-    freed memory retained while it runs (re-entrant: nested calls add nothing)."""
+    freed memory retained and BLAS on one thread while it runs (re-entrant: nested
+    calls add nothing)."""
+    from ._blas_threads import single_thread_blas
     from ._memory import retained_memory
     current = settings()
     _apply_threading_layer(current.threading_layer)
     lock = _LOCK if _serialise() else contextlib.nullcontext()
-    with lock, retained_memory(current.malloc_tuning):
+    with lock, retained_memory(current.malloc_tuning), \
+            single_thread_blas(current.single_thread_blas):
         yield
 
 

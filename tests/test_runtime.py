@@ -266,3 +266,52 @@ def test_no_writable_kernel_cache_means_no_disk_cache_not_a_failed_import(monkey
 def test_a_writable_kernel_cache_is_used():
     from kryptonref import _numba
     assert _numba.disk_cache_available() and _numba.KERNEL["cache"] is True
+
+
+BLAS_THREADS = textwrap.dedent("""
+    import kryptonref as kr
+    from threadpoolctl import threadpool_info
+    import scipy.linalg.cython_blas
+
+    def blas_threads():
+        return sorted(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+
+    before = blas_threads()
+    during = kr.runtime.entry_point(blas_threads)()
+    print(before, during, blas_threads())
+""")
+
+
+@pytest.mark.parametrize("env, limited", [({}, True), ({"KRYPTONREF_SINGLE_THREAD_BLAS": "0"}, False)])
+def test_blas_runs_on_one_thread_while_a_job_runs_and_gets_its_threads_back(env, limited):
+    """kryptonref splits its GEMMs over Numba's threads itself (layers.blas.matmul)."""
+    before, during, after = run_python(
+        BLAS_THREADS, env={"OPENBLAS_NUM_THREADS": "2", **env},
+        drop=("KRYPTONREF_SINGLE_THREAD_BLAS",)).replace(", ", ",").split()
+    assert before == after == "[2,2]" or before == after == "[2]"
+    assert during == (before.replace("2", "1") if limited else before)
+
+
+def test_overlapping_jobs_give_blas_its_threads_back_when_the_last_one_ends(monkeypatch):
+    from kryptonref import _blas_threads
+
+    calls = []
+
+    class FakeLimiter:
+        def restore_original_limits(self):
+            calls.append("restore")
+
+    class FakeController:
+        def limit(self, limits, user_api):
+            calls.append((limits, user_api))
+            return FakeLimiter()
+
+    monkeypatch.setitem(_blas_threads._STATE, "controller", FakeController())
+    monkeypatch.setitem(_blas_threads._STATE, "jobs", 0)
+    first, second = _blas_threads.single_thread_blas(), _blas_threads.single_thread_blas()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert calls == [(1, "blas")]
+    second.__exit__(None, None, None)
+    assert calls == [(1, "blas"), "restore"] and _blas_threads._STATE["jobs"] == 0

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import Layer, as_int, check_rank, dense_param_shapes
+from .blas import matmul
 from .registry import Kernels, Rule, register
 
 __all__ = ["Arithmetic", "LayerNorm2d", "ChannelLinear", "ChannelSlice", "ChannelShuffle",
@@ -238,7 +239,7 @@ def _channel_linear_macs(layer, input_shapes, output_shape):
 
 def _channel_linear_apply(layer, params, x, out=None):
     n, c, h, w = x.shape
-    result = np.matmul(params["weight"], np.ascontiguousarray(x).reshape(n, c, h * w))
+    result = matmul(params["weight"], np.ascontiguousarray(x).reshape(n, c, h * w))
     if "bias" in params:
         result += params["bias"][None, :, None]
     return result.reshape(n, -1, h, w)

@@ -30,13 +30,14 @@ GEMMs are too thin for BLAS, use a direct kernel.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from dataclasses import dataclass
+
+import numba
+import numpy as np
 
 from .._numba import KERNEL, njit, prange
 from .base import Padding, Pair, Spatial, as_int, as_padding, as_pair, check_rank
-from .blas import gemm, gemm_function
+from .blas import gemm, gemm_function, matmul
 from .registry import Kernels, Rule, register
 from .winograd import suits_winograd, winograd_conv, winograd_filters, winograd_pays_off
 
@@ -56,39 +57,43 @@ TILE_BYTES = 2 << 20
 POINTWISE_AREA = 49
 
 
-@njit(**KERNEL)
-def _conv_row_taps(fn, win, taps, kw, sw, dw, dh, tile_rows, cols, out):
+@njit(parallel=True, **KERNEL)
+def _conv_row_taps(fn, win, taps, kw, sw, dw, dh, tile_rows, out):
     """Vertical-stride-1 convolution, tiled over output rows to stay in cache.
 
-    For each window and each tile of ``tile_rows`` output rows: im2col over
-    (channel, kernel column) for the window rows the tile reads, then one GEMM
-    per kernel row ``ky`` on the column buffer shifted by ``ky*dh`` rows,
-    accumulated into the output rows (``beta = 1``; ``out`` holds the bias).
+    One task per window and tile of ``tile_rows`` output rows, in parallel:
+    im2col over (channel, kernel column) for the window rows the tile reads,
+    then one GEMM per kernel row ``ky`` on the column buffer shifted by
+    ``ky*dh`` rows, accumulated into the output rows (``beta = 1``; ``out``
+    holds the bias).
     """
     n_items, n_channels = win.shape[0], win.shape[1]
     n_taps, n_out, depth = taps.shape
     oh, ow = out.shape[2], out.shape[3]
-    length = cols.shape[1]
+    n_tiles = (oh + tile_rows - 1) // tile_rows
+    length = (tile_rows + dh * (n_taps - 1)) * ow
     out_flat = out.reshape(-1)
-    cols_flat = cols.reshape(-1)
     taps_flat = taps.reshape(-1)
-    for b in range(n_items):
-        for r0 in range(0, oh, tile_rows):
-            n_rows = min(tile_rows, oh - r0)
-            rows_used = n_rows + dh * (n_taps - 1)
-            for c in range(n_channels):
-                for kx in range(kw):
-                    dst = cols[c * kw + kx]
-                    x0 = kx * dw
-                    for y in range(rows_used):
-                        src = win[b, c, r0 + y]
-                        row0 = y * ow
-                        for ox in range(ow):
-                            dst[row0 + ox] = src[x0 + ox * sw]
-            for t in range(n_taps):
-                gemm(fn, n_out, n_rows * ow, depth, taps_flat, t * n_out * depth, depth,
-                     cols_flat, t * dh * ow, length,
-                     out_flat, (b * n_out) * oh * ow + r0 * ow, oh * ow, 1.0)
+    for task in prange(n_items * n_tiles):
+        b = task // n_tiles
+        r0 = (task % n_tiles) * tile_rows
+        n_rows = min(tile_rows, oh - r0)
+        rows_used = n_rows + dh * (n_taps - 1)
+        cols = np.empty((n_channels * kw, length), win.dtype)
+        for c in range(n_channels):
+            for kx in range(kw):
+                dst = cols[c * kw + kx]
+                x0 = kx * dw
+                for y in range(rows_used):
+                    src = win[b, c, r0 + y]
+                    row0 = y * ow
+                    for ox in range(ow):
+                        dst[row0 + ox] = src[x0 + ox * sw]
+        cols_flat = cols.reshape(-1)
+        for t in range(n_taps):
+            gemm(fn, n_out, n_rows * ow, depth, taps_flat, t * n_out * depth, depth,
+                 cols_flat, t * dh * ow, length,
+                 out_flat, (b * n_out) * oh * ow + r0 * ow, oh * ow, 1.0)
 
 
 @njit(parallel=True, **KERNEL)
@@ -135,23 +140,6 @@ def _im2col_batched(win, kh, kw, sh, sw, dh, dw, oh, ow, flat):
             else:
                 for ox in range(ow):
                     flat[row, dst0 + ox] = src[x0 + ox * sw]
-
-
-@njit(**KERNEL)
-def _gemm_taps(fn, taps, cols, tap_step, out):
-    """``out[b] += sum_t taps[t] @ cols[b][:, t*tap_step : t*tap_step + oh*ow]`` via BLAS."""
-    n_items, n_out, oh, ow = out.shape
-    n_taps, depth = taps.shape[0], taps.shape[2]
-    length = cols.shape[2]
-    n = oh * ow
-    out_flat = out.reshape(-1)
-    cols_flat = cols.reshape(-1)
-    taps_flat = taps.reshape(-1)
-    for b in range(n_items):
-        for t in range(n_taps):
-            gemm(fn, n_out, n, depth, taps_flat, t * n_out * depth, depth,
-                 cols_flat, b * depth * length + t * tap_step, length,
-                 out_flat, b * n_out * n, n, 1.0)
 
 
 @njit(parallel=True, **KERNEL)
@@ -242,17 +230,23 @@ def conv2d_valid(win, weight, bias, stride, dilation, groups, out_hw, taps=None,
     if sh == 1:
         if taps is None:
             taps = row_taps(weight)
-        row_bytes = cin_group * kw * ow * win.itemsize
-        tile_rows = int(min(oh, max(1, TILE_BYTES // row_bytes - dh * (kh - 1))))
-        cols = np.empty((cin_group * kw, (tile_rows + dh * (kh - 1)) * ow), win.dtype)
-        _conv_row_taps(fn, win, taps, kw, sw, dw, dh, tile_rows, cols, out)
+        _conv_row_taps(fn, win, taps, kw, sw, dw, dh, _tile_rows(win, kh, kw, dh, oh, ow), out)
         return out
-    matrix = weight.reshape(1, n_out, -1)
+    matrix = weight.reshape(n_out, -1)
     for first, last in _chunks(n_items, cin_group * kh * kw * oh * ow * win.itemsize):
         cols = np.empty((last - first, cin_group * kh * kw, oh * ow), win.dtype)
         _im2col(win[first:last], kh, kw, sh, sw, dh, dw, oh, ow, cols)
-        _gemm_taps(fn, matrix, cols, 0, out[first:last])
+        matmul(matrix, cols, out=out[first:last].reshape(last - first, n_out, oh * ow), beta=1.0)
     return out
+
+
+def _tile_rows(win, kh, kw, dh, oh, ow):
+    """Output rows per row-tap task: as many as keep its column buffer within
+    :data:`TILE_BYTES`, and few enough that every thread gets a task."""
+    row_bytes = win.shape[1] * kw * ow * win.itemsize
+    tile_rows = int(min(oh, max(1, TILE_BYTES // row_bytes - dh * (kh - 1))))
+    tiles_per_item = -(-numba.get_num_threads() // win.shape[0])
+    return max(1, min(tile_rows, -(-oh // tiles_per_item)))
 
 
 def _chunks(n_items, bytes_per_item):
@@ -277,12 +271,12 @@ def _conv_1x1(win, weight, bias, stride, out):
         part = samples[first:last]
         if per_window:
             flat = out[first:last].reshape(last - first, n_out, oh * ow)
-            np.matmul(matrix, np.ascontiguousarray(part).reshape(last - first, n_in, oh * ow),
-                      out=flat)
+            matmul(matrix, np.ascontiguousarray(part).reshape(last - first, n_in, oh * ow),
+                   out=flat)
             flat += bias[None, :, None]
         else:
             by_channel = np.ascontiguousarray(part.transpose(1, 0, 2, 3)).reshape(n_in, -1)
-            _unpack_gemm(matrix @ by_channel, bias, out[first:last])
+            _unpack_gemm(matmul(matrix, by_channel), bias, out[first:last])
     return out
 
 
@@ -296,7 +290,7 @@ def _conv_batched(win, weight, bias, stride, dilation, out):
     for first, last in _chunks(n_items, rows * oh * ow * win.itemsize):
         flat = np.empty((rows, (last - first) * oh * ow), win.dtype)
         _im2col_batched(win[first:last], kh, kw, sh, sw, dh, dw, oh, ow, flat)
-        _unpack_gemm(matrix @ flat, bias, out[first:last])
+        _unpack_gemm(matmul(matrix, flat), bias, out[first:last])
     return out
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import Layer, as_int, check_rank, dense_param_shapes
+from .blas import matmul
 from .channels import ChannelLinear
 from .registry import Kernels, Rule, register
 
@@ -124,7 +125,7 @@ def _linear_macs(layer, input_shapes, output_shape):
 
 
 def _linear_full(layer, params, inputs, out_shape):
-    y = inputs[0] @ params["weight"].T
+    y = matmul(inputs[0], params["weight"].T)
     if "bias" in params:
         y += params["bias"]
     return y

@@ -31,6 +31,7 @@ from scipy.special import erf as _erf
 from scipy.special import expit as _expit
 
 from .base import Layer
+from .blas import matmul
 from .registry import Kernels, Rule, register
 
 __all__ = ["TensorOp", "evaluate", "TENSOR_OPS", "freeze_value", "thaw_value"]
@@ -221,7 +222,7 @@ def _matmul(x, values, is_act, attrs, n_items):
     if a.ndim - is_act[0] < 2 or b.ndim - is_act[1] < 2:
         raise ValueError("MatMul of vectors is not supported")
     a, b = _align([a, b], is_act[:2])
-    return np.matmul(a, b)
+    return matmul(a, b)
 
 
 def _gemm(x, values, is_act, attrs, n_items):
@@ -230,7 +231,7 @@ def _gemm(x, values, is_act, attrs, n_items):
         a = np.swapaxes(a, -1, -2)
     if attrs.get("transB", 0):
         b = np.swapaxes(b, -1, -2)
-    out = np.matmul(a, b) * a.dtype.type(attrs.get("alpha", 1.0))
+    out = matmul(a, b) * a.dtype.type(attrs.get("alpha", 1.0))
     c = values[2] if len(values) > 2 else None
     if c is not None:
         out = out + a.dtype.type(attrs.get("beta", 1.0)) * c

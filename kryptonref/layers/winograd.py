@@ -4,7 +4,8 @@ Lavin & Gray (2016), "Fast Algorithms for Convolutional Neural Networks": each
 2x2 block of outputs of a 3x3 convolution is ``A^T [(G g G^T) * (B^T d B)] A``
 for the 4x4 input tile ``d`` that block reads, with the fixed matrices below.
 Summed over input channels, the elementwise product becomes 16 independent
-GEMMs, one per element ``xi`` of the 4x4 transformed tile::
+GEMMs, one per element ``xi`` of the 4x4 transformed tile (split over Numba's
+threads by :func:`.blas.matmul`)::
 
     M[xi] = U[xi] @ V[xi]      U: (C_out, C_in)   V: (C_in, tiles)   M: (C_out, tiles)
 
@@ -33,6 +34,7 @@ import numpy as np
 
 from .._numba import KERNEL, njit, prange
 from ..runtime import settings
+from .blas import matmul
 
 __all__ = ["winograd_filters", "winograd_conv", "suits_winograd", "winograd_pays_off"]
 
@@ -142,42 +144,41 @@ def _input_transform(win, tiles_h, tiles_w, v):
             _transform_plane(win[b, c], tiles_h, tiles_w, rows, v, c, b * tiles_h * tiles_w)
 
 
-@njit(**KERNEL)
-def _untransform_plane(m, o, t_first, tiles_h, tiles_w, bias, s, plane):
-    """Output transform of one channel of one window, from ``m[:, o, t_first:]``.
-
-    As for the input, first across the transformed tile's rows for a whole row
-    of tiles (``s = A^T m``, contiguous in the tile index), then along them.
-    """
-    oh, ow = plane.shape
-    for ty in range(tiles_h):
-        t0 = t_first + ty * tiles_w
-        for j in range(4):
-            m0, m1 = m[j, o, t0:t0 + tiles_w], m[4 + j, o, t0:t0 + tiles_w]
-            m2, m3 = m[8 + j, o, t0:t0 + tiles_w], m[12 + j, o, t0:t0 + tiles_w]
-            for tx in range(tiles_w):
-                s[0, j, tx] = m0[tx] + m1[tx] + m2[tx]
-                s[1, j, tx] = m1[tx] - m2[tx] - m3[tx]
-        for i in range(min(2, oh - 2 * ty)):
-            dst = plane[2 * ty + i]
-            s0, s1, s2, s3 = s[i, 0], s[i, 1], s[i, 2], s[i, 3]
-            for tx in range(ow // 2):
-                dst[2 * tx] = s0[tx] + s1[tx] + s2[tx] + bias
-                dst[2 * tx + 1] = s1[tx] - s2[tx] - s3[tx] + bias
-            if ow % 2:
-                last = tiles_w - 1
-                dst[ow - 1] = s0[last] + s1[last] + s2[last] + bias
-
-
 @njit(parallel=True, **KERNEL)
 def _output_transform(m, bias, tiles_h, tiles_w, out):
-    """``out[b, o, 2ty:2ty+2, 2tx:2tx+2] = A^T m[:, o, t] A + bias[o]``, cut at the output's edge."""
-    n_items, n_out = out.shape[0], out.shape[1]
-    for o in prange(n_out):
-        s = np.empty((2, 4, tiles_w), m.dtype)
-        for b in range(n_items):
-            _untransform_plane(m, o, b * tiles_h * tiles_w, tiles_h, tiles_w, bias[o], s,
-                               out[b, o])
+    """``out[b, o, 2ty:2ty+2, 2tx:2tx+2] = A^T m[:, o, t] A + bias[o]``, cut at the output's edge.
+
+    One task per (output channel, window); tile by tile, first across the
+    transformed tile's rows (``s = A^T m``), then along them. Each of the 16
+    reads runs along one contiguous row of ``m``.
+    """
+    n_items, n_out, oh, ow = out.shape
+    per_item = tiles_h * tiles_w
+    for task in prange(n_out * n_items):
+        o = task // n_items
+        b = task % n_items
+        bias_o = bias[o]
+        for ty in range(tiles_h):
+            y = 2 * ty
+            t_row = b * per_item + ty * tiles_w
+            for tx in range(tiles_w):
+                t = t_row + tx
+                s00 = m[0, o, t] + m[4, o, t] + m[8, o, t]
+                s01 = m[1, o, t] + m[5, o, t] + m[9, o, t]
+                s02 = m[2, o, t] + m[6, o, t] + m[10, o, t]
+                s03 = m[3, o, t] + m[7, o, t] + m[11, o, t]
+                s10 = m[4, o, t] - m[8, o, t] - m[12, o, t]
+                s11 = m[5, o, t] - m[9, o, t] - m[13, o, t]
+                s12 = m[6, o, t] - m[10, o, t] - m[14, o, t]
+                s13 = m[7, o, t] - m[11, o, t] - m[15, o, t]
+                x = 2 * tx
+                out[b, o, y, x] = s00 + s01 + s02 + bias_o
+                if x + 1 < ow:
+                    out[b, o, y, x + 1] = s01 - s02 - s03 + bias_o
+                if y + 1 < oh:
+                    out[b, o, y + 1, x] = s10 + s11 + s12 + bias_o
+                    if x + 1 < ow:
+                        out[b, o, y + 1, x + 1] = s11 - s12 - s13 + bias_o
 
 
 def winograd_conv(win, filters, bias, out):
@@ -203,6 +204,6 @@ def winograd_conv(win, filters, bias, out):
         n_tiles = (last - first) * tiles_h * tiles_w
         v = np.empty((16, n_channels, n_tiles), win.dtype)
         _input_transform(win[first:last], tiles_h, tiles_w, v)
-        m = np.matmul(filters, v)
+        m = matmul(filters, v)
         _output_transform(m, bias, tiles_h, tiles_w, out[first:last])
     return out
