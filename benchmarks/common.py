@@ -29,12 +29,27 @@ def machine_info():
                                                  "num_threads") if k in pool))
     except ImportError:
         print("  (threadpoolctl not installed: no BLAS info)")
+    _print_kryptonref_location()
     try:
         load = os.getloadavg()
         print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
               "(timings are best-of-N; other work on the cores makes them noisy)")
     except OSError:
         pass
+
+
+def _print_kryptonref_location():
+    """Where kryptonref was imported from, with a warning when it is not this checkout:
+    a script's folder, not the working directory, is on ``sys.path``, so an installed
+    copy in site-packages wins over the checkout unless it is installed editable."""
+    import kryptonref
+    location = os.path.dirname(os.path.abspath(kryptonref.__file__))
+    checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "kryptonref")
+    print(f"kryptonref {getattr(kryptonref, '__version__', '?')} from {location}")
+    if location != checkout:
+        print(f"  WARNING: not this checkout's {checkout}; `pip install -e .` (or "
+              f"PYTHONPATH) measures the code beside this benchmark")
 
 
 def best_of(fn, repeat):

@@ -14,6 +14,7 @@ them alone.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import threading
 
 __all__ = ["single_thread_blas"]
@@ -26,7 +27,7 @@ def _controller():
     """threadpoolctl's view of the loaded libraries, after loading SciPy's BLAS (the
     one the kernels call); made once per process."""
     if _STATE["controller"] is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's BLAS)
+        importlib.import_module("scipy.linalg.cython_blas")   # loads SciPy's BLAS
         from threadpoolctl import ThreadpoolController
         _STATE["controller"] = ThreadpoolController()
     return _STATE["controller"]

@@ -71,3 +71,36 @@ def test_matmul_refuses_a_wrong_out():
         blas.matmul(a, b, out=np.empty((6, 4), np.float32))
     with pytest.raises(ValueError, match="beta needs out"):
         blas.matmul(a, b, beta=1.0)
+
+
+def _with_threads(n, function):
+    import numba
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        with runtime.job():
+            return function()
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 300), n=st.integers(1, 300), k=st.integers(1, 80),
+       stack=st.sampled_from([None, 1, 3, 40]), seed=st.integers(0, 2 ** 16))
+def test_matmul_gives_the_same_bits_on_any_thread_count(m, n, k, stack, seed):
+    """Blocks are cut from the shapes alone: a BLAS kernel's rounding may depend on the
+    block it is given, and the answer must not depend on the machine's cores."""
+    rng = np.random.default_rng(seed)
+    lead = () if stack is None else (stack,)
+    a = rng.standard_normal(lead + (m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    np.testing.assert_array_equal(_with_threads(1, lambda: blas.matmul(a, b)),
+                                  _with_threads(2, lambda: blas.matmul(a, b)))
+
+
+def test_occlusion_gives_the_same_bits_on_any_thread_count():
+    import kryptonref as kr
+    model = kr.zoo("demo_vgg", image_size=64)
+    image = np.random.default_rng(0).standard_normal((3, 64, 64)).astype(np.float32)
+    one, two = (_with_threads(n, lambda: kr.occlusion(model, image, patch=8, stride=4))
+                for n in (1, 2))
+    np.testing.assert_array_equal(one.heatmap, two.heatmap)

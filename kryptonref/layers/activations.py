@@ -17,6 +17,7 @@ import numpy as np
 from scipy.special import erf as _erf
 from scipy.special import expit as _expit
 
+from .._pool import map_elementwise
 from .base import Layer, as_int
 from .registry import Kernels, Rule, register
 
@@ -194,11 +195,12 @@ UNARY = {
 
 
 def _apply_unary(layer, params, x, out=None):
-    result = np.asarray(UNARY[type(layer)](layer, x), dtype=x.dtype)
+    """The layer's NumPy definition, on several threads for large arrays
+    (:func:`kryptonref._pool.map_elementwise`)."""
+    function = UNARY[type(layer)]
     if out is None:
-        return result
-    out[...] = result
-    return out
+        out = np.empty(x.shape, x.dtype)
+    return map_elementwise(lambda chunk: function(layer, chunk), x, out)
 
 
 def _prelu(layer, params, x, out=None):

@@ -16,13 +16,15 @@ twice: its threads spin for a while after each GEMM and take the cores from the
 kernel that follows. Measured on 2 cores (``docs/design.md``, Performance facts):
 a 512-channel Winograd convolution of 16 windows of 7x7 took 31 ms with
 ``np.matmul`` between its transforms and 15 ms this way.
+
+How a GEMM is cut into blocks depends on its shape alone, never on the thread
+count (:func:`_split`): BLAS kernels may round differently on blocks of other
+sizes, and kryptonref gives the same bits on any number of threads (tested).
 """
 from __future__ import annotations
 
 import ctypes
-import math
 
-import numba
 import numpy as np
 from numba.core.extending import get_cython_function_address
 
@@ -32,8 +34,13 @@ __all__ = ["gemm", "gemm_function", "matmul"]
 
 _GEMM_TYPE = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 13))
 _FUNCTIONS: dict = {}
-#: Columns (or rows) a thread's share of one GEMM is rounded to.
+#: Columns (or rows) a block of one GEMM is rounded to.
 BLOCK_ALIGN = 16
+#: Tasks a stack of GEMMs is cut into, where blocks stay :data:`MIN_BLOCK` wide: enough
+#: to share among 32 threads.
+MIN_TASKS = 32
+#: Narrowest block (columns or rows) a GEMM is cut into.
+MIN_BLOCK = 64
 
 
 def gemm_function(dtype):
@@ -129,12 +136,18 @@ def _operand(x):
     return np.ascontiguousarray(x), False
 
 
-def _split(n_stack, m, n, n_threads):
-    """``(n_blocks, split_rows)``: cut each of ``n_stack`` GEMMs into enough blocks that
-    the tasks share ``n_threads`` evenly, along the longer side of the output."""
-    n_blocks = n_threads // math.gcd(n_stack, n_threads)
+def _split(n_stack, m, n):
+    """``(n_blocks, split_rows)``: cut each of ``n_stack`` GEMMs along the longer side of
+    its output into enough blocks for :data:`MIN_TASKS` tasks, none narrower than
+    :data:`MIN_BLOCK`.
+
+    The cut depends on the shapes only, never on the thread count: a BLAS
+    kernel's rounding can depend on the size of the block it is given, and the
+    same input must give the same bits on any machine and thread count.
+    """
     split_rows = m > n
-    n_blocks = max(1, min(n_blocks, (m if split_rows else n) // BLOCK_ALIGN))
+    length = m if split_rows else n
+    n_blocks = max(1, min(-(-MIN_TASKS // n_stack), length // MIN_BLOCK))
     return n_blocks, split_rows
 
 
@@ -210,7 +223,7 @@ def matmul(a, b, out=None, beta=0.0):
     b_data, trans_b = _operand(b)
     a_step = m * k if a.ndim == 3 else 0
     b_step = k * n if b.ndim == 3 else 0
-    n_blocks, split_rows = _split(n_stack, m, n, numba.get_num_threads())
+    n_blocks, split_rows = _split(n_stack, m, n)
     _matmul_tasks(gemm_function(dtype), a_data.reshape(-1), a_step, trans_a, b_data.reshape(-1),
                   b_step, trans_b, out.reshape(-1), m, n, k, n_stack, n_blocks, split_rows,
                   dtype.type(beta))

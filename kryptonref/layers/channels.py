@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._pool import map_items
 from .base import Layer, as_int, check_rank, dense_param_shapes
 from .blas import matmul
 from .registry import Kernels, Rule, register
@@ -176,17 +177,21 @@ def _layernorm_init(layer, shapes, rng):
     return {"weight": rng.uniform(0.5, 1.5, c), "bias": rng.normal(0, 0.1, c)}
 
 
-def _layernorm_apply(layer, params, x, out=None):
+def _layernorm(layer, params, x):
     mean = x.mean(axis=1, keepdims=True)
     centred = x - mean
     var = np.mean(centred * centred, axis=1, keepdims=True)
     scale = _channel_view(params["weight"], x.ndim)
     result = centred / np.sqrt(var + x.dtype.type(layer.eps)) * scale
     result += _channel_view(params["bias"], x.ndim)
+    return result
+
+
+def _layernorm_apply(layer, params, x, out=None):
+    """Items of the batch on several threads (:func:`kryptonref._pool.map_items`)."""
     if out is None:
-        return result
-    out[...] = result
-    return out
+        out = np.empty(x.shape, x.dtype)
+    return map_items(lambda items: _layernorm(layer, params, items), x, out)
 
 
 def _layernorm_to_onnx(ctx, name, layer, params, inputs):
