@@ -2,7 +2,7 @@
 over Numba's threads (row or column blocks, stacks, transposed operands, beta)."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from kryptonref import runtime
 from kryptonref.layers import blas
@@ -23,6 +23,8 @@ def _operand(rng, shape, dtype, transposed):
        shared=st.sampled_from(["a", "b", None]), trans_a=st.booleans(), trans_b=st.booleans(),
        dtype=st.sampled_from([np.float32, np.float64]), threads=st.integers(1, 2),
        seed=st.integers(0, 2 ** 16))
+@example(m=0, n=0, k=0, stack=1, shared="b", trans_a=False, trans_b=False,   # an empty
+         dtype=np.float32, threads=1, seed=0)                                  # stack
 def test_matmul_equals_numpys(m, n, k, stack, shared, trans_a, trans_b, dtype, threads, seed):
     import numba
     rng = np.random.default_rng(seed)

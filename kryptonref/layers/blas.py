@@ -205,7 +205,7 @@ def matmul(a, b, out=None, beta=0.0):
     n_stack = max(a.shape[0] if a.ndim == 3 else 1, b.shape[0] if b.ndim == 3 else 1)
     shape = (m, n) if a.ndim == b.ndim == 2 else (n_stack, m, n)
     if a.ndim == 3 and b.ndim == 2 and a.flags.c_contiguous:
-        a, m, n_stack, shape = a.reshape(-1, k), n_stack * m, 1, shape   # one tall GEMM
+        a, m, n_stack = a.reshape(n_stack * m, k), n_stack * m, 1   # one tall GEMM
     if out is None:
         out = np.empty(shape, dtype) if not beta else None
         if out is None:

@@ -22,6 +22,10 @@ Performance facts), in one of four layouts:
   operand, one GEMM per window (:data:`POINTWISE_AREA` outputs or more), else
   one GEMM for the whole batch on the samples in channel-major order.
 
+Every GEMM runs as single-threaded BLAS calls on Numba's threads (row-tap tasks
+call BLAS themselves; the other layouts go through :func:`.blas.matmul`), cut into
+tasks from the shapes alone, so results do not depend on the thread count.
+
 Dense 3x3 stride-1 convolutions with enough input channels (VGG's and most
 of ResNet's) instead use Winograd's F(2x2, 3x3) (:mod:`.winograd`): 16 GEMMs
 with 2.25x fewer multiply-accumulates, where the region is large enough
