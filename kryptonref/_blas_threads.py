@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import threading
+
+from ._jobs import WhileJobsRun
 
 __all__ = ["single_thread_blas"]
 
-_STATE: dict = {"controller": None, "limiter": None, "jobs": 0}
-_LOCK = threading.Lock()
+_STATE: dict = {"controller": None, "limiter": None}
+_JOBS = WhileJobsRun()
 
 
 def _controller():
@@ -33,8 +34,17 @@ def _controller():
     return _STATE["controller"]
 
 
-@contextlib.contextmanager
-def single_thread_blas(enabled=True):
+def _limit() -> None:
+    _STATE["limiter"] = _controller().limit(limits=1, user_api="blas")
+
+
+def _restore() -> None:
+    limiter, _STATE["limiter"] = _STATE["limiter"], None
+    limiter.restore_original_limits()
+
+
+def single_thread_blas(enabled: bool = True
+                       ) -> contextlib.AbstractContextManager[None]:
     """Context of one job: BLAS libraries run on one thread while it runs.
 
     Jobs may nest or overlap (from several threads); the original thread
@@ -42,17 +52,5 @@ def single_thread_blas(enabled=True):
     setting off) changes nothing for this job.
     """
     if not enabled:
-        yield
-        return
-    with _LOCK:
-        _STATE["jobs"] += 1
-        if _STATE["jobs"] == 1:
-            _STATE["limiter"] = _controller().limit(limits=1, user_api="blas")
-    try:
-        yield
-    finally:
-        with _LOCK:
-            _STATE["jobs"] -= 1
-            if _STATE["jobs"] == 0 and _STATE["limiter"] is not None:
-                _STATE["limiter"].restore_original_limits()
-                _STATE["limiter"] = None
+        return contextlib.nullcontext()
+    return _JOBS.hold(_limit, _restore)

@@ -28,6 +28,8 @@ import ctypes
 import os
 import threading
 
+from ._jobs import WhileJobsRun
+
 __all__ = ["retained_memory", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "DEFAULT_MMAP_MAX"]
 #: Allocations below this come from the heap, not a fresh mapping (glibc's
 #: largest accepted value on 64-bit systems, ``DEFAULT_MMAP_THRESHOLD_MAX``).
@@ -39,8 +41,9 @@ TRIM_THRESHOLD = 1 << 30
 DEFAULT_MMAP_MAX = 65536
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
-_STATE = {"libc": None, "checked": False, "jobs": 0}
+_STATE = {"libc": None, "checked": False}
 _LOCK = threading.Lock()
+_JOBS = WhileJobsRun()
 
 
 def _glibc():
@@ -65,29 +68,19 @@ def _tuned_libc():
         return _STATE["libc"]
 
 
-@contextlib.contextmanager
-def retained_memory(enabled=True):
+def retained_memory(enabled: bool = True
+                    ) -> contextlib.AbstractContextManager[None]:
     """Context of one job: freed memory is reused while it runs, released after.
 
     Jobs may nest or overlap (from several threads); the memory is released
     when the last one running ends. ``enabled=False`` (the ``malloc_tuning``
     setting off) changes nothing for this job.
     """
-    if not enabled:
-        yield
-        return
-    libc = _tuned_libc()
-    with _LOCK:
-        _STATE["jobs"] += 1
-        if libc is not None and _STATE["jobs"] == 1:
-            libc.mallopt(_M_MMAP_MAX, 0)
-    try:
-        yield
-    finally:
-        with _LOCK:
-            _STATE["jobs"] -= 1
-            last = _STATE["jobs"] == 0
-            if libc is not None and last:
-                libc.mallopt(_M_MMAP_MAX, DEFAULT_MMAP_MAX)
-        if libc is not None and last:
-            libc.malloc_trim(0)
+    libc = _tuned_libc() if enabled else None
+    if libc is None:
+        return contextlib.nullcontext()
+
+    def release():
+        libc.mallopt(_M_MMAP_MAX, DEFAULT_MMAP_MAX)
+        libc.malloc_trim(0)
+    return _JOBS.hold(lambda: libc.mallopt(_M_MMAP_MAX, 0), release)

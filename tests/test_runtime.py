@@ -230,14 +230,14 @@ def test_overlapping_jobs_release_the_memory_when_the_last_one_ends(monkeypatch)
 
     monkeypatch.setitem(_memory._STATE, "checked", True)
     monkeypatch.setitem(_memory._STATE, "libc", FakeLibc())
-    monkeypatch.setitem(_memory._STATE, "jobs", 0)
+    monkeypatch.setattr(_memory, "_JOBS", _memory.WhileJobsRun())
     first, second = _memory.retained_memory(), _memory.retained_memory()
     first.__enter__()
     second.__enter__()
     first.__exit__(None, None, None)   # the first job ends while the second runs
     assert trims == []
     second.__exit__(None, None, None)
-    assert trims == [0] and _memory._STATE["jobs"] == 0
+    assert trims == [0] and _memory._JOBS.jobs == 0
     assert mmap_max == [0, _memory.DEFAULT_MMAP_MAX]  # mapping off while any job runs
 
 
@@ -307,11 +307,11 @@ def test_overlapping_jobs_give_blas_its_threads_back_when_the_last_one_ends(monk
             return FakeLimiter()
 
     monkeypatch.setitem(_blas_threads._STATE, "controller", FakeController())
-    monkeypatch.setitem(_blas_threads._STATE, "jobs", 0)
+    monkeypatch.setattr(_blas_threads, "_JOBS", _blas_threads.WhileJobsRun())
     first, second = _blas_threads.single_thread_blas(), _blas_threads.single_thread_blas()
     first.__enter__()
     second.__enter__()
     first.__exit__(None, None, None)
     assert calls == [(1, "blas")]
     second.__exit__(None, None, None)
-    assert calls == [(1, "blas"), "restore"] and _blas_threads._STATE["jobs"] == 0
+    assert calls == [(1, "blas"), "restore"] and _blas_threads._JOBS.jobs == 0
