@@ -30,61 +30,74 @@ PARALLEL_ELEMENTS = 1 << 17
 #: cost more in the pool's overhead than they save, measured on 2 cores).
 CHUNK_ELEMENTS = 1 << 16
 
-_STATE: dict = {"pool": None, "workers": 0}
+_STATE: dict = {"pool": None}
 _LOCK = threading.Lock()
 
 
-def _pool(workers):
+def _pool():
+    """The pool, as many threads as Numba may use (started at the first call)."""
+    import numba
     with _LOCK:
-        if _STATE["pool"] is None or _STATE["workers"] != workers:
-            if _STATE["pool"] is not None:
-                _STATE["pool"].shutdown(wait=False)
-            _STATE["pool"] = ThreadPoolExecutor(max_workers=workers,
+        if _STATE["pool"] is None:
+            _STATE["pool"] = ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS,
                                                 thread_name_prefix="kryptonref-elementwise")
-            _STATE["workers"] = workers
         return _STATE["pool"]
 
 
-def map_elementwise(function, x, out):
-    """``out[...] = function(x)`` for an element-wise ``function``, in chunks over
-    Numba's thread count when ``x`` is large and both arrays are C-contiguous.
-
-    Returns ``out``.
-    """
+def _workers():
+    """Threads to use now: Numba's current thread count (``numba.set_num_threads``)."""
     import numba
-    workers = numba.get_num_threads()
-    if (workers < 2 or x.size < PARALLEL_ELEMENTS or x.shape != out.shape
-            or not x.flags.c_contiguous or not out.flags.c_contiguous):
-        out[...] = function(x)
-        return out
-    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-    errors = np.geterr()   # the caller's np.errstate, which the pool's threads do not share
+    return numba.get_num_threads()
 
-    def run(start):
-        stop = start + CHUNK_ELEMENTS
-        with np.errstate(**errors):
-            flat_out[start:stop] = function(flat_x[start:stop])
 
-    # list() waits for every chunk and re-raises the first error
-    list(_pool(workers).map(run, range(0, x.size, CHUNK_ELEMENTS)))
+def _one_call(function, x, out):
+    """``function(x)`` in ``x``'s dtype, written into ``out`` when given."""
+    if out is None:
+        return np.asarray(function(x), dtype=x.dtype)
+    out[...] = function(x)
     return out
 
 
-def map_items(function, x, out):
-    """``out[...] = function(x)`` for a ``function`` that treats each item of axis 0 on its
-    own (a normalisation over channels), in groups of items over Numba's thread count
-    when ``x`` is large. Returns ``out``."""
-    import numba
-    workers = min(numba.get_num_threads(), x.shape[0]) if x.ndim else 1
-    if workers < 2 or x.size < PARALLEL_ELEMENTS or x.shape != out.shape:
-        out[...] = function(x)
-        return out
-    edges = [x.shape[0] * i // workers for i in range(workers + 1)]
+def _in_parallel(function, parts, workers):
+    """``dst[...] = function(src)`` for every ``(src, dst)`` of ``parts``, shared among
+    ``workers`` threads of the pool, under the caller's ``np.errstate`` (which the
+    pool's threads do not share). Errors reach the caller."""
     errors = np.geterr()
 
-    def run(i):
+    def run(first):
         with np.errstate(**errors):
-            out[edges[i]:edges[i + 1]] = function(x[edges[i]:edges[i + 1]])
+            for src, dst in parts[first::workers]:
+                dst[...] = function(src)
+    list(_pool().map(run, range(workers)))   # waits for all; re-raises the first error
 
-    list(_pool(workers).map(run, range(workers)))
+
+def map_elementwise(function, x, out=None):
+    """``function(x)`` (into ``out`` when given) for an element-wise ``function``, in
+    chunks of :data:`CHUNK_ELEMENTS` over Numba's thread count when ``x`` is large and
+    C-contiguous (and ``out`` too)."""
+    workers = _workers()
+    if (workers < 2 or x.size < PARALLEL_ELEMENTS or not x.flags.c_contiguous
+            or (out is not None and (out.shape != x.shape or not out.flags.c_contiguous))):
+        return _one_call(function, x, out)
+    if out is None:
+        out = np.empty(x.shape, x.dtype)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    parts = [(flat_x[i:i + CHUNK_ELEMENTS], flat_out[i:i + CHUNK_ELEMENTS])
+             for i in range(0, x.size, CHUNK_ELEMENTS)]
+    _in_parallel(function, parts, workers)
+    return out
+
+
+def map_items(function, x, out=None):
+    """``function(x)`` (into ``out`` when given) for a ``function`` that treats each item
+    of axis 0 on its own (a normalisation over channels), in one group of items per
+    thread when ``x`` is large."""
+    workers = min(_workers(), x.shape[0]) if x.ndim else 1
+    if workers < 2 or x.size < PARALLEL_ELEMENTS or (out is not None and out.shape != x.shape):
+        return _one_call(function, x, out)
+    if out is None:
+        out = np.empty(x.shape, x.dtype)
+    edges = [x.shape[0] * i // workers for i in range(workers + 1)]
+    parts = [(x[lo:hi], out[lo:hi]) for lo, hi in zip(edges, edges[1:])]
+    _in_parallel(function, parts, workers)
     return out

@@ -198,8 +198,6 @@ def _apply_unary(layer, params, x, out=None):
     """The layer's NumPy definition, on several threads for large arrays
     (:func:`kryptonref._pool.map_elementwise`)."""
     function = UNARY[type(layer)]
-    if out is None:
-        out = np.empty(x.shape, x.dtype)
     return map_elementwise(lambda chunk: function(layer, chunk), x, out)
 
 

@@ -189,8 +189,6 @@ def _layernorm(layer, params, x):
 
 def _layernorm_apply(layer, params, x, out=None):
     """Items of the batch on several threads (:func:`kryptonref._pool.map_items`)."""
-    if out is None:
-        out = np.empty(x.shape, x.dtype)
     return map_items(lambda items: _layernorm(layer, params, items), x, out)
 
 
