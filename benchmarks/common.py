@@ -20,15 +20,12 @@ def machine_info():
                 "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER"):
         if var in os.environ:
             print(f"  {var}={os.environ[var]}")
-    try:
-        from threadpoolctl import threadpool_info
-        for pool in threadpool_info():
-            print("  threadpool: " + ", ".join(
-                f"{k}={pool.get(k)}" for k in ("user_api", "internal_api", "version",
-                                                 "architecture", "threading_layer",
-                                                 "num_threads") if k in pool))
-    except ImportError:
-        print("  (threadpoolctl not installed: no BLAS info)")
+    from threadpoolctl import threadpool_info   # a dependency of kryptonref
+    for pool in threadpool_info():
+        print("  threadpool: " + ", ".join(
+            f"{k}={pool.get(k)}" for k in ("user_api", "internal_api", "version",
+                                             "architecture", "threading_layer",
+                                             "num_threads") if k in pool))
     _print_kryptonref_location()
     try:
         load = os.getloadavg()
@@ -46,7 +43,7 @@ def _print_kryptonref_location():
     location = os.path.dirname(os.path.abspath(kryptonref.__file__))
     checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "kryptonref")
-    print(f"kryptonref {getattr(kryptonref, '__version__', '?')} from {location}")
+    print(f"kryptonref {kryptonref.__version__} from {location}")
     if location != checkout:
         print(f"  WARNING: not this checkout's {checkout}; `pip install -e .` (or "
               f"PYTHONPATH) measures the code beside this benchmark")

@@ -4,10 +4,11 @@ What is measured
 ----------------
 Zoo models with seeded random weights (``kryptonref.zoo(name, seed=0)``, 1000
 classes, float32): VGG16 and ResNet18 at 224 px, Inception v3 at 299 px
-(``--quick``: 224 / 112 / 150 px, with 16 positions: VGG16 stays at 224 px because its
-export at 112 px has a 3 x 3 -> 7 x 7 adaptive average pool, which ONNX cannot express). A deterministic synthetic image
-(``synthetic_image`` below: a smooth background, a bright disc, a dark bar), a
-16 x 16 zero patch, stride 4. The heatmap grid is 53 x 53 = 2809 positions at 224 px and 71 x 71 = 5041 at 299 px; at 299 px
+(``--quick``: 224 / 112 / 150 px, with 16 positions: VGG16 stays at 224 px because
+its export at 112 px has a 3 x 3 -> 7 x 7 adaptive average pool, which ONNX cannot
+express). A deterministic synthetic image (``synthetic_image`` below: a smooth
+background, a bright disc, a dark bar), a 16 x 16 zero patch, stride 4. The heatmap
+grid is 53 x 53 = 2809 positions at 224 px and 71 x 71 = 5041 at 299 px; at 299 px
 Captum's windows also include the 143 truncated border windows (72 x 72 = 5184
 windows), which ``kryptonref.occlusion`` evaluates too for the attribution, so
 "windows" below is the number of occluded inferences really performed and

@@ -190,16 +190,14 @@ _LIMITED: dict[str, int] = {}
 
 
 def _limit_threads(threads: int) -> None:
-    """Numba's and (with threadpoolctl) BLAS's threads in this worker process."""
+    """Numba's and BLAS's threads in this worker process (BLAS's matter between
+    kryptonref's calls; inside one it runs on one thread, ``runtime.single_thread_blas``)."""
     import numba
+    from threadpoolctl import threadpool_limits
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     if _LIMITED.get("blas") == threads:   # threadpoolctl scans the loaded libraries: once
         return
     _LIMITED["blas"] = threads
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
     threadpool_limits(threads)
 
 

@@ -207,9 +207,9 @@ def matmul(a, b, out=None, beta=0.0):
     if a.ndim == 3 and b.ndim == 2 and a.flags.c_contiguous:
         a, m, n_stack = a.reshape(n_stack * m, k), n_stack * m, 1   # one tall GEMM
     if out is None:
-        out = np.empty(shape, dtype) if not beta else None
-        if out is None:
+        if beta:
             raise ValueError("matmul: beta needs out")
+        out = np.empty(shape, dtype)
     elif out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
         raise ValueError(f"matmul: out must be C-contiguous {dtype} of shape {shape}, got "
                          f"{out.dtype} {out.shape}")
